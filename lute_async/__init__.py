@@ -1,0 +1,52 @@
+"""lute-async: an event-driven, asyncio-native task executor.
+
+The public API is re-exported lazily (PEP 562) so that task processes importing
+``lute_async.task`` pay only for msgpack, not for anyio, structlog or sqlite3.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "Executor": "lute_async.executor",
+    "Run": "lute_async.executor",
+    "Event": "lute_async.hooks.registry",
+    "HookRegistry": "lute_async.hooks.registry",
+    "Message": "lute_async.messages",
+    "TaskStatus": "lute_async.messages",
+    "AnalysisRecord": "lute_async.records",
+    "RecordStore": "lute_async.records",
+    "Limits": "lute_async.limits",
+    "Local": "lute_async.launchers.local",
+    "MPI": "lute_async.launchers.mpi",
+    "Slurm": "lute_async.launchers.slurm",
+    "Reporter": "lute_async.task",
+    "AsyncReporter": "lute_async.task",
+    "task": "lute_async.task",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+if TYPE_CHECKING:
+    from lute_async.executor import Executor, Run
+    from lute_async.hooks.registry import Event, HookRegistry
+    from lute_async.launchers.local import Local
+    from lute_async.launchers.mpi import MPI
+    from lute_async.launchers.slurm import Slurm
+    from lute_async.limits import Limits
+    from lute_async.messages import Message, TaskStatus
+    from lute_async.records import AnalysisRecord, RecordStore
+    from lute_async.task import AsyncReporter, Reporter, task
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lute_async' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,39 @@
+"""Every exception lute-async raises, each with a message a user can act on."""
+
+from __future__ import annotations
+
+
+class LuteAsyncError(Exception):
+    """Base class of all lute-async errors."""
+
+
+class ProtocolError(LuteAsyncError):
+    """A frame on the wire broke protocol v1 (bad bytes, wrong shape, too large)."""
+
+    def __init__(self, message: str, *, offset: int | None = None) -> None:
+        super().__init__(message if offset is None else f"{message} (at byte {offset})")
+        self.offset = offset
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame exceeded the decoder's size limit."""
+
+
+class HandshakeError(ProtocolError):
+    """A connection's hello frame was missing, malformed, for another run or had a wrong secret."""
+
+
+class LaunchError(LuteAsyncError):
+    """A task could not be started (missing binary, bad cwd, no permission, launcher missing)."""
+
+
+class ConfigError(LuteAsyncError):
+    """A task definition or executor setting is invalid."""
+
+
+class RecordStoreError(LuteAsyncError):
+    """The records database could not be opened, read or written."""
+
+
+class NotInExecutorError(LuteAsyncError):
+    """A task-side call needed an executor but the process was not started by one."""
