@@ -6,8 +6,7 @@ The public API is re-exported lazily (PEP 562) so that task processes importing
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # the typing module costs a task process milliseconds
 
 __version__ = "0.1.0"
 
@@ -22,8 +21,6 @@ _EXPORTS: dict[str, str] = {
     "RecordStore": "lute_async.records",
     "Limits": "lute_async.limits",
     "Local": "lute_async.launchers.local",
-    "MPI": "lute_async.launchers.mpi",
-    "Slurm": "lute_async.launchers.slurm",
     "Reporter": "lute_async.task",
     "AsyncReporter": "lute_async.task",
     "task": "lute_async.task",
@@ -32,11 +29,11 @@ _EXPORTS: dict[str, str] = {
 __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from lute_async.executor import Executor, Run
     from lute_async.hooks.registry import Event, HookRegistry
     from lute_async.launchers.local import Local
-    from lute_async.launchers.mpi import MPI
-    from lute_async.launchers.slurm import Slurm
     from lute_async.limits import Limits
     from lute_async.messages import Message, TaskStatus
     from lute_async.records import AnalysisRecord, RecordStore
@@ -47,6 +44,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'lute_async' has no attribute {name!r}")
+    import importlib
+
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

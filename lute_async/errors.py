@@ -37,3 +37,16 @@ class RecordStoreError(LuteAsyncError):
 
 class NotInExecutorError(LuteAsyncError):
     """A task-side call needed an executor but the process was not started by one."""
+
+
+class RecordNotFound(RecordStoreError, KeyError):
+    """No run with the requested id is in the records database."""
+
+    def __init__(self, run_id: str, path: str) -> None:
+        super().__init__(f"no run with id {run_id!r} in records database {path}")
+        self.run_id = run_id
+        self.path = path
+
+    def __str__(self) -> str:
+        # KeyError would print the repr of the message; show it as written.
+        return str(self.args[0])

@@ -1,0 +1,99 @@
+"""PipeCommunicator: a dedicated frame pipe (``LUTE_ASYNC_FD``) plus stdout/stderr as log lines.
+
+The frame pipe is separate from the task's output, so nothing a task prints can be decoded as
+a frame: every byte on stdout/stderr becomes a ``log`` message and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import anyio
+
+from lute_async.communicators.base import (
+    ChildSetup,
+    FrameConnection,
+    LineSplitter,
+    RunChannel,
+    pump_connection,
+)
+from lute_async.communicators.fdio import close_fd, read_chunk, set_nonblocking
+from lute_async.wire import ENV_FD
+
+
+class PipeCommunicator:
+    """Frames over an inherited pipe; stdout and stderr captured line by line."""
+
+    kind = "pipe"
+
+    def __init__(self, *, capture_output: bool = True) -> None:
+        self.capture_output = capture_output
+        self._channel: RunChannel | None = None
+        self._read_fds: list[tuple[int, str]] = []
+        self._child_fds: list[int] = []
+        self._frame_fd: int | None = None
+
+    async def open(self, channel: RunChannel) -> ChildSetup:
+        self._channel = channel
+        frames_r, frames_w = os.pipe()
+        self._add(frames_r, frames_w, "pipe")
+        self._frame_fd = frames_w
+        setup = ChildSetup(
+            env={ENV_FD: f"{frames_w}:{os.fstat(frames_w).st_ino}"}, pass_fds=(frames_w,)
+        )
+        if self.capture_output:
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            self._add(out_r, out_w, "stdout")
+            self._add(err_r, err_w, "stderr")
+            setup.stdout, setup.stderr = out_w, err_w
+        return setup
+
+    def _add(self, read_fd: int, write_fd: int, source: str) -> None:
+        set_nonblocking(read_fd)
+        self._read_fds.append((read_fd, source))
+        self._child_fds.append(write_fd)
+
+    def child_started(self) -> None:
+        for fd in self._child_fds:
+            close_fd(fd)
+        self._child_fds.clear()
+
+    async def serve(self, exited: anyio.Event) -> None:
+        # Pipes end by themselves: EOF arrives once every process holding the write end is gone.
+        async with anyio.create_task_group() as tg:
+            for fd, source in self._read_fds:
+                if source == "pipe":
+                    tg.start_soon(self._read_frames, fd)
+                else:
+                    tg.start_soon(self._read_lines, fd, source)
+
+    async def _read_frames(self, fd: int) -> None:
+        assert self._channel is not None
+        parser = FrameConnection(self._channel, "pipe", require_secret=False)
+        await pump_connection(lambda: read_chunk(fd), parser, self._channel.send)
+
+    async def _read_lines(self, fd: int, source: str) -> None:
+        channel = self._channel
+        assert channel is not None
+        splitter = LineSplitter(channel, source)
+        on_output = channel.on_output
+        while chunk := await read_chunk(fd):
+            if on_output is not None and not on_output(len(chunk)):
+                continue  # over the output limit: count and discard, keep the pipe drained
+            batch = splitter.feed(chunk)
+            if batch:
+                await channel.send.send(batch)
+        tail = splitter.finish()
+        if tail:
+            await channel.send.send(tail)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "fd": self._frame_fd, "capture_output": self.capture_output}
+
+    async def aclose(self) -> None:
+        self.child_started()
+        for fd, _ in self._read_fds:
+            close_fd(fd)
+        self._read_fds.clear()

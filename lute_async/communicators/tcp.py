@@ -1,0 +1,65 @@
+"""TcpCommunicator: a TCP server for ranks on other nodes; every connection must open with a
+hello carrying the run's random secret (compared in constant time) within ``hello_timeout``."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from lute_async.communicators.listener import ListeningCommunicator
+from lute_async.wire import ENV_TCP
+
+
+def reachable_address() -> str:
+    """This host's address as other nodes would reach it, or loopback when it has none."""
+    try:
+        address = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+    return address
+
+
+class TcpCommunicator(ListeningCommunicator):
+    """TCP server for one run. The secret travels in the child's environment, never in logs."""
+
+    kind = "tcp"
+    require_secret = True
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int = 0,
+        *,
+        advertise: str | None = None,
+        hello_timeout: float = 10.0,
+    ) -> None:
+        super().__init__()
+        self.host = host
+        self.port = port
+        self.advertise = advertise
+        self.hello_timeout = hello_timeout
+        self.address: tuple[str, int] | None = None
+
+    def _bind(self) -> socket.socket:
+        host = self.host or reachable_address()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, self.port))
+        except OSError:
+            sock.close()
+            raise
+        self.address = (host, sock.getsockname()[1])
+        return sock
+
+    def _child_env(self) -> dict[str, str]:
+        assert self.address is not None
+        host = self.advertise or self.address[0]
+        return {
+            ENV_TCP: f"[{host}]:{self.address[1]}" if ":" in host else f"{host}:{self.address[1]}"
+        }
+
+    def describe(self) -> dict[str, Any]:
+        host, port = self.address if self.address else (self.host, self.port)
+        return {"kind": self.kind, "host": host, "port": port}

@@ -1,0 +1,135 @@
+"""HookRegistry: the hooks registered per event name, called in order with errors isolated."""
+
+from __future__ import annotations
+
+import inspect
+import traceback
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import anyio
+
+if TYPE_CHECKING:
+    from lute_async.executor import Run
+    from lute_async.messages import Message
+
+Hook: TypeAlias = Callable[["Event"], Awaitable[None] | None]
+#: The event name that matches every event.
+ANY_EVENT = "*"
+
+
+@dataclass(slots=True)
+class Event:
+    """What a hook receives: the event's name, the run it belongs to and the message's data."""
+
+    name: str
+    run: Run
+    data: Any
+    rank: int | None
+    ts: float
+    message: Message
+
+
+@dataclass(slots=True)
+class HookError:
+    """A hook that raised (or timed out): what to log and to note in the record."""
+
+    event: str
+    hook: str
+    type: str
+    message: str
+    traceback: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "event": self.event,
+            "hook": self.hook,
+            "type": self.type,
+            "message": self.message,
+            "traceback": self.traceback,
+        }
+
+
+def hook_name(fn: Callable[..., Any]) -> str:
+    """A readable name for a hook: ``module.qualname``."""
+    module = getattr(fn, "__module__", None) or "?"
+    return f"{module}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+class HookRegistry:
+    """Hooks by event name; ``*`` hooks see every event. Registration order is call order."""
+
+    def __init__(self, hooks: Mapping[str, Hook | Iterable[Hook]] | None = None) -> None:
+        self._hooks: dict[str, list[tuple[Hook, bool]]] = {}
+        for event, fns in (hooks or {}).items():
+            for fn in [fns] if callable(fns) else fns:
+                self.add(event, fn)
+
+    def add(self, event: str, fn: Hook) -> Hook:
+        """Register ``fn`` for ``event`` (``"*"`` for all events) and return it."""
+        if not callable(fn):
+            raise TypeError(f"hook for {event!r} must be callable, got {type(fn).__name__}")
+        is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004 - async callable objects count too
+        )
+        self._hooks.setdefault(event, []).append((fn, is_async))
+        return fn
+
+    def remove(self, event: str, fn: Hook) -> None:
+        """Unregister ``fn`` from ``event``; a hook that was not registered is an error."""
+        entries = self._hooks.get(event, [])
+        for i, (registered, _) in enumerate(entries):
+            if registered is fn:
+                del entries[i]
+                return
+        raise ValueError(f"{hook_name(fn)} is not registered for {event!r}")
+
+    def hooks_for(self, event: str) -> list[tuple[Hook, bool]]:
+        """The hooks to call for ``event``, specific ones then ``*`` ones."""
+        specific = self._hooks.get(event)
+        wildcard = self._hooks.get(ANY_EVENT)
+        if specific and wildcard:
+            return specific + wildcard
+        return specific or wildcard or []
+
+    def wants(self, event: str) -> bool:
+        """True when some hook would see ``event``."""
+        return bool(self._hooks.get(event) or self._hooks.get(ANY_EVENT))
+
+    def __bool__(self) -> bool:
+        return any(self._hooks.values())
+
+
+async def call_hooks(
+    hooks: list[tuple[Hook, bool]], event: Event, timeout: float | None
+) -> list[HookError]:
+    """Call each hook in order; a raising or overrunning hook is reported, the rest still run."""
+    errors: list[HookError] = []
+    for fn, is_async in hooks:
+        try:
+            if is_async:
+                if timeout is None:
+                    await fn(event)  # type: ignore[misc]
+                else:
+                    with anyio.fail_after(timeout):
+                        await fn(event)  # type: ignore[misc]
+            else:
+                result = fn(event)
+                if inspect.isawaitable(result):  # a sync callable that returned a coroutine
+                    await result
+        except TimeoutError as exc:
+            errors.append(_hook_error(event, fn, exc, f"hook took longer than {timeout} s"))
+        except Exception as exc:
+            errors.append(_hook_error(event, fn, exc, str(exc)))
+    return errors
+
+
+def _hook_error(event: Event, fn: Hook, exc: BaseException, message: str) -> HookError:
+    return HookError(
+        event=event.name,
+        hook=hook_name(fn),
+        type=type(exc).__name__,
+        message=message,
+        traceback="".join(traceback.format_exception(exc)),
+    )

@@ -1,0 +1,140 @@
+"""Local launcher: the task runs as a child process in its own session and process group.
+
+The child is reaped through a pidfd (``os.wait4`` once it is readable), which gives the exit
+status and resource usage without a thread per child or a polling loop; signals go to the
+whole group so grandchildren (shell pipelines, forked workers) are ended too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from typing import Any
+
+import anyio
+
+from lute_async.errors import LaunchError
+from lute_async.launchers.base import ExitStatus, LaunchSpec, Notify
+
+
+class LocalProcess:
+    """A local task process (and its process group)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], argv: list[str]) -> None:
+        self._popen = popen
+        self.pid: int | None = popen.pid
+        self.argv = argv
+        self.started = time.monotonic()
+        self.returncode: int | None = None
+
+    async def wait(self) -> ExitStatus:
+        pid = self._popen.pid
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            pidfd = None
+        if pidfd is not None:
+            try:
+                await anyio.wait_readable(pidfd)
+                # A readable pidfd means the child has exited: this wait4 returns at once.
+                _, status, rusage = os.wait4(pid, 0)  # noqa: ASYNC222
+            finally:
+                anyio.notify_closing(pidfd)
+                os.close(pidfd)
+        else:  # kernels before 5.3: a worker thread blocks in wait4 instead
+            _, status, rusage = await anyio.to_thread.run_sync(
+                os.wait4, pid, 0, abandon_on_cancel=True
+            )
+        wall = time.monotonic() - self.started
+        code = os.waitstatus_to_exitcode(status)
+        self.returncode = self._popen.returncode = code  # Popen must not reap it again
+        self._end_stragglers()
+        usage = {
+            "wall": wall,
+            "user": rusage.ru_utime,
+            "system": rusage.ru_stime,
+            "max_rss_kib": float(rusage.ru_maxrss),
+        }
+        if code < 0:
+            return ExitStatus(exit_code=None, signal=-code, usage=usage)
+        return ExitStatus(exit_code=code, usage=usage)
+
+    def _end_stragglers(self) -> None:
+        # Processes the task left behind in its group (background jobs, daemons that did not
+        # setsid) would hold its pipes open and outlive the run: end them with it.
+        self.send_signal(signal.SIGKILL)
+
+    def send_signal(self, signum: int) -> None:
+        if self.pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signum)
+
+    async def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+        self.send_signal(signal.SIGCONT)  # a stopped group must run to handle SIGTERM
+
+    async def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def describe(self) -> dict[str, Any]:
+        return {"launch_command": self.argv, "pid": self.pid}
+
+
+class Local:
+    """Run the command on this machine (the default launcher)."""
+
+    kind = "local"
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "host": socket.gethostname()}
+
+    def communicators(self, requested: tuple[Any, ...]) -> tuple[Any, ...]:
+        return requested
+
+    def command(self, spec: LaunchSpec) -> list[str]:
+        """The argv to execute, wrapped by the limits shim when limits are set."""
+        return spec.limits.wrap(spec.argv) if spec.limits is not None else list(spec.argv)
+
+    async def launch(self, spec: LaunchSpec, notify: Notify) -> LocalProcess:
+        argv = self.command(spec)
+        process = spawn(argv, spec)
+        await notify("started", {"pid": process.pid, "host": socket.gethostname(), "command": argv})
+        return process
+
+
+def spawn(argv: list[str], spec: LaunchSpec) -> LocalProcess:
+    """Start ``argv`` in a new session with the spec's environment, cwd and fds.
+
+    ``subprocess.Popen`` forks with vfork and no ``preexec_fn``, so it is safe in a threaded
+    parent and takes well under a millisecond of the event loop.
+    """
+    if not argv:
+        raise LaunchError(f"run {spec.name!r} has an empty command")
+    if spec.cwd is not None and not os.path.isdir(spec.cwd):
+        raise LaunchError(f"working directory {spec.cwd!r} of run {spec.name!r} does not exist")
+    try:
+        popen = subprocess.Popen(
+            argv,
+            env=spec.env,
+            cwd=spec.cwd,
+            stdin=subprocess.DEVNULL if spec.stdin is None else spec.stdin,
+            stdout=spec.stdout,
+            stderr=spec.stderr,
+            pass_fds=spec.pass_fds,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except FileNotFoundError as exc:
+        raise LaunchError(
+            f"command not found: {argv[0]!r} (run {spec.name!r}); check the name and PATH"
+        ) from exc
+    except PermissionError as exc:
+        raise LaunchError(f"command {argv[0]!r} is not executable (run {spec.name!r})") from exc
+    except OSError as exc:
+        raise LaunchError(f"cannot start {argv[0]!r} for run {spec.name!r}: {exc}") from exc
+    return LocalProcess(popen, argv)

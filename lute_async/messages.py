@@ -1,0 +1,242 @@
+"""Wire protocol v1: event names, task statuses, Message and the msgpack frame codec.
+
+Frames are msgpack maps, self-delimiting, decoded by msgpack's streaming ``Unpacker`` with a
+bounded buffer. The first frame of every connection is a hello; later frames are messages::
+
+    hello:   {"v": 1, "run": RUN_ID, "pid": PID, "rank": R, "secret": S}
+    message: {"sig": EVENT, "seq": N, "ts": FLOAT, "data": ANY}
+
+Nothing here ever unpickles: msgpack decodes to plain data only (ext types are refused).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgpack
+
+from lute_async.errors import FrameTooLarge, HandshakeError, ProtocolError
+from lute_async.wire import PROTOCOL_VERSION
+
+DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024
+
+
+class EventName(enum.StrEnum):
+    """Names of the events the executor itself knows; tasks may emit any other name too."""
+
+    QUEUED = "queued"
+    STARTED = "started"
+    LOG = "log"
+    PROGRESS = "progress"
+    RESULT = "result"
+    ERROR = "error"
+    STOPPED = "stopped"
+    CONTINUED = "continued"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+
+TERMINAL_EVENTS: Final = frozenset(
+    {EventName.DONE, EventName.FAILED, EventName.CANCELLED, EventName.TIMED_OUT}
+)
+#: Events only the executor may fire; a task sending one of these breaks the protocol.
+EXECUTOR_EVENTS: Final = TERMINAL_EVENTS | {
+    EventName.QUEUED,
+    EventName.STOPPED,
+    EventName.CONTINUED,
+}
+
+
+class TaskStatus(enum.StrEnum):
+    """Where a run is in its life; the terminal ones never change again."""
+
+    PENDING = "PENDING"
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMEDOUT = "TIMEDOUT"
+    LOST = "LOST"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL_STATUSES
+
+
+_TERMINAL_STATUSES: Final = frozenset(
+    {
+        TaskStatus.COMPLETED,
+        TaskStatus.FAILED,
+        TaskStatus.CANCELLED,
+        TaskStatus.TIMEDOUT,
+        TaskStatus.LOST,
+    }
+)
+
+#: The status each terminal event leaves a run in.
+TERMINAL_STATUS: Final = {
+    EventName.DONE: TaskStatus.COMPLETED,
+    EventName.FAILED: TaskStatus.FAILED,
+    EventName.CANCELLED: TaskStatus.CANCELLED,
+    EventName.TIMED_OUT: TaskStatus.TIMEDOUT,
+}
+
+
+@dataclass(slots=True)
+class Message:
+    """One decoded message of a run's stream, tagged with where it came from."""
+
+    sig: str
+    data: Any = None
+    seq: int = 0
+    ts: float = field(default_factory=time.time)
+    rank: int | None = None
+    pid: int | None = None
+    source: str = "executor"
+    """``pipe``, ``socket``, ``tcp``, ``stdout``, ``stderr`` or ``executor``."""
+    conn: int = 0
+    """Connection number within the run; ``seq`` increases per connection."""
+
+
+@dataclass(slots=True, frozen=True)
+class Hello:
+    """The first frame of a connection: who is talking, for which run."""
+
+    run: str
+    pid: int
+    rank: int | None
+    secret: str | None
+
+
+def encode(obj: Any) -> bytes:
+    """Pack one frame (any msgpack-able value) to bytes."""
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def encode_hello(run: str, pid: int, rank: int | None = None, secret: str | None = None) -> bytes:
+    """Pack a hello frame."""
+    return encode({"v": PROTOCOL_VERSION, "run": run, "pid": pid, "rank": rank, "secret": secret})
+
+
+def encode_message(sig: str, data: Any, seq: int, ts: float | None = None) -> bytes:
+    """Pack a message frame."""
+    return encode({"sig": sig, "seq": seq, "ts": time.time() if ts is None else ts, "data": data})
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ProtocolError(f"msgpack ext type {code} is not allowed on the wire")
+
+
+class FrameDecoder:
+    """Incremental decoder of a byte stream of frames, bounded by ``max_frame`` bytes.
+
+    Feed it chunks as they arrive; it yields each complete frame. Errors raise
+    :class:`ProtocolError` (or :class:`FrameTooLarge`) with the stream offset; after a
+    byte-level error the stream cannot be resynchronised and the connection must be closed.
+    """
+
+    __slots__ = ("_fed", "_unpacker", "max_frame")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._fed = 0
+        self._unpacker = msgpack.Unpacker(
+            raw=False,
+            use_list=True,
+            strict_map_key=False,
+            max_buffer_size=max_frame,
+            ext_hook=_refuse_ext,
+        )
+
+    @property
+    def offset(self) -> int:
+        """Bytes of the stream consumed by complete frames so far."""
+        return int(self._unpacker.tell())
+
+    @property
+    def pending(self) -> int:
+        """Bytes received but not yet part of a complete frame."""
+        return self._fed - self.offset
+
+    def feed(self, chunk: bytes) -> Iterator[Any]:
+        """Add ``chunk`` to the stream and yield every frame it completes."""
+        unpacker = self._unpacker
+        view = memoryview(chunk)
+        while view:
+            # Feed at most what the bounded buffer can take, so an oversized frame is
+            # reported as such rather than as a BufferFull on an innocent chunk.
+            room = self.max_frame - self.pending
+            if room <= 0:
+                raise FrameTooLarge(
+                    f"frame larger than the {self.max_frame}-byte limit", offset=self.offset
+                )
+            part, view = view[:room], view[room:]
+            try:
+                unpacker.feed(part)
+            except msgpack.BufferFull:
+                raise FrameTooLarge(
+                    f"frame larger than the {self.max_frame}-byte limit", offset=self.offset
+                ) from None
+            self._fed += len(part)
+            try:
+                yield from unpacker
+            except ProtocolError as exc:
+                raise ProtocolError(str(exc), offset=self.offset) from None
+            except (ValueError, msgpack.UnpackException) as exc:
+                # FormatError, StackError, ExtraData, and ValueError for limits exceeded.
+                raise ProtocolError(
+                    f"undecodable bytes ({type(exc).__name__}: {exc})", offset=self.offset
+                ) from None
+
+
+def parse_hello(frame: Any, *, run_id: str, secret: str | None, require_secret: bool) -> Hello:
+    """Check a hello frame against the run it claims, returning who sent it."""
+    import hmac  # only the executor side checks hellos; keep the task side's import light
+
+    if not isinstance(frame, dict) or frame.get("v") != PROTOCOL_VERSION:
+        raise HandshakeError(
+            f"expected a protocol v{PROTOCOL_VERSION} hello frame, got {_brief(frame)}"
+        )
+    if frame.get("run") != run_id:
+        raise HandshakeError(f"hello for unknown run {_brief(frame.get('run'))}")
+    pid, rank, given = frame.get("pid"), frame.get("rank"), frame.get("secret")
+    if not isinstance(pid, int) or not (rank is None or isinstance(rank, int)):
+        raise HandshakeError("hello frame has a non-integer pid or rank")
+    if require_secret or given is not None:
+        if not isinstance(given, str) or secret is None:
+            raise HandshakeError("hello frame has no secret")
+        if not hmac.compare_digest(given.encode(), secret.encode()):
+            raise HandshakeError("hello frame has a wrong secret")
+    return Hello(run=run_id, pid=pid, rank=rank, secret=None)
+
+
+def parse_message(frame: Any) -> tuple[str, int, float, Any]:
+    """Check a message frame's shape, returning ``(sig, seq, ts, data)``."""
+    if type(frame) is dict:
+        sig = frame.get("sig")
+        seq = frame.get("seq")
+        ts = frame.get("ts")
+        if (
+            type(sig) is str
+            and sig
+            and type(seq) is int
+            and type(ts) in (float, int)
+            and sig not in EXECUTOR_EVENTS
+        ):
+            return sig, seq, float(ts), frame.get("data")  # type: ignore[arg-type]
+        if type(sig) is str and sig in EXECUTOR_EVENTS:
+            raise ProtocolError(f"tasks may not send the executor's own event {sig!r}")
+    raise ProtocolError(f"malformed message frame {_brief(frame)}")
+
+
+def _brief(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

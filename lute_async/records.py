@@ -1,0 +1,632 @@
+"""Run records: what ran, how and how it ended, in a sqlite database that outlives the executor.
+
+:class:`AnalysisRecord` is one run; :class:`RecordStore` writes it at submit and at every status
+change and finds it again. The store is plain synchronous :mod:`sqlite3` in WAL mode, safe to
+share between threads (async callers use a worker thread) and between processes on one host.
+Each row keeps the whole record as a JSON document plus a few indexed columns to query on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import json
+import os
+import socket
+import sqlite3
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+
+import structlog
+
+from lute_async.errors import RecordNotFound, RecordStoreError
+from lute_async.redaction import redact_env
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "RUN_STATUSES",
+    "SCHEMA_VERSION",
+    "TERMINAL_STATUSES",
+    "AnalysisRecord",
+    "RecordStore",
+    "default_db_path",
+    "pid_is_alive",
+]
+
+_log = structlog.get_logger("lute_async.records")
+
+RUN_STATUSES: Final = frozenset(
+    {
+        "PENDING",
+        "QUEUED",
+        "RUNNING",
+        "STOPPED",
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEDOUT",
+        "LOST",
+    }
+)
+"""Every status a run can have (the values of ``TaskStatus``)."""
+
+TERMINAL_STATUSES: Final = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEDOUT", "LOST"})
+"""Statuses a run never leaves."""
+
+ACTIVE_STATUSES: Final = frozenset({"PENDING", "QUEUED", "RUNNING", "STOPPED"})
+"""Statuses that need a live executor watching the run; see :meth:`RecordStore.mark_lost`."""
+
+DEFAULT_BUSY_TIMEOUT: Final = 30.0
+"""Seconds a write waits for another process's write lock before failing."""
+
+
+def default_db_path() -> Path:
+    """Return where runs are recorded by default: ``$LUTE_ASYNC_DB`` or the user data dir."""
+    configured = os.environ.get("LUTE_ASYNC_DB")
+    if configured:
+        return Path(configured).expanduser()
+    import platformdirs  # imported here: only needed when no database path was given
+
+    return platformdirs.user_data_path("lute-async") / "runs.db"
+
+
+def _new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _to_jsonable(value: Any) -> Any:
+    """Convert *value* to plain JSON types: enums, paths, tuples, sets, bytes, numpy values..."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, enum.Enum):
+        return _to_jsonable(value.value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, Mapping):
+        return {
+            (key if isinstance(key, str) else str(_to_jsonable(key))): _to_jsonable(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_to_jsonable(item) for item in value]
+    if isinstance(value, set | frozenset):
+        return sorted((_to_jsonable(item) for item in value), key=repr)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="backslashreplace")
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _to_jsonable(dataclasses.asdict(value))
+    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
+    if callable(tolist):
+        return _to_jsonable(tolist())
+    return repr(value)
+
+
+def _status_str(status: Any) -> str:
+    """Turn a status given as a string or a ``TaskStatus`` enum member into its plain name."""
+    if isinstance(status, enum.Enum):
+        status = status.value
+    return str.__str__(status) if isinstance(status, str) else str(status)
+
+
+@dataclass(slots=True, kw_only=True)
+class AnalysisRecord:
+    """One run, as recorded: its definition, where and how it ran, and how it ended.
+
+    ``env`` must already be redacted by whoever builds the record (see
+    :func:`lute_async.redaction.redact_env`); :meth:`RecordStore.save` redacts it again anyway.
+    """
+
+    name: str
+    id: str = field(default_factory=_new_run_id)
+    command: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    communicators: list[dict[str, Any]] = field(default_factory=list)
+    launcher: dict[str, Any] = field(default_factory=dict)
+    status: str = "PENDING"
+    result: dict[str, Any] | None = None
+    """``{"payload": ..., "summary": ...}`` once the task reported a result."""
+    exit_code: int | None = None
+    signal: int | None = None
+    error: dict[str, Any] | None = None
+    """``{"type": ..., "message": ..., "traceback": ...}`` when the run failed."""
+    submitted_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    ended_at: float | None = None
+    host: str = field(default_factory=socket.gethostname)
+    """Host the task ran on (the first node for multi-node runs)."""
+    pid: int | None = None
+    """The task's pid (rank 0, or the launcher process for MPI and SLURM)."""
+    executor_pid: int = field(default_factory=os.getpid)
+    executor_host: str = field(default_factory=socket.gethostname)
+    slurm_job_id: str | None = None
+    ranks: int | None = None
+    hook_errors: list[dict[str, Any]] = field(default_factory=list)
+    """One ``{"event", "hook", "type", "message", "traceback"}`` per hook that raised."""
+    tags: list[str] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
+    """Resource usage at exit (cpu times, max rss...)."""
+    verdict: dict[str, Any] | None = None
+    """``{"kind": ..., "detail": ...}``: why the run ended the way it did."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Launcher-specific facts: slurm_state, node_list, batch_script, launch_command..."""
+    cwd: str | None = None
+
+    def __post_init__(self) -> None:
+        self.status = _status_str(self.status)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the run has ended for good (COMPLETED, FAILED, CANCELLED, TIMEDOUT, LOST)."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, or None until the run has both started and ended."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the record as a new dict of plain JSON types (a deep copy)."""
+        document: dict[str, Any] = {
+            f.name: _to_jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)
+        }
+        return document
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Build a record from :meth:`to_dict` output, ignoring keys this version doesn't know.
+
+        Unknown keys (written by a newer version) are dropped and missing ones take their
+        defaults, so rows written by older and newer versions both load.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        values.setdefault("name", "")
+        return cls(**values)
+
+
+# --- schema -------------------------------------------------------------------------------------
+
+
+def _migrate_to_v1(conn: sqlite3.Connection) -> None:
+    """Create the runs table (indexed columns + JSON document) and the tag index."""
+    conn.execute(
+        """
+        CREATE TABLE runs (
+            id            TEXT PRIMARY KEY NOT NULL,
+            name          TEXT NOT NULL,
+            status        TEXT NOT NULL,
+            submitted_at  REAL NOT NULL,
+            ended_at      REAL,
+            executor_pid  INTEGER,
+            executor_host TEXT,
+            doc           TEXT NOT NULL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX runs_name_submitted ON runs (name, submitted_at)")
+    conn.execute("CREATE INDEX runs_status_submitted ON runs (status, submitted_at)")
+    conn.execute("CREATE INDEX runs_submitted ON runs (submitted_at)")
+    conn.execute("CREATE INDEX runs_ended ON runs (ended_at)")
+    conn.execute("CREATE INDEX runs_executor ON runs (executor_host, executor_pid)")
+    conn.execute(
+        """
+        CREATE TABLE run_tags (
+            run_id TEXT NOT NULL,
+            tag    TEXT NOT NULL,
+            PRIMARY KEY (run_id, tag)
+        ) WITHOUT ROWID
+        """
+    )
+    conn.execute("CREATE INDEX run_tags_tag ON run_tags (tag, run_id)")
+
+
+_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_to_v1,)
+"""Migration ``i`` takes the schema from version ``i`` to ``i + 1``. Only ever append."""
+
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+"""The ``PRAGMA user_version`` this code writes and understands."""
+
+
+# --- liveness -----------------------------------------------------------------------------------
+
+
+def pid_is_alive(pid: int) -> bool:
+    """Tell whether process *pid* exists on this host (a zombie counts as dead)."""
+    if pid <= 0:
+        return False  # os.kill(0 or -n) would address process groups, not one process
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError:
+        return True  # cannot tell: never declare a run lost on a guess
+    if sys.platform == "linux":
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True
+        # The state letter follows the command name, which is in parentheses and may hold any
+        # character, so look after the last ")".
+        return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] != "Z"
+    return True
+
+
+def _local_pid_is_alive(host: str, pid: int) -> bool:
+    return pid_is_alive(pid)
+
+
+# --- store --------------------------------------------------------------------------------------
+
+
+class RecordStore:
+    """The sqlite database of run records, shared safely by threads and processes on one host.
+
+    Open it with ``RecordStore(path)`` (or as a context manager). Opening creates the parent
+    directory and the schema, migrates an older schema, and refuses a newer one or a file that
+    is not sqlite. With ``mark_lost=True`` (the default) runs left active by an executor that
+    has since died are marked LOST on open; their ids are in :attr:`lost_on_open`.
+    """
+
+    path: Path
+    """The database file."""
+    lost_on_open: list[str]
+    """Ids of the runs :meth:`mark_lost` marked LOST when the store was opened."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        mark_lost: bool = True,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    ) -> None:
+        self.path = Path(path)
+        self.lost_on_open = []
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = self._connect(busy_timeout)
+        try:
+            self._migrate()
+            if mark_lost:
+                self.lost_on_open = self.mark_lost()
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None, *, mark_lost: bool = True) -> Self:
+        """Open the store at *path*, or at :func:`default_db_path` when *path* is None."""
+        return cls(default_db_path() if path is None else path, mark_lost=mark_lost)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._conn is None else "open"
+        return f"<RecordStore {str(self.path)!r} ({state})>"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the database connection; further calls raise :class:`RecordStoreError`."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+    # --- opening ---------------------------------------------------------------------------
+
+    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
+        in_memory = str(self.path) == ":memory:"
+        try:
+            if not in_memory:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: no implicit transactions; every write opens its own
+            # BEGIN IMMEDIATE so the write lock is taken up front, not upgraded mid-way.
+            conn = sqlite3.connect(
+                self.path,
+                timeout=busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise RecordStoreError(
+                f"cannot open records database {self.path}: {exc}; "
+                "check the path and its permissions, or set LUTE_ASYNC_DB"
+            ) from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = OFF")
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise self._open_error(exc) from exc
+        if not in_memory and str(mode).lower() != "wal":
+            _log.warning("records_wal_unavailable", path=str(self.path), journal_mode=mode)
+        return conn
+
+    def _open_error(self, exc: sqlite3.Error) -> RecordStoreError:
+        if isinstance(exc, sqlite3.OperationalError):
+            return RecordStoreError(f"cannot open records database {self.path}: {exc}")
+        return RecordStoreError(
+            f"{self.path} is not a lute-async records database (sqlite: {exc}); "
+            "move it away or point LUTE_ASYNC_DB / Executor(db=...) at another file"
+        )
+
+    def _migrate(self) -> None:
+        conn = self._connection()
+        try:
+            version = self._user_version(conn)
+            if version == SCHEMA_VERSION:
+                return
+            self._refuse_newer(version)
+            # Another process may be migrating the same fresh file right now: take the write
+            # lock first, then look again at the version it may have left behind.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = self._user_version(conn)
+                self._refuse_newer(version)
+                for target, migration in enumerate(_MIGRATIONS[version:], start=version + 1):
+                    try:
+                        migration(conn)
+                    except sqlite3.Error as exc:
+                        raise RecordStoreError(
+                            f"cannot migrate records database {self.path} from schema "
+                            f"v{target - 1} to v{target}: {exc}; is it another program's "
+                            "database?"
+                        ) from exc
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._open_error(exc) from exc
+
+    @staticmethod
+    def _user_version(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise RecordStoreError(
+                f"records database {self.path} has schema v{version} but this lute-async "
+                f"understands up to v{SCHEMA_VERSION}; upgrade lute-async or use another "
+                "database file"
+            )
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RecordStoreError(f"records database {self.path} is closed")
+        return self._conn
+
+    @contextlib.contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """Hold the thread lock and one IMMEDIATE transaction; commit, or roll back on error."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise RecordStoreError(
+                    f"cannot {what} in records database {self.path}: {exc}"
+                ) from exc
+
+    def _read(self, sql: str, args: Iterable[Any], what: str) -> list[Any]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                return conn.execute(sql, tuple(args)).fetchall()
+            except sqlite3.Error as exc:
+                raise RecordStoreError(
+                    f"cannot {what} in records database {self.path}: {exc}"
+                ) from exc
+
+    def _decode(self, run_id: str, doc: str) -> AnalysisRecord:
+        try:
+            data = json.loads(doc)
+            if not isinstance(data, dict):
+                raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+            return AnalysisRecord.from_dict(data)
+        except (ValueError, TypeError) as exc:
+            raise RecordStoreError(
+                f"run {run_id} in records database {self.path} is unreadable: {exc}"
+            ) from exc
+
+    @staticmethod
+    def _upsert(conn: sqlite3.Connection, record: AnalysisRecord) -> None:
+        document = record.to_dict()
+        document["env"] = redact_env({str(k): str(v) for k, v in document["env"].items()})
+        conn.execute(
+            """
+            INSERT INTO runs (id, name, status, submitted_at, ended_at,
+                              executor_pid, executor_host, doc)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (id) DO UPDATE SET
+                name = excluded.name,
+                status = excluded.status,
+                submitted_at = excluded.submitted_at,
+                ended_at = excluded.ended_at,
+                executor_pid = excluded.executor_pid,
+                executor_host = excluded.executor_host,
+                doc = excluded.doc
+            """,
+            (
+                document["id"],
+                document["name"],
+                document["status"],
+                document["submitted_at"],
+                document["ended_at"],
+                document["executor_pid"],
+                document["executor_host"],
+                json.dumps(document, separators=(",", ":")),
+            ),
+        )
+        conn.execute("DELETE FROM run_tags WHERE run_id = ?", (document["id"],))
+        conn.executemany(
+            "INSERT OR IGNORE INTO run_tags (run_id, tag) VALUES (?, ?)",
+            [(document["id"], str(tag)) for tag in document["tags"]],
+        )
+
+    # --- public operations -----------------------------------------------------------------
+
+    def save(self, record: AnalysisRecord) -> None:
+        """Insert or replace *record* (tags included) in one transaction, env redacted again."""
+        status = _status_str(record.status)
+        if status not in RUN_STATUSES:
+            raise ValueError(
+                f"run {record.id} has unknown status {status!r}; "
+                f"expected one of {', '.join(sorted(RUN_STATUSES))}"
+            )
+        with self._write(f"save run {record.id}") as conn:
+            self._upsert(conn, record)
+
+    def get(self, run_id: str) -> AnalysisRecord:
+        """Return the run with id *run_id*, or raise :class:`RecordNotFound` (a KeyError)."""
+        rows = self._read("SELECT doc FROM runs WHERE id = ?", (run_id,), f"read run {run_id}")
+        if not rows:
+            raise RecordNotFound(run_id, str(self.path))
+        return self._decode(run_id, rows[0][0])
+
+    def query(
+        self,
+        *,
+        name: str | None = None,
+        status: str | Iterable[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        tags: str | Iterable[str] | None = None,
+        limit: int | None = None,
+        newest_first: bool = True,
+    ) -> list[AnalysisRecord]:
+        """Return runs matching every given filter, ordered by submission time.
+
+        *status* is one status or several (any matches); *since* <= submitted_at < *until*
+        (epoch seconds); a run matches *tags* when it has all of them.
+        """
+        clauses: list[str] = []
+        args: list[Any] = []
+        if name is not None:
+            clauses.append("name = ?")
+            args.append(name)
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            statuses = [_status_str(s) for s in statuses]
+            clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
+            args.extend(statuses)
+        if since is not None:
+            clauses.append("submitted_at >= ?")
+            args.append(since)
+        if until is not None:
+            clauses.append("submitted_at < ?")
+            args.append(until)
+        if tags is not None:
+            wanted = sorted({tags} if isinstance(tags, str) else set(tags))
+            if wanted:
+                clauses.append(
+                    "id IN (SELECT run_id FROM run_tags WHERE tag IN "
+                    f"({', '.join('?' * len(wanted))}) GROUP BY run_id HAVING COUNT(*) = ?)"
+                )
+                args.extend([*wanted, len(wanted)])
+        sql = "SELECT id, doc FROM runs"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        direction = "DESC" if newest_first else "ASC"
+        sql += f" ORDER BY submitted_at {direction}, rowid {direction}"
+        if limit is not None:
+            if limit < 0:
+                raise ValueError(f"limit must be >= 0, got {limit}")
+            sql += " LIMIT ?"
+            args.append(limit)
+        rows = self._read(sql, args, "query runs")
+        return [self._decode(run_id, doc) for run_id, doc in rows]
+
+    def latest(self, name: str, status: str | None = "COMPLETED") -> AnalysisRecord | None:
+        """Return the last-submitted run called *name* with *status* (any if None), or None."""
+        found = self.query(name=name, status=status, limit=1)
+        return found[0] if found else None
+
+    def mark_lost(self, is_alive: Callable[[str, int], bool] | None = None) -> list[str]:
+        """Mark LOST the active runs whose executor on this host has died; return their ids.
+
+        A run is active while PENDING, QUEUED, RUNNING or STOPPED. Only runs whose
+        ``executor_host`` is this host are checked, with ``is_alive(host, executor_pid)``
+        (default: the pid exists and is not a zombie). QUEUED SLURM runs are marked LOST too:
+        nobody is watching the job any more, though SLURM may still run it (``scancel`` it
+        by its ``slurm_job_id``). A recycled pid makes a dead executor look alive, so the
+        check errs towards leaving a run alone.
+        """
+        check = is_alive or _local_pid_is_alive
+        host = socket.gethostname()
+        active = sorted(ACTIVE_STATUSES)
+        placeholders = ", ".join("?" * len(active))
+        candidates = self._read(
+            f"SELECT id, executor_pid FROM runs WHERE executor_host = ? "
+            f"AND status IN ({placeholders})",
+            [host, *active],
+            "look for lost runs",
+        )
+        dead = [(run_id, pid) for run_id, pid in candidates if pid is None or not check(host, pid)]
+        if not dead:
+            return []
+        lost: list[str] = []
+        now = time.time()
+        with self._write("mark runs lost") as conn:
+            for run_id, pid in dead:
+                # Re-read under the write lock: the run may have ended meanwhile.
+                row = conn.execute(
+                    f"SELECT doc FROM runs WHERE id = ? AND executor_pid IS ? "
+                    f"AND status IN ({placeholders})",
+                    (run_id, pid, *active),
+                ).fetchone()
+                if row is None:
+                    continue
+                try:
+                    record = self._decode(run_id, row[0])
+                except RecordStoreError as exc:
+                    # One damaged row must not make the whole database unopenable.
+                    _log.error("run_unreadable", run_id=run_id, path=str(self.path), error=str(exc))
+                    continue
+                record.error = {
+                    "type": "ExecutorLost",
+                    "message": f"executor process {pid} on {host} exited while the run was "
+                    f"{record.status}",
+                    "traceback": None,
+                }
+                record.status = "LOST"
+                record.ended_at = now
+                self._upsert(conn, record)
+                lost.append(run_id)
+        for run_id in lost:
+            _log.warning("run_lost", run_id=run_id, path=str(self.path))
+        return lost

@@ -1,0 +1,421 @@
+"""The task side: ``Reporter`` / ``AsyncReporter`` send messages to the executor, ``@task`` marks
+functions a worker may call.
+
+Imports here are paid by every task start, so this module needs msgpack and light stdlib
+modules only. Sending is buffered: a message goes out at once when the channel has been quiet
+for ``linger`` seconds (low latency for sparse messages), otherwise it joins a batch that a
+background thread flushes within ``linger`` (few syscalls for bursts). ``result``, ``error``,
+``flush`` and ``close`` always flush.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from _thread import allocate_lock  # threading itself costs a task start ~5 ms; loaded lazily
+
+import msgpack
+
+from lute_async.errors import NotInExecutorError
+from lute_async.wire import (
+    ENV_FD,
+    ENV_PARAMS,
+    ENV_PARAMS_FILE,
+    ENV_RUN,
+    ENV_SECRET,
+    ENV_SOCKET,
+    ENV_TCP,
+    PROTOCOL_VERSION,
+    RANK_VARIABLES,
+)
+
+TYPE_CHECKING = False  # typing and collections.abc cost every task start milliseconds
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable
+    from types import TracebackType
+    from typing import Any, TypeVar
+
+    F = TypeVar("F", bound=Callable[..., Any])
+
+_FLUSH_BYTES = 64 * 1024
+_DEFAULT_LINGER = 0.0005
+
+
+def task(fn: F) -> F:
+    """Mark ``fn`` as a task function that ``run_function`` and ``lute-async call`` may run."""
+    fn.__lute_task__ = True  # type: ignore[attr-defined]
+    return fn
+
+
+def current_rank(environ: dict[str, str] | os._Environ[str] | None = None) -> int | None:
+    """This process's MPI rank from the launcher's variables, or None outside MPI."""
+    env = os.environ if environ is None else environ
+    for name in RANK_VARIABLES:
+        value = env.get(name)
+        if value is not None and value.isdigit():
+            return int(value)
+    return None
+
+
+def read_params(environ: dict[str, str] | os._Environ[str] | None = None) -> dict[str, Any]:
+    """The run's params as the executor passed them (JSON in the environment or a file)."""
+    import json
+
+    env = os.environ if environ is None else environ
+    if (path := env.get(ENV_PARAMS_FILE)) is not None:
+        with open(path, "rb") as fh:
+            params = json.load(fh)
+    elif (text := env.get(ENV_PARAMS)) is not None:
+        params = json.loads(text)
+    else:
+        return {}
+    if not isinstance(params, dict):
+        raise ValueError(f"{ENV_PARAMS} must hold a JSON object, got {type(params).__name__}")
+    return params
+
+
+def _to_wire(obj: Any) -> Any:
+    """Turn common non-msgpack values (numpy arrays and scalars, paths, sets, dataclasses) into
+    plain data; anything else is an error naming its type."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(obj)
+    raise TypeError(f"cannot send a value of type {type(obj).__name__} to the executor")
+
+
+class _Sink:
+    """Where frames go: a file descriptor (pipe) or a connected socket."""
+
+    def __init__(self, write: Callable[[bytes | bytearray], None], close: Callable[[], None]):
+        self.write = write
+        self.close = close
+
+
+def _fd_sink(spec: str) -> _Sink | None:
+    """Open the frame pipe named ``FD:INODE`` if this process really holds that pipe."""
+    import stat
+
+    fd_text, _, inode_text = spec.partition(":")
+    try:
+        fd = int(fd_text)
+        info = os.fstat(fd)
+    except (ValueError, OSError):
+        return None
+    if not stat.S_ISFIFO(info.st_mode) or (inode_text and str(info.st_ino) != inode_text):
+        return None  # an unrelated fd that happens to have the same number: never write to it
+
+    def write(data: bytes | bytearray) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    def close() -> None:
+        os.close(fd)
+
+    return _Sink(write, close)
+
+
+def _socket_sink(address: str, tcp: bool) -> _Sink:
+    import socket
+
+    if tcp:
+        host, _, port = address.rpartition(":")
+        sock = socket.create_connection((host.strip("[]"), int(port)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    else:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(address)
+    return _Sink(sock.sendall, sock.close)
+
+
+class Reporter:
+    """Sends a task's messages to the executor that started it (synchronous API).
+
+    Use :meth:`connect` to find the executor from ``LUTE_ASYNC_*`` variables; outside an
+    executor it logs structured lines on stderr instead, so task scripts also run standalone.
+    """
+
+    def __init__(
+        self,
+        sink: _Sink | None,
+        *,
+        run_id: str | None = None,
+        rank: int | None = None,
+        all_ranks: bool = False,
+        linger: float = _DEFAULT_LINGER,
+    ) -> None:
+        self.run_id = run_id
+        self.rank = rank
+        self.all_ranks = all_ranks
+        self.linger = linger
+        self._sink = sink
+        self._seq = 0
+        self._buf = bytearray()
+        self._lock = allocate_lock()
+        self._last_flush = 0.0
+        self._flusher: threading.Thread | None = None
+        self._armed: threading.Event | None = None
+        self._closed = False
+        self._closing: threading.Event | None = None
+        self._pack = msgpack.Packer(use_bin_type=True, default=_to_wire).pack
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def connect(
+        cls,
+        *,
+        prefer: tuple[str, ...] = ("pipe", "socket", "tcp"),
+        all_ranks: bool = False,
+        linger: float = _DEFAULT_LINGER,
+        required: bool = False,
+    ) -> Reporter:
+        """Connect to the executor named in the environment, trying ``prefer`` in order.
+
+        With ``required=True`` a process not started by an executor raises
+        :class:`NotInExecutorError`; otherwise it gets a standalone reporter logging to stderr.
+        """
+        env = os.environ
+        run_id = env.get(ENV_RUN)
+        rank = current_rank(env)
+        sink: _Sink | None = None
+        if run_id is not None:
+            for kind in prefer:
+                if kind == "pipe" and (spec := env.get(ENV_FD)):
+                    sink = _fd_sink(spec)
+                elif kind == "socket" and (path := env.get(ENV_SOCKET)):
+                    sink = _socket_sink(path, tcp=False)
+                elif kind == "tcp" and (address := env.get(ENV_TCP)):
+                    sink = _socket_sink(address, tcp=True)
+                if sink is not None:
+                    break
+        if sink is None and required:
+            raise NotInExecutorError(
+                "this process was not started by lute-async (no usable "
+                f"{ENV_FD}/{ENV_SOCKET}/{ENV_TCP} in the environment); run it with "
+                "`lute-async exec -- ...` or from an Executor"
+            )
+        reporter = cls(sink, run_id=run_id, rank=rank, all_ranks=all_ranks, linger=linger)
+        if sink is not None:
+            hello = {
+                "v": PROTOCOL_VERSION,
+                "run": run_id,
+                "pid": os.getpid(),
+                "rank": rank,
+                "secret": env.get(ENV_SECRET),
+            }
+            reporter._buf += reporter._pack(hello)
+            import atexit
+
+            atexit.register(reporter.close)
+        return reporter
+
+    @property
+    def connected(self) -> bool:
+        """True when messages go to an executor, False when they are logged standalone."""
+        return self._sink is not None
+
+    @property
+    def _leads(self) -> bool:
+        return self.all_ranks or not self.rank
+
+    # -- the reporting API ----------------------------------------------------------------
+
+    def started(self, params: Any = None) -> None:
+        """Say the task has begun, with the params it runs with (rank 0 only by default)."""
+        if self._leads:
+            self.emit("started", {"params": params})
+
+    def log(self, message: str, level: str = "info") -> None:
+        """Send one log line."""
+        self.emit("log", {"message": message, "level": level, "stream": "reporter"})
+
+    def progress(self, fraction: float, message: str = "", *, total: float | None = None) -> None:
+        """Report progress as a fraction in [0, 1], or as ``fraction`` out of ``total``."""
+        value = fraction / total if total else fraction
+        self.emit("progress", {"fraction": float(value), "message": message})
+
+    def result(self, payload: Any, summary: str | None = None) -> None:
+        """Send the task's result (rank 0 only by default) and flush."""
+        if self._leads:
+            self.emit("result", {"payload": payload, "summary": summary}, flush=True)
+
+    def error(self, exc: BaseException | str, *, tb: str | None = None) -> None:
+        """Report the error the task is failing with, then flush."""
+        if isinstance(exc, BaseException):
+            import traceback
+
+            data: dict[str, str | None] = {
+                "type": type(exc).__name__,
+                "message": str(exc),
+                "traceback": tb or "".join(traceback.format_exception(exc)),
+            }
+        else:
+            data = {"type": "TaskError", "message": exc, "traceback": tb}
+        self.emit("error", data, flush=True)
+
+    def emit(self, sig: str, data: Any = None, *, flush: bool = False) -> None:
+        """Send a message with any event name (a custom one fires hooks of that name)."""
+        if self._sink is None:
+            self._log_standalone(sig, data)
+            return
+        with self._lock:
+            self._seq += 1
+            self._buf += self._pack({"sig": sig, "seq": self._seq, "ts": time.time(), "data": data})
+            now = time.monotonic()
+            if flush or len(self._buf) >= _FLUSH_BYTES or now - self._last_flush >= self.linger:
+                self._write_locked(now)
+                return
+        self._arm_flusher()
+
+    def flush(self) -> None:
+        """Write everything buffered now."""
+        with self._lock:
+            self._write_locked(time.monotonic())
+
+    def close(self) -> None:
+        """Flush and close the channel; later messages are logged standalone."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._armed is not None and self._closing is not None:
+            self._closing.set()
+            self._armed.set()
+        with self._lock:
+            sink, self._sink = self._sink, None
+            if sink is not None:
+                try:
+                    if self._buf:
+                        sink.write(self._buf)
+                finally:
+                    self._buf.clear()
+                    sink.close()
+
+    def __enter__(self) -> Reporter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None and not isinstance(exc, KeyboardInterrupt | SystemExit):
+            self.error(exc)
+        self.close()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _write_locked(self, now: float) -> None:
+        self._last_flush = now
+        if self._buf and self._sink is not None:
+            try:
+                self._sink.write(self._buf)
+            except (BrokenPipeError, ConnectionError):
+                # The executor is gone: nobody can hear us, so say so once and stop sending.
+                self._sink = None
+                sys.stderr.write("lute-async: executor connection lost; reporting to stderr\n")
+            self._buf.clear()
+
+    def _arm_flusher(self) -> None:
+        if self._armed is None:
+            import threading
+
+            self._armed, self._closing = threading.Event(), threading.Event()
+            self._flusher = threading.Thread(
+                target=self._flush_loop,
+                args=(self._armed, self._closing),
+                name="lute-async-flush",
+                daemon=True,
+            )
+            self._flusher.start()
+        self._armed.set()
+
+    def _flush_loop(self, armed: threading.Event, closing: threading.Event) -> None:
+        # Waits for data to be buffered, then for the linger deadline, then flushes.
+        while True:
+            armed.wait()
+            if closing.wait(self.linger):
+                return
+            armed.clear()
+            self.flush()
+
+    def _log_standalone(self, sig: str, data: Any) -> None:
+        import json
+
+        record = {"event": sig, "ts": time.time(), "rank": self.rank, "data": data}
+        sys.stderr.write(json.dumps(record, default=_to_wire) + "\n")
+
+
+class AsyncReporter:
+    """The :class:`Reporter` API for async tasks: sends never block the event loop."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.sync = reporter
+
+    @classmethod
+    def connect(cls, **kwargs: Any) -> AsyncReporter:
+        """Connect like :meth:`Reporter.connect`."""
+        return cls(Reporter.connect(**kwargs))
+
+    @property
+    def connected(self) -> bool:
+        return self.sync.connected
+
+    async def _call(self, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+        import asyncio
+
+        # Buffering is a memory append; only a flush may block on a full pipe, so run the
+        # flushing calls in a thread and keep the buffered path on the loop.
+        if kwargs.pop("_flushes", False):
+            await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
+        else:
+            fn(*args, **kwargs)
+
+    async def started(self, params: Any = None) -> None:
+        await self._call(self.sync.started, params)
+
+    async def log(self, message: str, level: str = "info") -> None:
+        await self._call(self.sync.log, message, level)
+
+    async def progress(
+        self, fraction: float, message: str = "", *, total: float | None = None
+    ) -> None:
+        await self._call(self.sync.progress, fraction, message, total=total)
+
+    async def emit(self, sig: str, data: Any = None) -> None:
+        await self._call(self.sync.emit, sig, data)
+
+    async def result(self, payload: Any, summary: str | None = None) -> None:
+        await self._call(self.sync.result, payload, summary, _flushes=True)
+
+    async def error(self, exc: BaseException | str) -> None:
+        await self._call(self.sync.error, exc, _flushes=True)
+
+    async def flush(self) -> None:
+        await self._call(self.sync.flush, _flushes=True)
+
+    async def aclose(self) -> None:
+        await self._call(self.sync.close, _flushes=True)
+
+    async def __aenter__(self) -> AsyncReporter:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None and not isinstance(exc, KeyboardInterrupt | SystemExit):
+            await self.error(exc)
+        await self.aclose()

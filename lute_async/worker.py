@@ -1,0 +1,115 @@
+"""``python -m lute_async.worker pkg.mod:func``: run one ``@task`` function in this process.
+
+The params come from the executor (``LUTE_ASYNC_PARAMS``); the function is called with them as
+keyword arguments, plus ``report`` when it declares that parameter. Its return value is sent as
+the result; an exception is sent as the error (with traceback) and the worker exits 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from lute_async.task import AsyncReporter, Reporter, read_params
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+EXIT_TASK_FAILED = 1
+EXIT_USAGE = 2
+
+
+class TaskLoadError(Exception):
+    """The target named on the command line cannot be imported or is not a task."""
+
+
+def load_task(target: str) -> Callable[..., Any]:
+    """Import ``pkg.mod:func`` (or ``pkg.mod:Class.method``) and check it is a ``@task``."""
+    import importlib
+
+    module_name, sep, attr_path = target.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise TaskLoadError(f"task target {target!r} is not of the form 'package.module:function'")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: tasks beside the caller import
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TaskLoadError(
+            f"cannot import module {module_name!r} for task {target!r}: {exc}"
+        ) from exc
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise TaskLoadError(f"module {module_name!r} has no attribute {attr_path!r}") from None
+    if not callable(obj) or not getattr(obj, "__lute_task__", False):
+        raise TaskLoadError(
+            f"{target!r} is not marked as a task: decorate it with @lute_async.task.task"
+        )
+    return obj  # type: ignore[no-any-return]
+
+
+def _wants_report(fn: Callable[..., Any]) -> bool:
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return False
+    return "report" in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+
+
+def run_task(target: str) -> int:
+    """Run ``target`` under a connected reporter and return the process exit code."""
+    report = Reporter.connect()
+    try:
+        fn = load_task(target)
+        params = read_params()
+    except (TaskLoadError, ValueError, OSError) as exc:
+        report.error(exc)
+        report.close()
+        print(f"lute-async worker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    report.started(params)
+    try:
+        if getattr(fn, "__code__", None) is not None and fn.__code__.co_flags & 0x80:
+            value = _run_async(fn, params, report)  # CO_COROUTINE: an `async def` task
+        else:
+            value = fn(**params, report=report) if _wants_report(fn) else fn(**params)
+        report.result(value)
+    except BaseException as exc:  # the task's failure is data to report, whatever it is
+        report.error(exc)
+        report.close()
+        if isinstance(exc, KeyboardInterrupt):
+            return 130
+        if isinstance(exc, SystemExit):
+            return exc.code if isinstance(exc.code, int) else EXIT_TASK_FAILED
+        return EXIT_TASK_FAILED
+    report.close()
+    return 0
+
+
+def _run_async(fn: Callable[..., Any], params: dict[str, Any], report: Reporter) -> Any:
+    import asyncio
+
+    kwargs = dict(params)
+    if _wants_report(fn):
+        kwargs["report"] = AsyncReporter(report)
+    try:
+        import uvloop
+
+        return uvloop.run(fn(**kwargs))
+    except ImportError:
+        return asyncio.run(fn(**kwargs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m lute_async.worker package.module:function", file=sys.stderr)
+        return EXIT_USAGE
+    return run_task(args[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
