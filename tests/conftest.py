@@ -1,0 +1,46 @@
+"""Shared fixtures: an executor on a fresh sqlite file, and task scripts written to tmp_path."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from lute_async import Executor
+
+PYTHON = sys.executable
+
+
+@pytest.fixture
+async def executor(tmp_path: Path) -> AsyncIterator[Executor]:
+    """An executor recording into a fresh database under tmp_path."""
+    async with Executor(db=tmp_path / "runs.db", workdir=tmp_path / "work", grace=2.0) as ex:
+        yield ex
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Callable[[str], list[str]]:
+    """Write a Python task script (dedented) and return the argv that runs it."""
+    counter = 0
+
+    def write(source: str) -> list[str]:
+        nonlocal counter
+        counter += 1
+        path = tmp_path / f"task_{counter}.py"
+        path.write_text(textwrap.dedent(source))
+        return [PYTHON, os.fspath(path)]
+
+    return write
+
+
+def process_exists(pid: int) -> bool:
+    """True while ``pid`` is a live (non-zombie) process."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
