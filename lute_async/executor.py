@@ -501,7 +501,7 @@ class Run:
                 "hook_failed",
                 run_id=self.id,
                 run=self.name,
-                event=error.event,
+                hook_event=error.event,
                 hook=error.hook,
                 error=f"{error.type}: {error.message}",
                 traceback=error.traceback,
@@ -645,15 +645,21 @@ class Executor:
     @asynccontextmanager
     async def _start(self, cmd: Command, options: dict[str, Any]) -> AsyncIterator[Run]:
         run = self._make_run(cmd, tap=True, **options)
+        failure: Exception | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(run._execute)
             try:
                 yield run
-            except BaseException:
+            except Exception as exc:
+                # End the run, then raise the block's own exception as is, not wrapped in
+                # the task group's ExceptionGroup.
+                failure = exc
                 with anyio.CancelScope(shield=True):
                     await run.cancel()
-                raise
-            await run.wait()
+            else:
+                await run.wait()
+        if failure is not None:
+            raise failure
 
     # -- records --------------------------------------------------------------------------
 

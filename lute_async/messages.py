@@ -143,11 +143,14 @@ class FrameDecoder:
     byte-level error the stream cannot be resynchronised and the connection must be closed.
     """
 
-    __slots__ = ("_fed", "_unpacker", "max_frame")
+    __slots__ = ("_consumed", "_fed", "_unpacker", "max_frame")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.max_frame = max_frame
         self._fed = 0
+        # Bytes up to the end of the last complete frame. Unpacker.tell() alone is not that:
+        # while a frame is incomplete it counts the part already parsed.
+        self._consumed = 0
         self._unpacker = msgpack.Unpacker(
             raw=False,
             use_list=True,
@@ -159,12 +162,12 @@ class FrameDecoder:
     @property
     def offset(self) -> int:
         """Bytes of the stream consumed by complete frames so far."""
-        return int(self._unpacker.tell())
+        return self._consumed
 
     @property
     def pending(self) -> int:
         """Bytes received but not yet part of a complete frame."""
-        return self._fed - self.offset
+        return self._fed - self._consumed
 
     def feed(self, chunk: bytes) -> Iterator[Any]:
         """Add ``chunk`` to the stream and yield every frame it completes."""
@@ -187,11 +190,14 @@ class FrameDecoder:
                 ) from None
             self._fed += len(part)
             try:
-                yield from unpacker
+                for frame in unpacker:
+                    self._consumed = unpacker.tell()
+                    yield frame
             except ProtocolError as exc:
                 raise ProtocolError(str(exc), offset=self.offset) from None
-            except (ValueError, msgpack.UnpackException) as exc:
-                # FormatError, StackError, ExtraData, and ValueError for limits exceeded.
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                # FormatError, StackError, ExtraData, ValueError for exceeded limits, and
+                # TypeError for unhashable map keys.
                 raise ProtocolError(
                     f"undecodable bytes ({type(exc).__name__}: {exc})", offset=self.offset
                 ) from None
