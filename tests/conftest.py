@@ -5,14 +5,27 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvloop
 
 from lute_async import Executor
 
 PYTHON = sys.executable
+#: Test modules whose tests run on uvloop's event loop instead of stdlib asyncio's.
+UVLOOP_MODULES = frozenset({"test_uvloop.py"})
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], Any]] | None:
+    """Run the tests of UVLOOP_MODULES on uvloop; the rest keep the default loop."""
+    if item.path.name in UVLOOP_MODULES:
+        return {"uvloop": uvloop.new_event_loop}
+    return None
 
 
 @pytest.fixture
