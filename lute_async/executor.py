@@ -13,6 +13,7 @@ One run is three concurrent jobs inside the task group of the call that owns it:
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import signal as signal_module
@@ -123,7 +124,9 @@ class Run:
         )
         if limits is not None:
             self.record.extra["limits"] = limits.to_dict()
-        self._keeper = RecordKeeper(self.record)
+        self._keeper = RecordKeeper(
+            self.record, limits=self.record.extra.get("limits"), timeout=self.timeout
+        )
         self._send, self._receive = anyio.create_memory_object_stream[Batch](STREAM_BUFFER)
         self._process: TaskProcess | None = None
         self._exit: ExitStatus | None = None
@@ -138,6 +141,9 @@ class Run:
         else:
             self._tap = None
         self._tap_taken = False
+        # The wall-time deadline: a cancel scope whose deadline stop() parks and resume() moves.
+        self._deadline: anyio.CancelScope | None = None
+        self._paused_left: float | None = None
 
     # -- public face ---------------------------------------------------------------------
 
@@ -179,12 +185,18 @@ class Run:
         """Pause the task's whole process group (SIGSTOP); fires ``stopped``."""
         process = self._require_process("stop")
         process.send_signal(signal_module.SIGSTOP)
+        if self._deadline is not None and self._paused_left is None:  # stopped time is free
+            self._paused_left = self._deadline.deadline - anyio.current_time()
+            self._deadline.deadline = math.inf
         await self._inject(EventName.STOPPED, {"pid": process.pid})
 
     async def resume(self) -> None:
         """Continue a stopped task (SIGCONT); fires ``continued``."""
         process = self._require_process("resume")
         process.send_signal(signal_module.SIGCONT)
+        if self._deadline is not None and self._paused_left is not None:
+            self._deadline.deadline = anyio.current_time() + self._paused_left
+            self._paused_left = None
         await self._inject(EventName.CONTINUED, {"pid": process.pid})
 
     async def cancel(self) -> None:
@@ -200,6 +212,7 @@ class Run:
         if self._tap is not None and not self._tap_taken:
             self._tap_taken = True
             self._tap[1].close()  # nobody will read the messages: stop holding them
+            self._tap = None
         await self._finished.wait()
         return self.record
 
@@ -358,8 +371,23 @@ class Run:
 
         return within
 
+    @property
+    def time_left(self) -> float | None:
+        """Seconds of wall time left before the timeout (constant while stopped), or None."""
+        if self._paused_left is not None:
+            return self._paused_left
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline.deadline - anyio.current_time())
+
     async def _enforce_timeout(self, timeout: float) -> None:
-        await anyio.sleep(timeout)  # a deadline, not a poll: this task only exists to wake once
+        # A deadline, not a poll: this task wakes once, when the (movable) deadline passes.
+        with anyio.CancelScope(deadline=anyio.current_time() + timeout) as deadline:
+            self._deadline = deadline
+            try:
+                await anyio.sleep_forever()
+            finally:
+                self._deadline = None
         if self._end_reason is None:
             self._end_reason = EventName.TIMED_OUT
         await self._terminate()
@@ -487,7 +515,7 @@ class Run:
                 self._hook_errors(errors)
                 if terminal:
                     await self._executor._save(self)
-        if self._tap is not None and not (self._tap_taken and self._tap[1]._closed):
+        if self._tap is not None:
             with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await self._tap[0].send(message)
         if terminal:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import textwrap
@@ -21,11 +22,11 @@ UVLOOP_MODULES = frozenset({"test_uvloop.py"})
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
-) -> Mapping[str, Callable[[], Any]] | None:
+) -> Mapping[str, Callable[[], Any]]:
     """Run the tests of UVLOOP_MODULES on uvloop; the rest keep the default loop."""
     if item.path.name in UVLOOP_MODULES:
         return {"uvloop": uvloop.new_event_loop}
-    return None
+    return {"asyncio": asyncio.new_event_loop}
 
 
 @pytest.fixture
