@@ -21,6 +21,8 @@ _EXPORTS: dict[str, str] = {
     "RecordStore": "lute_async.records",
     "Limits": "lute_async.limits",
     "Local": "lute_async.launchers.local",
+    "MPI": "lute_async.launchers.mpi",
+    "Slurm": "lute_async.launchers.slurm",
     "Reporter": "lute_async.task",
     "AsyncReporter": "lute_async.task",
     "task": "lute_async.task",
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from lute_async.executor import Executor, Run
     from lute_async.hooks.registry import Event, HookRegistry
     from lute_async.launchers.local import Local
+    from lute_async.launchers.mpi import MPI
+    from lute_async.launchers.slurm import Slurm
     from lute_async.limits import Limits
     from lute_async.messages import Message, TaskStatus
     from lute_async.records import AnalysisRecord, RecordStore

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext, suppress
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -46,7 +46,7 @@ from lute_async.messages import (
     Message,
     TaskStatus,
 )
-from lute_async.records import AnalysisRecord, RecordStore, default_db_path
+from lute_async.records import AnalysisRecord, RecordStore, default_db_path, spill_record
 from lute_async.redaction import redact_env
 from lute_async.wire import (
     ENV_EXECUTOR_PID,
@@ -57,10 +57,17 @@ from lute_async.wire import (
     ENV_SECRET,
 )
 
+if TYPE_CHECKING:
+    from lute_async.channel import Channel
+    from lute_async.workflow import Workflow
+
 #: Params larger than this go to the task in a file instead of the environment.
 MAX_ENV_PARAMS = 64 * 1024
 #: Batches buffered between the readers and the dispatcher (each holds one read's messages).
 STREAM_BUFFER = 32
+# Plain values for the per-message checks: an enum member lookup costs 0.1 us on 3.11.
+_STARTED: str = EventName.STARTED.value
+_PROGRESS: str = EventName.PROGRESS.value
 
 Command = str | Sequence[str]
 Tap = tuple[MemoryObjectSendStream[Message], MemoryObjectReceiveStream[Message]]
@@ -94,6 +101,8 @@ class Run:
         tags: Iterable[str] | None,
         grace: float | None,
         tap: bool,
+        stdin: Channel | None = None,
+        stdout: Channel | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.name = name
@@ -144,6 +153,12 @@ class Run:
         # The wall-time deadline: a cancel scope whose deadline stop() parks and resume() moves.
         self._deadline: anyio.CancelScope | None = None
         self._paused_left: float | None = None
+        # Channel ends this run's stdin/stdout are connected to (they act as communicators).
+        self._channel_ends = [
+            channel.attach(self, side)
+            for channel, side in ((stdin, "stdin"), (stdout, "stdout"))
+            if channel is not None
+        ]
 
     # -- public face ---------------------------------------------------------------------
 
@@ -185,6 +200,10 @@ class Run:
         """Pause the task's whole process group (SIGSTOP); fires ``stopped``."""
         process = self._require_process("stop")
         process.send_signal(signal_module.SIGSTOP)
+        wait_stopped = getattr(process, "wait_stopped", None)  # local: until it is stopped
+        if wait_stopped is not None:
+            with anyio.move_on_after(self.grace):
+                await wait_stopped()
         if self._deadline is not None and self._paused_left is None:  # stopped time is free
             self._paused_left = self._deadline.deadline - anyio.current_time()
             self._deadline.deadline = math.inf
@@ -256,7 +275,7 @@ class Run:
             communicators = [
                 make_communicator(spec)
                 for spec in self.launcher.communicators(self._communicator_specs)
-            ]
+            ] + list(self._channel_ends)
             try:
                 status = await self._launch_and_wait(channel, communicators)
             finally:
@@ -278,6 +297,7 @@ class Run:
                 spec.pass_fds += setup.pass_fds
                 spec.stdout = setup.stdout if setup.stdout is not None else spec.stdout
                 spec.stderr = setup.stderr if setup.stderr is not None else spec.stderr
+                spec.stdin = getattr(setup, "stdin", None) or spec.stdin  # a channel's end
             self.record.communicators = [c.describe() for c in communicators]
             self.record.env = self._recorded_env(spec.env)
             self._process = await self.launcher.launch(spec, self._notify)
@@ -346,6 +366,16 @@ class Run:
         recorded = redact_env(env)
         recorded.pop(ENV_PARAMS, None)  # the params are recorded on their own
         return recorded
+
+    def end_for_limit(self, kind: str, detail: str) -> None:
+        """End the run now (SIGKILL to its group) because a limit was exceeded; the record's
+        verdict says which (e.g. a channel's byte limit: ``output_limit``)."""
+        if self._end_reason is None:
+            self._end_reason = kind
+        if self.record.verdict is None:
+            self.record.verdict = {"kind": kind, "detail": detail}
+        if self._process is not None and not self._exited.is_set():
+            self._process.send_signal(signal_module.SIGKILL)
 
     def _output_budget(self) -> Any:
         limit = self._limits.output_bytes if self._limits is not None else None
@@ -490,14 +520,22 @@ class Run:
 
     async def _handle(self, message: Message) -> None:
         sig = message.sig
-        if sig == EventName.STARTED:
+        if sig == _STARTED:
             if self._started_fired:
                 # The executor already announced the start; the task's own "started" adds
                 # what it reports (its params) to the record without firing twice.
-                self._keeper.task_started(message)
+                if message.source == "executor":
+                    # A scheduler may see a job running after its ranks said so (SLURM):
+                    # keep its nodes and rank count, not a second start time.
+                    started_at = self.record.started_at
+                    self._keeper.apply(message)
+                    self.record.started_at = started_at
+                    await self._executor._save(self)
+                else:
+                    self._keeper.task_started(message)
                 return
             self._started_fired = True
-        elif sig == EventName.PROGRESS:
+        elif sig == _PROGRESS:
             self.progress = message.data if isinstance(message.data, dict) else None
         terminal = sig in TERMINAL_EVENTS
         if terminal:
@@ -506,9 +544,8 @@ class Run:
             self._terminal_fired = True
         if self._keeper.apply(message):
             await self._executor._save(self)
-        executor_hooks = self._executor.hooks
-        if executor_hooks.wants(sig) or self.hooks.wants(sig):
-            hooks = executor_hooks.hooks_for(sig) + self.hooks.hooks_for(sig)
+        hooks = self._executor.hooks.hooks_for(sig) + self.hooks.hooks_for(sig)
+        if hooks:
             event = Event(sig, self, message.data, message.rank, message.ts, message)
             errors = await call_hooks(hooks, event, self._executor.hook_timeout)
             if errors:
@@ -621,6 +658,8 @@ class Executor:
         tags: Iterable[str] | None = None,
         grace: float | None = None,
         tap: bool = False,
+        stdin: Channel | None = None,
+        stdout: Channel | None = None,
     ) -> Run:
         argv = [cmd] if isinstance(cmd, str) else [os.fspath(part) for part in cmd]
         return Run(
@@ -638,6 +677,8 @@ class Executor:
             tags=tags,
             grace=grace,
             tap=tap,
+            stdin=stdin,
+            stdout=stdout,
         )
 
     async def run(self, cmd: Command, **options: Any) -> AnalysisRecord:
@@ -645,7 +686,8 @@ class Executor:
 
         Options: ``name``, ``params``, ``env``, ``cwd``, ``timeout`` (seconds), ``hooks``
         (``{event: fn or [fns]}`` for this run), ``launcher``, ``limits``, ``communicators``,
-        ``tags``, ``grace``. Cancelling the caller cancels the run (its record says CANCELLED).
+        ``tags``, ``grace``, ``stdin``/``stdout`` (a :class:`~lute_async.channel.Channel`).
+        Cancelling the caller cancels the run (its record says CANCELLED).
         """
         run = self._make_run(cmd, **options)
         await run._execute()
@@ -689,6 +731,12 @@ class Executor:
         if failure is not None:
             raise failure
 
+    def graph(self, *, max_concurrency: int | None = None) -> Workflow:
+        """A new :class:`~lute_async.workflow.Workflow` of tasks run by this executor."""
+        from lute_async.workflow import Workflow
+
+        return Workflow(self, max_concurrency=max_concurrency)
+
     # -- records --------------------------------------------------------------------------
 
     async def store(self) -> RecordStore:
@@ -707,13 +755,19 @@ class Executor:
             await anyio.to_thread.run_sync(store.save, run.record, limiter=self._db_limiter)
         except Exception as exc:
             run.record.extra["record_errors"] = run.record.extra.get("record_errors", 0) + 1
+            error = f"{type(exc).__name__}: {exc}"
+            if self._store is None:  # the database cannot even be opened: spill the record
+                spilled = await anyio.to_thread.run_sync(
+                    spill_record, self.db_path, run.record, limiter=self._db_limiter
+                )
+                error = f"{error}; {spilled}"
             get_logger().error(
                 "record_save_failed",
                 run_id=run.id,
                 run=run.name,
                 status=run.record.status,
                 db=os.fspath(self.db_path),
-                error=f"{type(exc).__name__}: {exc}",
+                error=error,
             )
 
     async def aclose(self) -> None:

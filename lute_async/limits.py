@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +22,19 @@ class Limits:
     open_files: int | None = None
     output_bytes: int | None = None
 
+    def __post_init__(self) -> None:
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"Limits.{name} must be positive, not {value!r}")
+
     def rlimit_options(self) -> list[str]:
         """``prlimit`` options for the rlimits that are set."""
         options = []
         if self.cpu_time is not None:
-            options.append(f"--cpu={int(self.cpu_time)}")
+            # soft:hard one second apart, so the task gets SIGXCPU (a clear cpu_limit) first.
+            cpu = int(self.cpu_time)
+            options.append(f"--cpu={cpu}:{cpu + 1}")
         if self.memory is not None:
             options.append(f"--as={int(self.memory)}")
         if self.pids is not None:
@@ -46,3 +55,16 @@ class Limits:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
+
+
+@functools.cache
+def parent_death_shim() -> list[str]:
+    """``setpriv --pdeathsig KILL --`` when util-linux ``setpriv`` is installed, else ``[]``.
+
+    ``setpriv`` sets PR_SET_PDEATHSIG and execs the task (no interpreter start, about a
+    millisecond), so the kernel SIGKILLs the task's main process when the executor dies, even
+    by SIGKILL. The signal is tied to the thread that spawned the task: the local launcher
+    spawns from the event loop's thread, which lives as long as the executor.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv is not None else []

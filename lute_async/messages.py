@@ -208,6 +208,8 @@ def parse_hello(frame: Any, *, run_id: str, secret: str | None, require_secret: 
     import hmac  # only the executor side checks hellos; keep the task side's import light
 
     if not isinstance(frame, dict) or frame.get("v") != PROTOCOL_VERSION:
+        if isinstance(frame, dict) and "secret" in frame:  # never echo a secret into logs
+            frame = {**frame, "secret": "***"}
         raise HandshakeError(
             f"expected a protocol v{PROTOCOL_VERSION} hello frame, got {_brief(frame)}"
         )

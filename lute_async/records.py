@@ -11,11 +11,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import errno
+import fcntl
+import hashlib
 import json
 import os
 import socket
 import sqlite3
+import stat
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -36,9 +41,11 @@ __all__ = [
     "SCHEMA_VERSION",
     "TERMINAL_STATUSES",
     "AnalysisRecord",
+    "RecordJournal",
     "RecordStore",
     "default_db_path",
     "pid_is_alive",
+    "spill_record",
 ]
 
 _log = structlog.get_logger("lute_async.records")
@@ -66,6 +73,12 @@ ACTIVE_STATUSES: Final = frozenset({"PENDING", "QUEUED", "RUNNING", "STOPPED"})
 
 DEFAULT_BUSY_TIMEOUT: Final = 30.0
 """Seconds a write waits for another process's write lock before failing."""
+
+JOURNAL_SUFFIX: Final = ".journal.jsonl"
+"""Records that could not be written are spilled to ``<db>`` + this suffix (see RecordJournal)."""
+
+_STATUS_RANK: Final = {"PENDING": 0, "QUEUED": 1, "RUNNING": 2, "STOPPED": 2}
+"""How far along a run is; terminal statuses rank 3. A journal never moves a run backwards."""
 
 
 def default_db_path() -> Path:
@@ -272,6 +285,152 @@ def _local_pid_is_alive(host: str, pid: int) -> bool:
     return pid_is_alive(pid)
 
 
+def spill_record(db_path: str | os.PathLike[str], record: AnalysisRecord) -> str:
+    """Spill *record* to the journal of a database that cannot even be opened; say where."""
+    try:
+        where = RecordJournal(db_path).append(record)
+    except RecordStoreError as exc:
+        return str(exc)
+    return f"run {record.id} was spilled to the journal {where}, replayed when the database opens"
+
+
+# --- journal ------------------------------------------------------------------------------------
+
+
+def _record_document(record: AnalysisRecord) -> dict[str, Any]:
+    document = record.to_dict()
+    document["env"] = redact_env({str(k): str(v) for k, v in document["env"].items()})
+    return document
+
+
+def _status_rank(status: str) -> int:
+    return _STATUS_RANK.get(status, 3)
+
+
+class RecordJournal:
+    """Records the database could not take (full disk, read-only file), kept as JSON lines.
+
+    A record is appended to ``<db>.journal.jsonl`` beside the database or, when that cannot be
+    written either, to a private (0700) fallback directory: ``fallback_dir``,
+    ``$LUTE_ASYNC_JOURNAL_DIR``, or ``<tmp>/lute-async-journal-<uid>``. The next
+    :class:`RecordStore` opened on the database replays both journals into it and removes them.
+    Appends and replays lock the file, so several processes may share a journal.
+    """
+
+    def __init__(
+        self, db_path: str | os.PathLike[str], fallback_dir: str | os.PathLike[str] | None = None
+    ) -> None:
+        self.db_path = Path(db_path)
+        self.primary = self.db_path.with_name(self.db_path.name + JOURNAL_SUFFIX)
+        configured = fallback_dir or os.environ.get("LUTE_ASYNC_JOURNAL_DIR")
+        directory = (
+            Path(configured)
+            if configured
+            else Path(tempfile.gettempdir()) / f"lute-async-journal-{os.getuid()}"
+        )
+        key = hashlib.sha256(os.fsencode(os.path.abspath(self.db_path))).hexdigest()[:16]
+        self.fallback = directory / f"{self.db_path.name}-{key}{JOURNAL_SUFFIX}"
+
+    def append(self, record: AnalysisRecord) -> Path:
+        """Spill *record* to the first journal that takes it and return that journal's path."""
+        line = (json.dumps(_record_document(record), separators=(",", ":")) + "\n").encode()
+        failures: list[str] = []
+        for path in (self.primary, self.fallback):
+            try:
+                if path is self.fallback:
+                    self._private_dir(path.parent, create=True)
+                self._append_line(path, line)
+            except OSError as exc:
+                failures.append(f"{path}: {exc.strerror or exc}")
+                continue
+            return path
+        raise RecordStoreError(
+            f"cannot spill run {record.id} to a journal either ({'; '.join(failures)}); "
+            "free disk space or set LUTE_ASYNC_JOURNAL_DIR to a writable directory"
+        )
+
+    def pending(self) -> list[Path]:
+        """Journal files waiting to be replayed (including ones a crashed replay left)."""
+        found: list[Path] = []
+        for path in (self.primary, self.fallback):
+            if path is self.fallback and not self._private_dir(path.parent, create=False):
+                continue
+            with contextlib.suppress(OSError):
+                found.extend(sorted(path.parent.glob(path.name + ".replay-*")))
+            if path.exists():
+                found.append(path)
+        return found
+
+    def take(self, path: Path) -> Path:
+        """Move a journal aside for replay, so new spills start a fresh one meanwhile."""
+        if ".replay-" in path.name:
+            return path
+        taken = path.with_name(f"{path.name}.replay-{os.getpid()}-{time.monotonic_ns()}")
+        os.rename(path, taken)
+        return taken
+
+    @staticmethod
+    def read(path: Path) -> list[AnalysisRecord]:
+        """The records in a journal file, in order; unreadable lines are logged and skipped."""
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # wait for an append in progress to finish
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                data = fh.read()
+        finally:
+            os.close(fd)
+        records: list[AnalysisRecord] = []
+        for number, raw in enumerate(data.splitlines(), start=1):
+            try:
+                document = json.loads(raw)
+                if not isinstance(document, dict):
+                    raise TypeError(f"expected a JSON object, got {type(document).__name__}")
+                records.append(AnalysisRecord.from_dict(document))
+            except (ValueError, TypeError) as exc:
+                _log.error("journal_line_unreadable", path=str(path), line=number, error=str(exc))
+        return records
+
+    @staticmethod
+    def _append_line(path: Path, line: bytes) -> None:
+        while True:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(path, flags, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                info = os.fstat(fd)
+                if info.st_nlink == 0:  # replayed and removed while we waited: open anew
+                    continue
+                try:
+                    view = memoryview(line)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                except OSError:
+                    # Never leave half a line for the next append to run into.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, info.st_size)
+                    raise
+                return
+            finally:
+                os.close(fd)
+
+    @staticmethod
+    def _private_dir(path: Path, *, create: bool) -> bool:
+        """Whether *path* is a directory only this user can use (a shared /tmp is hostile)."""
+        if create:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            if create:
+                raise OSError(errno.EPERM, f"not a private directory of uid {os.getuid()}")
+            _log.error("journal_dir_not_private", path=str(path))
+            return False
+        return True
+
+
 # --- store --------------------------------------------------------------------------------------
 
 
@@ -288,6 +447,10 @@ class RecordStore:
     """The database file."""
     lost_on_open: list[str]
     """Ids of the runs :meth:`mark_lost` marked LOST when the store was opened."""
+    replayed_on_open: list[str]
+    """Ids of the runs :meth:`replay_journal` wrote from the journal when the store was opened."""
+    journal: RecordJournal | None
+    """Where records the database cannot take are spilled (None for an in-memory database)."""
 
     def __init__(
         self,
@@ -295,13 +458,18 @@ class RecordStore:
         *,
         mark_lost: bool = True,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        journal_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.path = Path(path)
         self.lost_on_open = []
+        self.replayed_on_open = []
+        in_memory = str(self.path) == ":memory:"
+        self.journal = None if in_memory else RecordJournal(self.path, journal_dir)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = self._connect(busy_timeout)
         try:
             self._migrate()
+            self.replayed_on_open = self.replay_journal()
             if mark_lost:
                 self.lost_on_open = self.mark_lost()
         except BaseException:
@@ -435,7 +603,10 @@ class RecordStore:
                     yield conn
                     conn.execute("COMMIT")
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    # sqlite has already rolled back after SQLITE_FULL and some I/O errors; a
+                    # second ROLLBACK would hide the real error behind "no transaction".
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
                 raise RecordStoreError(
@@ -465,8 +636,7 @@ class RecordStore:
 
     @staticmethod
     def _upsert(conn: sqlite3.Connection, record: AnalysisRecord) -> None:
-        document = record.to_dict()
-        document["env"] = redact_env({str(k): str(v) for k, v in document["env"].items()})
+        document = _record_document(record)
         conn.execute(
             """
             INSERT INTO runs (id, name, status, submitted_at, ended_at,
@@ -501,15 +671,73 @@ class RecordStore:
     # --- public operations -----------------------------------------------------------------
 
     def save(self, record: AnalysisRecord) -> None:
-        """Insert or replace *record* (tags included) in one transaction, env redacted again."""
+        """Insert or replace *record* (tags included) in one transaction, env redacted again.
+
+        When the database cannot take it (full disk, read-only file), the record is spilled to
+        the :attr:`journal` and :class:`RecordStoreError` still raises, saying where it went.
+        """
         status = _status_str(record.status)
         if status not in RUN_STATUSES:
             raise ValueError(
                 f"run {record.id} has unknown status {status!r}; "
                 f"expected one of {', '.join(sorted(RUN_STATUSES))}"
             )
-        with self._write(f"save run {record.id}") as conn:
-            self._upsert(conn, record)
+        try:
+            with self._write(f"save run {record.id}") as conn:
+                self._upsert(conn, record)
+        except RecordStoreError as exc:
+            if self.journal is None:
+                raise
+            try:
+                where = self.journal.append(record)
+            except RecordStoreError as spill:
+                raise RecordStoreError(f"{exc}; {spill}") from exc
+            raise RecordStoreError(
+                f"{exc}; run {record.id} was spilled to the journal {where}, "
+                "replayed when the database is next opened"
+            ) from exc
+
+    def replay_journal(self) -> list[str]:
+        """Write the records spilled to the journal into the database; return their ids.
+
+        Runs on open. A journal entry never moves a run backwards (a finished run is not made
+        RUNNING again). A journal that cannot be replayed now is kept for the next open.
+        """
+        journal = self.journal
+        if journal is None:
+            return []
+        replayed: list[str] = []
+        for path in journal.pending():
+            try:
+                taken = journal.take(path)
+            except FileNotFoundError:
+                continue  # another process opening the same database took it first
+            except OSError as exc:
+                _log.error(
+                    "journal_replay_failed", path=str(path), db=str(self.path), error=str(exc)
+                )
+                continue
+            try:
+                records = journal.read(taken)
+                with self._write(f"replay journal {taken}") as conn:
+                    for record in records:
+                        row = conn.execute(
+                            "SELECT status FROM runs WHERE id = ?", (record.id,)
+                        ).fetchone()
+                        if row is not None and _status_rank(row[0]) > _status_rank(record.status):
+                            continue
+                        self._upsert(conn, record)
+                        replayed.append(record.id)
+                taken.unlink(missing_ok=True)
+            except FileNotFoundError:
+                continue  # a leftover another process is replaying right now
+            except (OSError, RecordStoreError) as exc:
+                _log.error(
+                    "journal_replay_failed", path=str(path), db=str(self.path), error=str(exc)
+                )
+                continue
+            _log.warning("journal_replayed", path=str(path), db=str(self.path), runs=len(records))
+        return replayed
 
     def get(self, run_id: str) -> AnalysisRecord:
         """Return the run with id *run_id*, or raise :class:`RecordNotFound` (a KeyError)."""
@@ -575,6 +803,16 @@ class RecordStore:
         """Return the last-submitted run called *name* with *status* (any if None), or None."""
         found = self.query(name=name, status=status, limit=1)
         return found[0] if found else None
+
+    def find_ids(self, prefix: str, limit: int = 10) -> list[str]:
+        """Return up to *limit* run ids starting with *prefix* (for short ids typed by users)."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._read(
+            "SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT ?",
+            (escaped + "%", limit),
+            "look up run ids",
+        )
+        return [row[0] for row in rows]
 
     def mark_lost(self, is_alive: Callable[[str, int], bool] | None = None) -> list[str]:
         """Mark LOST the active runs whose executor on this host has died; return their ids.

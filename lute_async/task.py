@@ -61,16 +61,17 @@ def current_rank(environ: dict[str, str] | os._Environ[str] | None = None) -> in
 
 def read_params(environ: dict[str, str] | os._Environ[str] | None = None) -> dict[str, Any]:
     """The run's params as the executor passed them (JSON in the environment or a file)."""
+    env = os.environ if environ is None else environ
+    path, text = env.get(ENV_PARAMS_FILE), env.get(ENV_PARAMS)
+    if path is None and text is None:
+        return {}  # no params: skip importing json (and re), a few ms of every worker start
     import json
 
-    env = os.environ if environ is None else environ
-    if (path := env.get(ENV_PARAMS_FILE)) is not None:
+    if path is not None:
         with open(path, "rb") as fh:
             params = json.load(fh)
-    elif (text := env.get(ENV_PARAMS)) is not None:
-        params = json.loads(text)
     else:
-        return {}
+        params = json.loads(text)  # type: ignore[arg-type]
     if not isinstance(params, dict):
         raise ValueError(f"{ENV_PARAMS} must hold a JSON object, got {type(params).__name__}")
     return params
@@ -162,6 +163,7 @@ class Reporter:
         self._buf = bytearray()
         self._lock = allocate_lock()
         self._last_flush = 0.0
+        self._last_emit = 0.0
         self._flusher: threading.Thread | None = None
         self._armed: threading.Event | None = None
         self._closed = False
@@ -190,12 +192,15 @@ class Reporter:
         sink: _Sink | None = None
         if run_id is not None:
             for kind in prefer:
-                if kind == "pipe" and (spec := env.get(ENV_FD)):
-                    sink = _fd_sink(spec)
-                elif kind == "socket" and (path := env.get(ENV_SOCKET)):
-                    sink = _socket_sink(path, tcp=False)
-                elif kind == "tcp" and (address := env.get(ENV_TCP)):
-                    sink = _socket_sink(address, tcp=True)
+                try:
+                    if kind == "pipe" and (spec := env.get(ENV_FD)):
+                        sink = _fd_sink(spec)
+                    elif kind == "socket" and (path := env.get(ENV_SOCKET)):
+                        sink = _socket_sink(path, tcp=False)
+                    elif kind == "tcp" and (address := env.get(ENV_TCP)):
+                        sink = _socket_sink(address, tcp=True)
+                except OSError as exc:  # gone or refused: try the next channel
+                    sys.stderr.write(f"lute-async: cannot use the {kind} channel: {exc}\n")
                 if sink is not None:
                     break
         if sink is None and required:
@@ -272,7 +277,17 @@ class Reporter:
             self._seq += 1
             self._buf += self._pack({"sig": sig, "seq": self._seq, "ts": time.time(), "data": data})
             now = time.monotonic()
-            if flush or len(self._buf) >= _FLUSH_BYTES or now - self._last_flush >= self.linger:
+            # Quiet means no *message* for ``linger``: measured from the last flush instead, a
+            # steady 1 kHz sender whose previous message the flusher sent 0.5 ms late never
+            # looked quiet, and every message waited out the linger.
+            quiet = now - self._last_emit >= self.linger
+            self._last_emit = now
+            if (
+                flush
+                or quiet
+                or len(self._buf) >= _FLUSH_BYTES
+                or now - self._last_flush >= self.linger
+            ):
                 self._write_locked(now)
                 return
         self._arm_flusher()
@@ -338,7 +353,10 @@ class Reporter:
                 daemon=True,
             )
             self._flusher.start()
-        self._armed.set()
+        # Event.set takes a Condition and notifies: skip it while already armed (the flusher
+        # clears before it flushes, so a message buffered before this check is always sent).
+        if not self._armed.is_set():
+            self._armed.set()
 
     def _flush_loop(self, armed: threading.Event, closing: threading.Event) -> None:
         # Waits for data to be buffered, then for the linger deadline, then flushes.

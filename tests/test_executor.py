@@ -512,3 +512,20 @@ def test_task_script_runs_standalone_logging_to_stderr(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in out.stderr.decode().splitlines()]
     assert [line["event"] for line in lines] == ["progress", "result"]
     assert lines[1]["data"]["payload"] == {"x": 1}
+
+
+async def test_reporter_falls_back_to_the_pipe_when_the_socket_is_gone(
+    executor: Executor, script: Callable[[str], list[str]]
+) -> None:
+    argv = script(
+        """
+        import os
+        from lute_async.task import Reporter
+        os.unlink(os.environ["LUTE_ASYNC_SOCKET"])
+        with Reporter.connect(prefer=("socket", "pipe")) as report:
+            report.result("via the pipe")
+        """
+    )
+    record = await executor.run(argv)
+    assert record.status == "COMPLETED" and record.result is not None
+    assert record.result["payload"] == "via the pipe"

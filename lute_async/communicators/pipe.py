@@ -17,6 +17,7 @@ from lute_async.communicators.base import (
     LineSplitter,
     RunChannel,
     pump_connection,
+    send_batch,
 )
 from lute_async.communicators.fdio import close_fd, read_chunk, set_nonblocking
 from lute_async.wire import ENV_FD
@@ -84,7 +85,7 @@ class PipeCommunicator:
                 continue  # over the output limit: count and discard, keep the pipe drained
             batch = splitter.feed(chunk)
             if batch:
-                await channel.send.send(batch)
+                await send_batch(channel.send, batch)
         tail = splitter.finish()
         if tail:
             await channel.send.send(tail)

@@ -10,6 +10,7 @@ from lute_async.hooks.registry import ANY_EVENT, Event, HookRegistry
 from lute_async.logs import get_logger, is_enabled_for
 from lute_async.messages import TERMINAL_STATUS, EventName, Message, TaskStatus
 from lute_async.records import AnalysisRecord
+from lute_async.verdicts import VerdictJudge
 
 #: Events logged at info level; every other message is logged at debug level.
 LIFECYCLE_EVENTS = frozenset(
@@ -31,8 +32,15 @@ LIFECYCLE_EVENTS = frozenset(
 class RecordKeeper:
     """Applies a run's messages to its record; ``apply`` says when the record must be saved."""
 
-    def __init__(self, record: AnalysisRecord) -> None:
+    def __init__(
+        self,
+        record: AnalysisRecord,
+        *,
+        limits: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> None:
         self.record = record
+        self.judge = VerdictJudge(limits, timeout)
         self._handlers: dict[str, Callable[[Message], bool]] = {
             EventName.QUEUED: self._queued,
             EventName.STARTED: self._started,
@@ -43,6 +51,8 @@ class RecordKeeper:
         }
         for event in TERMINAL_STATUS:
             self._handlers[event] = self._terminal
+        if self.judge.wants_output:  # only runs whose verdict may depend on their stderr
+            self._handlers[EventName.LOG] = self._log
 
     def apply(self, message: Message) -> bool:
         """Update the record from ``message``; True when its status changed."""
@@ -124,7 +134,19 @@ class RecordKeeper:
             record.extra.update(data["extra"])
         if message.sig != EventName.DONE and record.error is None and data.get("error"):
             record.error = {"traceback": None, **data["error"]}
+        if record.verdict is None:
+            record.verdict = self.judge.judge(
+                message.sig,
+                exit_code=record.exit_code,
+                signum=record.signal,
+                usage=record.usage,
+                error=record.error,
+            )
         return True
+
+    def _log(self, message: Message) -> bool:
+        self.judge.observe(message)
+        return False
 
 
 class _EventLogger:

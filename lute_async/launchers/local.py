@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import anyio
 
 from lute_async.errors import LaunchError
 from lute_async.launchers.base import ExitStatus, LaunchSpec, Notify
+from lute_async.limits import parent_death_shim
 
 
 class LocalProcess:
@@ -63,6 +65,20 @@ class LocalProcess:
             return ExitStatus(exit_code=None, signal=-code, usage=usage)
         return ExitStatus(exit_code=code, usage=usage)
 
+    async def wait_stopped(self) -> None:
+        """Wait until the process is stopped (after SIGSTOP) or has ended, without reaping it,
+        so a ``stopped`` event is only fired once it is true."""
+        if self.pid is None or self.returncode is not None:
+            return
+        with contextlib.suppress(ChildProcessError):
+            await anyio.to_thread.run_sync(
+                os.waitid,
+                os.P_PID,
+                self.pid,
+                os.WSTOPPED | os.WEXITED | os.WNOWAIT,
+                abandon_on_cancel=True,
+            )
+
     def _end_stragglers(self) -> None:
         # Processes the task left behind in its group (background jobs, daemons that did not
         # setsid) would hold its pipes open and outlive the run: end them with it.
@@ -90,6 +106,10 @@ class Local:
 
     kind = "local"
 
+    def __init__(self, *, parent_death_signal: bool = True) -> None:
+        #: End the task (SIGKILL) if the executor dies, via the ``setpriv`` exec shim.
+        self.parent_death_signal = parent_death_signal
+
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "host": socket.gethostname()}
 
@@ -97,14 +117,34 @@ class Local:
         return requested
 
     def command(self, spec: LaunchSpec) -> list[str]:
-        """The argv to execute, wrapped by the limits shim when limits are set."""
-        return spec.limits.wrap(spec.argv) if spec.limits is not None else list(spec.argv)
+        """The argv to execute, wrapped by the limits shim when limits are set and by the
+        parent-death shim (when available) so the task does not outlive the executor."""
+        argv = spec.limits.wrap(spec.argv) if spec.limits is not None else list(spec.argv)
+        argv = parent_death_shim() + argv if self.parent_death_signal else argv
+        if spec.argv and argv[0] != spec.argv[0]:
+            check_executable(spec)  # a shim would otherwise turn "not found" into exit 127
+        return argv
 
     async def launch(self, spec: LaunchSpec, notify: Notify) -> LocalProcess:
         argv = self.command(spec)
         process = spawn(argv, spec)
         await notify("started", {"pid": process.pid, "host": socket.gethostname(), "command": argv})
         return process
+
+
+def check_executable(spec: LaunchSpec) -> None:
+    """Raise the same LaunchError as :func:`spawn` when ``spec.argv[0]`` cannot be executed."""
+    program = spec.argv[0]
+    if os.sep in program:
+        path: str | None = os.path.join(spec.cwd or os.getcwd(), program)
+    else:
+        path = shutil.which(program, path=spec.env.get("PATH", os.defpath))
+    if path is None or not os.path.exists(path):
+        raise LaunchError(
+            f"command not found: {program!r} (run {spec.name!r}); check the name and PATH"
+        )
+    if not os.access(path, os.X_OK) or os.path.isdir(path):
+        raise LaunchError(f"command {program!r} is not executable (run {spec.name!r})")
 
 
 def spawn(argv: list[str], spec: LaunchSpec) -> LocalProcess:

@@ -1,0 +1,74 @@
+"""``python -m benchmarks [--quick] [--json out.json] [--update-readme] [--only NAMES]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+from benchmarks import report
+from benchmarks.harness import Result
+from benchmarks.scenarios import FULL, QUICK, SCENARIOS, Bench, Sizes
+
+
+async def run_all(sizes: Sizes, names: list[str], workdir: Path) -> list[Result]:
+    from lute_async.logs import configure
+
+    configure(level="WARNING")  # lifecycle info lines would flood the terminal
+    bench = Bench(sizes, workdir)
+    results: list[Result] = []
+    for name in names:
+        start = time.perf_counter()
+        rows = await getattr(bench, name)()
+        print(f"# {name}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        results.extend(rows)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (under 3 minutes)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--only", help=f"comma-separated scenarios of {','.join(SCENARIOS)}")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--update-readme", action="store_true", help="rewrite README's table")
+    parser.add_argument(
+        "--with-lute", action="store_true", help="also measure LUTE (not available: see docs)"
+    )
+    args = parser.parse_args(argv)
+    names = args.only.split(",") if args.only else list(SCENARIOS)
+    unknown = set(names) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    if args.with_lute:
+        print(
+            "--with-lute: LUTE is not measured by this version; see docs/performance.md",
+            file=sys.stderr,
+        )
+    sizes = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="lute-bench-") as tmp:
+        results = anyio.run(
+            run_all,
+            sizes,
+            names,
+            Path(tmp),
+            backend_options={"use_uvloop": args.loop == "uvloop"},
+        )
+    info = report.meta("quick" if args.quick else "full", args.loop)
+    info["seconds"] = round(time.perf_counter() - started, 1)
+    print(report.text_table(results))
+    print(f"({info['seconds']} s; {info['install']})")
+    if args.json:
+        report.save_json(args.json, results, info)
+    if args.update_readme:
+        report.update_readme(results, info)
+    return 0 if all(r.met is not False for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

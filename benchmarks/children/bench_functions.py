@@ -1,0 +1,8 @@
+"""A ``@task`` function for the ``run_function`` spawn benchmark."""
+
+from lute_async.task import task
+
+
+@task
+def noop() -> None:
+    """Do nothing: the cost measured is the worker's start and its reports."""

@@ -1,0 +1,346 @@
+"""Workflow: a graph of runs where a task starts once the tasks it comes ``after`` have ended.
+
+A node waits on its dependencies' completion events (no polling), so independent branches run
+concurrently, bounded by the workflow's ``max_concurrency`` and the executor's own. A dependency
+that does not complete cancels its dependants (recorded ``CANCELLED`` with the reason) unless
+they were added with ``after_any=True``, which runs them once every dependency has ended,
+whatever its outcome. Cycles and unknown dependencies are rejected before anything starts.
+
+Params and command arguments may use ``{{ other.result.payload.key }}`` (also ``status``,
+``exit_code``, ``verdict``, ``usage``, ``id``, with an optional ``:format`` spec) for any task the
+node runs after, directly or not; a string that is exactly one template takes the value itself
+(a number stays a number).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from lute_async.errors import ConfigError, LuteAsyncError
+from lute_async.messages import TaskStatus
+from lute_async.records import AnalysisRecord
+
+if TYPE_CHECKING:
+    from lute_async.executor import Executor
+
+#: Record fields a template may read from a finished task.
+TEMPLATE_FIELDS = ("result", "status", "exit_code", "verdict", "usage", "id")
+_TEMPLATE = re.compile(
+    r"\{\{\s*([A-Za-z_][\w-]*)\.(" + "|".join(TEMPLATE_FIELDS) + r")((?:\.[\w-]+)*)"
+    r"\s*(?::\s*([^}]*?))?\s*\}\}"
+)
+
+
+class GraphError(LuteAsyncError, ValueError):
+    """The workflow's graph is invalid (unknown dependency, bad template reference)."""
+
+
+class GraphCycleError(GraphError):
+    """The workflow's ``after`` edges form a cycle; ``cycle`` lists it, first name repeated."""
+
+    def __init__(self, cycle: list[str]) -> None:
+        self.cycle = cycle
+        super().__init__(
+            f"workflow has a dependency cycle: {' -> '.join(cycle)}; remove one of these 'after' "
+            "edges"
+        )
+
+
+@dataclass(slots=True)
+class Node:
+    """One task of a workflow and, once it has ended, its record."""
+
+    name: str
+    argv: list[str]
+    after: tuple[str, ...] = ()
+    after_any: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    record: AnalysisRecord | None = None
+    status: str = TaskStatus.PENDING.value
+    ended: anyio.Event = field(default_factory=anyio.Event)
+
+    @property
+    def stdout(self) -> tuple[Node, str]:
+        """This task's stdout, as a :class:`~lute_async.channel.Channel` source."""
+        return (self, "stdout")
+
+    @property
+    def stdin(self) -> tuple[Node, str]:
+        """This task's stdin, as a :class:`~lute_async.channel.Channel` target."""
+        return (self, "stdin")
+
+
+StateListener = Callable[[str, str], None]
+
+
+class Workflow:
+    """Tasks with ``after`` dependencies, run by one executor; ``run()`` returns every record."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        *,
+        max_concurrency: int | None = None,
+        on_state: StateListener | None = None,
+    ) -> None:
+        self.executor = executor
+        self.max_concurrency = max_concurrency
+        self.nodes: dict[str, Node] = {}
+        self._on_state = on_state
+
+    def add(
+        self,
+        name: str,
+        cmd: str | Sequence[str],
+        *,
+        after: Iterable[str] = (),
+        after_any: bool = False,
+        **options: Any,
+    ) -> Node:
+        """Add task ``name`` running ``cmd``; ``options`` are those of :meth:`Executor.run`."""
+        if name in self.nodes:
+            raise GraphError(f"workflow already has a task named {name!r}")
+        argv = [cmd] if isinstance(cmd, str) else [str(part) for part in cmd]
+        node = Node(name, argv, tuple(after), after_any, dict(options))
+        self.nodes[name] = node
+        return node
+
+    def add_function(self, name: str, target: str, **options: Any) -> Node:
+        """Add a ``@task`` function ``"pkg.mod:func"`` run in a worker process."""
+        python = options.pop("python", None)
+        return self.add(name, self.executor.function_command(target, python=python), **options)
+
+    @property
+    def states(self) -> dict[str, str]:
+        """Every task's current status, for a live view."""
+        return {name: node.status for name, node in self.nodes.items()}
+
+    def check(self) -> list[str]:
+        """Validate the graph and return the task names in a dependency order.
+
+        Raises :class:`GraphError` for an unknown dependency or a template naming a task that
+        is not upstream, and :class:`GraphCycleError` (naming the cycle) for a cycle.
+        """
+        for node in self.nodes.values():
+            for dep in node.after:
+                if dep not in self.nodes:
+                    raise GraphError(f"task {node.name!r} runs after unknown task {dep!r}")
+        order: list[str] = []
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+        def visit(name: str, path: list[str]) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                raise GraphCycleError([*path[path.index(name) :], name])
+            state[name] = 1
+            path.append(name)
+            for dep in self.nodes[name].after:
+                visit(dep, path)
+            path.pop()
+            state[name] = 2
+            order.append(name)
+
+        for name in self.nodes:
+            visit(name, [])
+        for node in self.nodes.values():
+            upstream = self._upstream(node.name)
+            for ref in _references([node.argv, node.options.get("params")]):
+                if ref not in upstream and ref in self.nodes:
+                    raise GraphError(
+                        f"task {node.name!r} uses the result of {ref!r} but does not run after it"
+                    )
+        return order
+
+    def _upstream(self, name: str) -> set[str]:
+        seen: set[str] = set()
+        stack = list(self.nodes[name].after)
+        while stack:
+            dep = stack.pop()
+            if dep not in seen:
+                seen.add(dep)
+                stack.extend(self.nodes[dep].after)
+        return seen
+
+    async def run(self) -> dict[str, AnalysisRecord]:
+        """Run every task as its dependencies allow; return the records by task name."""
+        self.check()
+        limiter = anyio.CapacityLimiter(self.max_concurrency) if self.max_concurrency else None
+        async with anyio.create_task_group() as tg:
+            for node in self.nodes.values():
+                tg.start_soon(self._run_node, node, limiter)
+        return {name: node.record for name, node in self.nodes.items() if node.record}
+
+    def _set_state(self, node: Node, status: str) -> None:
+        node.status = status
+        if self._on_state is not None:
+            self._on_state(node.name, status)
+
+    async def _run_node(self, node: Node, limiter: anyio.CapacityLimiter | None) -> None:
+        try:
+            for dep in node.after:
+                await self.nodes[dep].ended.wait()
+            unfinished = [
+                dep for dep in node.after if self.nodes[dep].status != TaskStatus.COMPLETED.value
+            ]
+            if unfinished and not node.after_any:
+                await self._cancel_node(node, unfinished)
+                return
+            finished = {name: n.record for name, n in self.nodes.items() if n.record}
+            options = dict(node.options)
+            if "params" in options:
+                options["params"] = resolve_templates(options["params"], finished)
+            argv = resolve_templates(node.argv, finished)
+            hooks = _with_state_hooks(
+                options.pop("hooks", None), lambda s: self._set_state(node, s)
+            )
+            async with limiter if limiter is not None else _nothing():
+                node.record = await self.executor.run(argv, name=node.name, hooks=hooks, **options)
+            self._set_state(node, node.record.status)
+        finally:
+            node.ended.set()
+
+    async def _cancel_node(self, node: Node, unfinished: list[str]) -> None:
+        reasons = ", ".join(f"{dep!r} ended {self.nodes[dep].status}" for dep in unfinished)
+        options = {k: v for k, v in node.options.items() if k != "hooks"}
+        async with self.executor.start(node.argv, name=node.name, **options) as run:
+            run.record.error = {
+                "type": "DependencyFailed",
+                "message": f"not started: dependency {reasons}",
+                "traceback": None,
+            }
+            await run.cancel()  # before launch: the run ends CANCELLED without starting
+        node.record = run.record
+        self._set_state(node, run.record.status)
+
+
+class _nothing:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def _with_state_hooks(hooks: Any, set_state: Callable[[str], None]) -> dict[str, Any]:
+    merged: dict[str, list[Any]] = {}
+    if isinstance(hooks, Mapping):
+        for event, fns in hooks.items():
+            merged[event] = list(fns) if isinstance(fns, list | tuple) else [fns]
+    elif hooks is not None:
+        raise GraphError("workflow tasks take hooks as a {event: fn or [fns]} mapping")
+    merged.setdefault("started", []).append(lambda event: set_state(event.run.status))
+    merged.setdefault("stopped", []).append(lambda event: set_state(event.run.status))
+    merged.setdefault("continued", []).append(lambda event: set_state(event.run.status))
+    return merged
+
+
+def _references(value: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(value, str):
+        found.update(m.group(1) for m in _TEMPLATE.finditer(value))
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            found |= _references(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            found |= _references(item)
+    return found
+
+
+def _lookup(record: AnalysisRecord, fieldname: str, path: str, template: str) -> Any:
+    value: Any = getattr(record, fieldname)
+    for key in filter(None, path.split(".")):
+        if isinstance(value, Mapping) and key in value:
+            value = value[key]
+        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            raise GraphError(f"{template}: task {record.name!r} has no {key!r} there")
+    return value
+
+
+def resolve_templates(value: Any, records: Mapping[str, AnalysisRecord]) -> Any:
+    """``value`` with ``{{ task.result... }}`` templates of finished ``records`` filled in;
+    templates naming other things are left for the config module."""
+    if isinstance(value, str):
+        whole = _TEMPLATE.fullmatch(value.strip())
+        if whole and whole.group(1) in records and not whole.group(4):
+            return _lookup(records[whole.group(1)], whole.group(2), whole.group(3), value)
+
+        def fill(match: re.Match[str]) -> str:
+            name, fieldname, path, spec = match.groups()
+            if name not in records:
+                return match.group(0)
+            found = _lookup(records[name], fieldname, path, match.group(0))
+            return format(found, spec or "")
+
+        return _TEMPLATE.sub(fill, value)
+    if isinstance(value, Mapping):
+        return {key: resolve_templates(item, records) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [resolve_templates(item, records) for item in value]
+    return value
+
+
+#: Keys of a ``[graph.NAME]`` table in a graph file.
+GRAPH_KEYS = ("command", "function", "after", "after_any", "params", "timeout", "cwd", "tags")
+
+
+def load_graph(path: str | Path, executor: Executor, **options: Any) -> Workflow:
+    """A workflow from a TOML graph file, one table per task::
+
+    [graph.peaks]
+    command = ["python", "peaks.py"]        # or: function = "pkg.mod:func"
+    after = ["calibrate"]
+    after_any = false
+    params = { threshold = "{{ calibrate.result.payload.threshold }}" }
+    timeout = 600
+    """
+    import tomllib
+
+    try:
+        document = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the graph: {exc}") from None
+    tables = document.get("graph")
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(f"{path}: expected [graph.NAME] tables, one per task")
+    workflow = Workflow(executor, **options)
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [graph.{name}] must be a table")
+        unknown = set(table) - set(GRAPH_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"{path}: [graph.{name}] has unknown keys {sorted(unknown)}; "
+                f"expected {', '.join(GRAPH_KEYS)}"
+            )
+        run_options = {k: table[k] for k in ("params", "timeout", "cwd", "tags") if k in table}
+        edges = {"after": table.get("after", ()), "after_any": bool(table.get("after_any"))}
+        if ("command" in table) == ("function" in table):
+            raise ConfigError(f"{path}: [graph.{name}] needs exactly one of command or function")
+        if "function" in table:
+            workflow.add_function(name, str(table["function"]), **edges, **run_options)
+        else:
+            workflow.add(name, table["command"], **edges, **run_options)
+    return workflow
+
+
+async def run_graph_from_config(
+    path: str | Path,
+    executor: Executor,
+    *,
+    max_concurrency: int | None = None,
+    on_state: StateListener | None = None,
+) -> dict[str, AnalysisRecord]:
+    """Run the graph file ``path`` (see :func:`load_graph`); ``on_state(task, status)`` is
+    called at each change, for a live view. Backs ``lute-async run-graph --config F``."""
+    workflow = load_graph(path, executor, max_concurrency=max_concurrency, on_state=on_state)
+    return await workflow.run()

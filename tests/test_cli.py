@@ -1,0 +1,400 @@
+"""The ``lute-async`` command end to end, each command as a real subprocess."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from conftest import process_exists
+
+from lute_async.records import RecordStore
+
+PYTHON = sys.executable
+CLI = [PYTHON, "-m", "lute_async.cli"]
+
+Lute = Callable[..., subprocess.CompletedProcess[str]]
+
+TASK_SCRIPT = """\
+import sys
+from lute_async.task import Reporter, read_params
+
+params = read_params()
+with Reporter.connect() as report:
+    print("loading", params.get("run"), flush=True)
+    report.progress(0.5, "half way")
+    report.progress(1.0, "all frames")
+    report.result({"peaks": 42, "run": params.get("run")}, summary="42 peaks")
+"""
+
+CONFIG = """\
+[tasks.peaks]
+command = ["{python}", "task.py"]
+cwd = "."
+params = {{ run = 7 }}
+tags = ["cli-test"]
+
+[tasks.broken]
+command = ["{python}", "-c", "import sys; print('about to fail'); sys.exit(3)"]
+
+[tasks.slow]
+command = ["{python}", "-c", "import time; time.sleep(60)"]
+timeout = 0.5
+"""
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """The environment of CLI subprocesses: a fresh database, a wide plain display."""
+    return {
+        **os.environ,
+        "LUTE_ASYNC_DB": os.fspath(tmp_path / "runs.db"),
+        "COLUMNS": "200",
+        "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
+@pytest.fixture
+def lute(tmp_path: Path, env: dict[str, str]) -> Lute:
+    """Run ``lute-async ARGS`` in tmp_path (with a task script and config there)."""
+    (tmp_path / "task.py").write_text(TASK_SCRIPT)
+    (tmp_path / "lute-async.toml").write_text(CONFIG.format(python=PYTHON))
+
+    def run(*args: str, input: str = "", **kwargs: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=60,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    return run
+
+
+def only_json(stdout: str) -> dict[str, object]:
+    record = json.loads(stdout)
+    assert isinstance(record, dict)
+    return record
+
+
+# --- run -----------------------------------------------------------------------------------------
+
+
+def test_run_shows_live_progress_logs_result_and_status(lute: Lute) -> None:
+    done = lute("run", "peaks")
+    assert done.returncode == 0, done.stderr
+    assert "peaks RUNNING" in done.stdout
+    assert "peaks loading 7" in done.stdout
+    assert "progress  50% half way" in done.stdout
+    assert 'result {"peaks":42,"run":7}  (42 peaks)' in done.stdout
+    assert "peaks COMPLETED" in done.stdout
+
+
+def test_run_json_prints_only_the_final_record_on_stdout(lute: Lute, tmp_path: Path) -> None:
+    done = lute("run", "peaks", "--json", "--param", "run=12", "--tag", "extra")
+    assert done.returncode == 0, done.stderr
+    record = only_json(done.stdout)
+    assert record["status"] == "COMPLETED"
+    assert record["params"] == {"run": 12}
+    assert record["result"] == {"payload": {"peaks": 42, "run": 12}, "summary": "42 peaks"}
+    assert record["tags"] == ["cli-test", "extra"]
+    assert "half way" in done.stderr  # the live display went to stderr
+    with RecordStore(tmp_path / "runs.db") as store:
+        assert store.get(str(record["id"])).status == "COMPLETED"
+
+
+@pytest.mark.parametrize(
+    ("task", "code", "status"), [("broken", 1, "FAILED"), ("slow", 3, "TIMEDOUT")]
+)
+def test_run_exit_code_tells_how_the_run_ended(
+    lute: Lute, task: str, code: int, status: str
+) -> None:
+    done = lute("run", task, "--json")
+    assert done.returncode == code
+    assert only_json(done.stdout)["status"] == status
+
+
+def test_run_of_an_undefined_task_exits_2_naming_the_known_tasks(lute: Lute) -> None:
+    done = lute("run", "nope")
+    assert done.returncode == 2
+    assert "lute-async.toml: no task 'nope'; known tasks: " in done.stderr
+    assert "peaks" in done.stderr
+
+
+def test_run_with_an_invalid_config_exits_2_with_the_precise_error(
+    lute: Lute, tmp_path: Path
+) -> None:
+    (tmp_path / "bad.toml").write_text('[tasks.a]\ncommand = ["true"]\nretries = 3\n')
+    done = lute("run", "a", "--config", "bad.toml")
+    assert done.returncode == 2
+    assert "bad.toml: task 'a': key 'retries': unknown key" in done.stderr
+
+
+# --- exec and emit -------------------------------------------------------------------------------
+
+
+def test_exec_runs_a_shell_command_whose_emits_reach_the_hooks(lute: Lute) -> None:
+    script = (
+        f"echo hello; {PYTHON} -m lute_async.cli emit progress 0.25; "
+        f"{PYTHON} -m lute_async.cli emit peaks '{{\"n\": 3}}'; "
+        f"{PYTHON} -m lute_async.cli emit result '{{\"ok\": true}}'"
+    )
+    done = lute("exec", "--name", "shell", "--", "sh", "-c", script)
+    assert done.returncode == 0, done.stderr
+    assert "shell hello" in done.stdout
+    assert "shell progress  25%" in done.stdout
+    assert 'shell peaks {"n":3}' in done.stdout
+    assert 'shell result {"ok":true}' in done.stdout
+
+
+def test_exec_json_reports_a_failing_command_with_its_exit_code(lute: Lute) -> None:
+    done = lute("exec", "--json", "--", "sh", "-c", "exit 3")
+    assert done.returncode == 1
+    record = only_json(done.stdout)
+    assert (record["status"], record["exit_code"], record["name"]) == ("FAILED", 3, "sh")
+
+
+def test_exec_of_a_missing_program_fails_with_a_clear_error(lute: Lute) -> None:
+    done = lute("exec", "--json", "--", "no-such-program-here")
+    assert done.returncode == 1
+    error = only_json(done.stdout)["error"]
+    assert isinstance(error, dict)
+    assert "no-such-program-here" in error["message"]
+
+
+def test_emit_outside_an_executor_exits_2_with_a_clear_message(
+    lute: Lute, env: dict[str, str]
+) -> None:
+    for name in [k for k in env if k.startswith("LUTE_ASYNC_") and k != "LUTE_ASYNC_DB"]:
+        del env[name]
+    done = lute("emit", "peaks", '{"n": 1}')
+    assert done.returncode == 2
+    assert "cannot emit 'peaks': this process was not started by lute-async" in done.stderr
+
+
+# --- call ----------------------------------------------------------------------------------------
+
+
+def test_call_takes_params_from_a_file_and_prints_the_record(lute: Lute, tmp_path: Path) -> None:
+    (tmp_path / "params.json").write_text(json.dumps({"frames": 2, "threshold": 1.5}))
+    done = lute("call", "lute_async.demo:find_peaks", "--params", "params.json")
+    assert done.returncode == 0, done.stderr
+    record = only_json(done.stdout)
+    assert record["name"] == "find_peaks"
+    assert record["result"] == {
+        "payload": {"peaks": 3, "frames": 2, "threshold": 1.5},
+        "summary": None,
+    }
+    assert "progress 100% frame 2/2" in done.stderr
+
+
+def test_call_reads_params_from_stdin_judge_style(lute: Lute) -> None:
+    done = lute("call", "lute_async.demo:find_peaks", "-q", input='{"frames": 1}')
+    assert done.returncode == 0, done.stderr
+    assert only_json(done.stdout)["params"] == {"frames": 1}
+    assert done.stderr == ""
+
+
+def test_call_of_a_raising_function_exits_1_with_the_traceback(lute: Lute) -> None:
+    done = lute("call", "lute_async.demo:calibrate", "-q", input='{"run": 3}')
+    assert done.returncode == 1
+    error = only_json(done.stdout)["error"]
+    assert isinstance(error, dict)
+    assert error["type"] == "FileNotFoundError"
+    assert "calib/r0003.h5" in error["message"]
+    assert "Traceback" in error["traceback"]
+
+
+# --- records -------------------------------------------------------------------------------------
+
+
+def test_records_list_show_and_export(lute: Lute) -> None:
+    first = only_json(lute("run", "peaks", "--json").stdout)
+    second = only_json(lute("run", "broken", "--json").stdout)
+
+    listed = lute("records", "list", "--json")
+    assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [
+        second["id"],
+        first["id"],
+    ]
+    failed = lute("records", "list", "--status", "failed", "--json")
+    assert [json.loads(line)["name"] for line in failed.stdout.splitlines()] == ["broken"]
+    table = lute("records", "list", "--since", "1h")
+    assert "peaks" in table.stdout and "COMPLETED" in table.stdout and "FAILED" in table.stdout
+
+    shown = lute("records", "show", str(first["id"])[:8], "--json")
+    assert only_json(shown.stdout)["result"] == first["result"]
+    human = lute("records", "show", str(second["id"]))
+    assert "broken" in human.stdout and "FAILED" in human.stdout
+
+    jsonl = lute("records", "export", "--format", "jsonl")
+    assert [json.loads(line)["id"] for line in jsonl.stdout.splitlines()] == [
+        first["id"],
+        second["id"],
+    ]
+    rows = list(csv.DictReader(io.StringIO(lute("records", "export", "-f", "csv").stdout)))
+    assert [(row["name"], row["status"], row["exit_code"]) for row in rows] == [
+        ("peaks", "COMPLETED", "0"),
+        ("broken", "FAILED", "3"),
+    ]
+    assert json.loads(rows[0]["result"])["payload"] == {"peaks": 42, "run": 7}
+
+
+def test_records_show_of_an_unknown_id_exits_2(lute: Lute) -> None:
+    done = lute("records", "show", "ffffffff")
+    assert done.returncode == 2
+    assert "no run with id 'ffffffff'" in done.stderr
+
+
+# --- demo, help, submit --------------------------------------------------------------------------
+
+
+def test_demo_prints_events_as_they_happen_and_a_records_table(lute: Lute) -> None:
+    done = lute("demo")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for expected in (
+        "find_peaks     progress   100% frame 8/8",
+        "convert        log        [stdout] converting chunk 1 of 3",
+        "convert        peaks",
+        "calibrate      failed     FAILED",
+        "wait_detector  timed_out  TIMEDOUT",
+        "records in",
+    ):
+        assert expected in out
+    table = out[out.index("records in") :]
+    for status in ("COMPLETED", "FAILED", "TIMEDOUT"):
+        assert status in table
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["run"], ["exec"], ["call"], ["emit"], ["records"], ["records", "export"], ["demo"]],
+)
+def test_every_command_has_help(lute: Lute, command: list[str]) -> None:
+    done = lute(*command, "--help")
+    assert done.returncode == 0
+    assert "Usage: lute-async" in done.stdout
+
+
+def test_run_help_documents_the_exit_codes(lute: Lute) -> None:
+    help_text = lute("run", "--help").stdout
+    assert "3  the run TIMEDOUT" in help_text
+    assert "4  the run was CANCELLED" in help_text
+
+
+def test_submit_of_an_undefined_task_fails_before_submitting(lute: Lute) -> None:
+    done = lute("submit", "nope")
+    assert done.returncode == 2
+    assert "no task 'nope'" in done.stderr
+
+
+# --- entry points --------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    not list(metadata.entry_points(group="lute_async.tasks", name="plugin_echo")),
+    reason="tests/plugin_pkg is not installed (pip install ./tests/plugin_pkg)",
+)
+def test_run_finds_an_installed_task_and_its_installed_hook(lute: Lute) -> None:
+    done = lute("run", "plugin_echo", "--param", "word=bonjour")
+    assert done.returncode == 0, done.stderr
+    assert "plugin says bonjour" in done.stdout
+    assert "plugin hook: plugin_echo done" in done.stderr
+
+
+# --- Ctrl-C --------------------------------------------------------------------------------------
+
+FAMILY = """\
+import os, signal, subprocess, sys, time
+if "--ignore-term" in sys.argv:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen(["sleep", "60"])
+print("ready", os.getpid(), child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def start_cli(args: list[str], tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*CLI, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+
+
+def wait_for(cli: subprocess.Popen[str], needle: str) -> str:
+    """Read the CLI's output until a line containing ``needle``; return that line."""
+    assert cli.stdout is not None
+    for line in cli.stdout:
+        if needle in line:
+            return line
+    raise AssertionError(f"the CLI ended without printing {needle!r}")
+
+
+def task_pids(line: str) -> list[int]:
+    return [int(word) for word in line.split("ready", 1)[1].split()]
+
+
+def test_ctrl_c_cancels_the_run_and_leaves_no_task_process(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    (tmp_path / "family.py").write_text(FAMILY)
+    cli = start_cli(["exec", "--name", "family", "--", PYTHON, "family.py"], tmp_path, env)
+    try:
+        pids = task_pids(wait_for(cli, "ready"))
+        cli.send_signal(signal.SIGINT)
+        assert cli.wait(timeout=30) == 4
+    finally:
+        cli.kill()
+        cli.wait()
+    assert not any(process_exists(pid) for pid in pids)
+    with RecordStore(tmp_path / "runs.db") as store:
+        [record] = store.query(name="family")
+    assert record.status == "CANCELLED"
+
+
+def test_a_second_ctrl_c_kills_a_task_that_ignores_sigterm(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    (tmp_path / "family.py").write_text(FAMILY)
+    args = ["exec", "--name", "stubborn", "--", PYTHON, "family.py", "--ignore-term"]
+    cli = start_cli(args, tmp_path, env)
+    try:
+        pids = task_pids(wait_for(cli, "ready"))
+        cli.send_signal(signal.SIGINT)
+        wait_for(cli, "press Ctrl-C again to kill")
+        cli.send_signal(signal.SIGINT)
+        assert cli.wait(timeout=30) == 4
+    finally:
+        cli.kill()
+        cli.wait()
+    assert not any(process_exists(pid) for pid in pids)
+    with RecordStore(tmp_path / "runs.db") as store:
+        [record] = store.query(name="stubborn")
+    assert record.status == "CANCELLED"
+    assert record.signal == signal.SIGKILL
+
+
+def test_config_file_doc_example_is_valid() -> None:
+    """examples/tasks.toml parses (it is what the README points to)."""
+    from lute_async.config import load_config
+
+    config = load_config(Path(__file__).parent.parent / "examples" / "tasks.toml")
+    assert set(config.tasks) == {"find_peaks", "summarise", "shell", "on_cluster"}

@@ -1,0 +1,291 @@
+"""The SLURM launcher against the real single-node cluster: a job's fate from the scheduler's
+state, its ranks' messages over TCP, and the job id, nodes and batch script in the record."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+from conftest import process_exists
+
+from lute_async import Executor, RecordStore
+from lute_async.launchers.base import LaunchSpec
+from lute_async.launchers.slurm import (
+    Slurm,
+    SlurmJob,
+    exit_status,
+    parse_job_fields,
+    submit_executor,
+)
+
+if TYPE_CHECKING:
+    from slurm_support import SlurmCluster
+
+pytest_plugins = ["slurm_support"]
+
+LIFECYCLE = ("queued", "started", "result", "done", "failed", "cancelled", "timed_out")
+
+REPORTING_TASK = """
+    import os, sys
+    from lute_async.task import Reporter
+    with Reporter.connect(required=True) as report:
+        report.started({"code": int(sys.argv[1])})
+        report.log("on the cluster")
+        report.result({"ok": True})
+    sys.exit(int(sys.argv[1]))
+"""
+
+WAITING_TASK = """
+    import os, time
+    from lute_async.task import Reporter
+    with Reporter.connect(required=True) as report:
+        report.started()
+        report.emit("ready", {"pid": os.getpid()})
+        time.sleep(600)
+"""
+
+
+async def _ignore(sig: str, data: dict[str, Any]) -> None:
+    pass
+
+
+def loopback(**options: Any) -> Slurm:
+    return Slurm(tcp_host="127.0.0.1", **options)
+
+
+# -- without the cluster ----------------------------------------------------------------
+
+
+def test_batch_script_holds_only_the_given_options_and_no_environment(tmp_path: Path) -> None:
+    spec = LaunchSpec(
+        argv=["python", "t.py"],
+        env={"LUTE_ASYNC_SECRET": "s3cret"},
+        run_id="abc",
+        name="peaks",
+        run_dir=tmp_path,
+    )
+    text = Slurm(ntasks=2, time="0:30:00", extra_sbatch=["--exclusive"]).batch_script(
+        spec, tmp_path / "out"
+    )
+    options = [line for line in text.splitlines() if line.startswith("#SBATCH")]
+    assert options == [
+        "#SBATCH --job-name=peaks",
+        f"#SBATCH --output={tmp_path / 'out'}",
+        "#SBATCH --ntasks=2",
+        "#SBATCH --time=0:30:00",
+        "#SBATCH --exclusive",
+    ]
+    assert "srun --mpi=pmix" in text
+    assert "s3cret" not in text and "LUTE_ASYNC_SECRET" not in text
+
+
+def test_scheduler_states_map_to_terminal_events() -> None:
+    def status(line: str) -> Any:
+        info = parse_job_fields(line)
+        assert info is not None
+        return exit_status("9", info)
+
+    assert status("JobState=COMPLETED Reason=None ExitCode=0:0 NodeList=n1").exit_code == 0
+    assert status("JobState=TIMEOUT Reason=TimeLimit ExitCode=0:15").terminal == "timed_out"
+    assert status("JobState=CANCELLED Reason=None ExitCode=0:15").terminal == "cancelled"
+    oom = status("JobState=OUT_OF_MEMORY Reason=OutOfMemory ExitCode=0:125")
+    assert oom.terminal == "failed" and oom.error is not None
+    assert oom.error["type"] == "OutOfMemory"
+    failed = status("JobState=FAILED Reason=NonZeroExitCode ExitCode=3:0 ReqNodeList=x NodeList=n1")
+    assert (failed.exit_code, failed.extra["node_list"]) == (3, "n1")
+
+
+# -- against the cluster ----------------------------------------------------------------
+
+
+@pytest.mark.slurm
+async def test_job_that_succeeds_goes_queued_started_result_done(
+    slurm_cluster: SlurmCluster, executor: Executor, script: Callable[[str], list[str]]
+) -> None:
+    argv = [*script(REPORTING_TASK), "0"]
+    async with executor.start(argv, name="ok", launcher=loopback()) as run:
+        secret = run._secret
+        events = [m.sig async for m in run.messages() if m.sig in LIFECYCLE]
+    record = run.record
+    assert events == ["queued", "started", "result", "done"]
+    assert record.status == "COMPLETED"
+    assert record.slurm_job_id is not None
+    assert slurm_cluster.job_state(record.slurm_job_id) == "COMPLETED"
+    assert record.extra["node_list"]
+    assert record.ranks == 1
+    batch_script = Path(record.extra["batch_script"])
+    assert batch_script.parent == executor.workdir / record.id
+    assert secret not in await anyio.Path(batch_script).read_text()
+    with RecordStore(executor.db_path) as store:
+        assert store.get(record.id).slurm_job_id == record.slurm_job_id
+
+
+@pytest.mark.slurm
+async def test_job_that_exits_3_fails_with_exit_code_3(
+    slurm_cluster: SlurmCluster, executor: Executor, script: Callable[[str], list[str]]
+) -> None:
+    record = await executor.run([*script(REPORTING_TASK), "3"], launcher=loopback())
+    assert record.status == "FAILED"
+    assert record.exit_code == 3
+    assert record.extra["slurm_state"] == "FAILED"
+    assert record.error is not None and record.error["type"] == "NonZeroExit"
+    # Once the controller forgets the job, sacct -c and the job-completion file still know.
+    job = SlurmJob(
+        record.slurm_job_id or "",
+        batch_script=Path(record.extra["batch_script"]),
+        output=Path(record.extra["slurm_output"]),
+        ntasks=None,
+        env=dict(os.environ),
+        notify=_ignore,
+        run_id=record.id,
+    )
+    for info in (await job.query_finished(), await job.query_jobcomp_file()):
+        assert info is not None
+        assert (info.state, info.exit_code) == ("FAILED", 3)
+
+
+@pytest.mark.slurm
+async def test_job_over_the_executors_timeout_is_cancelled_and_times_out(
+    slurm_cluster: SlurmCluster, executor: Executor, script: Callable[[str], list[str]]
+) -> None:
+    record = await executor.run(script(WAITING_TASK), launcher=loopback(), timeout=1)
+    assert record.status == "TIMEDOUT"
+    assert record.slurm_job_id is not None
+    assert slurm_cluster.job_state(record.slurm_job_id) == "CANCELLED"
+
+
+@pytest.mark.slurm
+async def test_job_whose_script_cannot_start_fails_from_the_scheduler_state(
+    slurm_cluster: SlurmCluster, executor: Executor, script: Callable[[str], list[str]]
+) -> None:
+    # The job's output file cannot be created: slurmd cannot launch the batch script.
+    launcher = loopback(extra_sbatch=["--output=/nonexistent/dir/job.out"])
+    fired: list[str] = []
+    record = await executor.run(
+        [*script(REPORTING_TASK), "0"],
+        launcher=launcher,
+        hooks={"*": lambda e: fired.append(e.name)},
+    )
+    assert record.status == "FAILED"
+    assert record.extra["slurm_state"] == "FAILED"
+    assert record.extra["slurm_reason"] == "JobLaunchFailure"
+    assert record.error is not None and record.error["type"] == "JobLaunchFailure"
+    assert "result" not in fired and fired[-1] == "failed"
+
+
+@pytest.mark.slurm
+async def test_job_cancelled_while_running_ends_cancelled_with_no_process_left(
+    slurm_cluster: SlurmCluster, executor: Executor, script: Callable[[str], list[str]]
+) -> None:
+    pid = None
+    async with executor.start(script(WAITING_TASK), launcher=loopback()) as run:
+        async for message in run.messages():
+            if message.sig == "ready":
+                pid = message.data["pid"]
+                await run.cancel()
+    record = run.record
+    assert record.status == "CANCELLED"
+    assert record.slurm_job_id is not None
+    assert slurm_cluster.job_state(record.slurm_job_id) == "CANCELLED"
+    assert pid is not None and not process_exists(pid)
+
+
+@pytest.mark.slurm
+async def test_job_cancelled_while_pending_ends_cancelled_without_starting(
+    slurm_cluster: SlurmCluster, executor: Executor, script: Callable[[str], list[str]]
+) -> None:
+    launcher = loopback(extra_sbatch=["--begin=now+3600"])  # eligible only in an hour
+    async with executor.start(script(WAITING_TASK), launcher=launcher) as run:
+        events = []
+        async for message in run.messages():
+            events.append(message.sig)
+            if message.sig == "queued":
+                await run.cancel()
+    assert events == ["queued", "cancelled"]
+    assert run.record.status == "CANCELLED"
+    assert run.record.slurm_job_id is not None
+    assert slurm_cluster.job_state(run.record.slurm_job_id) == "CANCELLED"
+
+
+@pytest.mark.slurm
+async def test_mpi_job_ranks_report_over_tcp_tagged_with_their_rank(
+    slurm_cluster: SlurmCluster, executor: Executor, script: Callable[[str], list[str]]
+) -> None:
+    task = script("""
+        from lute_async.task import Reporter
+        with Reporter.connect(required=True) as report:
+            report.started()
+            report.emit("hello", {"rank": report.rank})
+            report.result({"ok": True})
+    """)
+    async with executor.start(task, launcher=loopback(ntasks=2)) as run:
+        messages = [m async for m in run.messages()]
+    assert run.record.status == "COMPLETED"
+    assert run.record.ranks == 2
+    assert {m.rank for m in messages if m.sig == "hello"} == {0, 1}
+    assert {m.source for m in messages if m.sig == "hello"} == {"tcp"}
+    assert [m.rank for m in messages if m.sig == "result"] == [0]
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(240)
+async def test_job_over_its_time_limit_times_out(
+    slurm_cluster: SlurmCluster, executor: Executor, script: Callable[[str], list[str]]
+) -> None:
+    # SLURM's smallest limit is one minute, enforced on the controller's periodic check:
+    # this test takes 60-90 s of wall time.
+    record = await executor.run(script(WAITING_TASK), launcher=loopback(time="1"))
+    assert record.status == "TIMEDOUT"
+    assert record.extra["slurm_state"] == "TIMEOUT"
+    assert record.slurm_job_id is not None
+
+
+@pytest.mark.slurm
+async def test_submit_executor_runs_a_defined_task_in_a_batch_job(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    config = tmp_path / "tasks.toml"
+    config.write_text(
+        textwrap.dedent("""
+            [tasks.greet]
+            command = ["{python}", "-c", "print('hello {{{{ who }}}}')"]
+
+            [tasks.greet.params]
+            who = "nobody"
+        """).format(python=sys.executable)
+    )
+    db = tmp_path / "runs.db"
+    job_id = await anyio.to_thread.run_sync(
+        lambda: submit_executor(
+            "greet", config, [f"--output={tmp_path / 'job.out'}"], {"who": "slurm"}, db
+        )
+    )
+    done = await anyio.run_process(["srun", f"--dependency=afterany:{job_id}", "true"], check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    job_output = (tmp_path / "job.out").read_text()
+    assert slurm_cluster.job_state(job_id) == "COMPLETED", job_output
+    with RecordStore(db) as store:
+        (record,) = store.query(name="greet")
+    assert record.status == "COMPLETED", job_output
+    assert record.params["who"] == "slurm"
+
+
+@pytest.mark.slurm
+async def test_a_job_no_source_knows_is_not_taken_for_finished(slurm_cluster: SlurmCluster) -> None:
+    job = SlurmJob(
+        "999999",
+        batch_script=Path("/nonexistent"),
+        output=Path("/nonexistent"),
+        ntasks=None,
+        env=dict(os.environ),
+        notify=_ignore,
+        run_id="r",
+    )
+    assert await job.query() is None
+    assert job.controller_error is None  # "unknown job", not a controller failure
