@@ -20,6 +20,8 @@ _EXPORTS: dict[str, str] = {
     "AnalysisRecord": "lute_async.records",
     "RecordStore": "lute_async.records",
     "Limits": "lute_async.limits",
+    "Workflow": "lute_async.workflow",
+    "Channel": "lute_async.channel",
     "Local": "lute_async.launchers.local",
     "MPI": "lute_async.launchers.mpi",
     "Slurm": "lute_async.launchers.slurm",
@@ -33,6 +35,7 @@ __all__ = [*_EXPORTS, "__version__"]
 if TYPE_CHECKING:
     from typing import Any
 
+    from lute_async.channel import Channel
     from lute_async.executor import Executor, Run
     from lute_async.hooks.registry import Event, HookRegistry
     from lute_async.launchers.local import Local
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
     from lute_async.messages import Message, TaskStatus
     from lute_async.records import AnalysisRecord, RecordStore
     from lute_async.task import AsyncReporter, Reporter, task
+    from lute_async.workflow import Workflow
 
 
 def __getattr__(name: str) -> Any:

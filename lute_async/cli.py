@@ -136,14 +136,6 @@ class _Supervision:
     interrupts: int = 0
 
 
-def _kill(run: Run) -> None:
-    # The executor has no public kill: SIGKILL the run's whole process group through its
-    # process handle (the launcher knows how: a group, an MPI launcher, a SLURM job).
-    process = run._process
-    if process is not None:
-        process.send_signal(signal.SIGKILL)
-
-
 async def _watch_signals(state: _Supervision, *, task_status: Any) -> None:
     """First SIGINT/SIGTERM cancels every run (SIGTERM, then SIGKILL after the grace period);
     a second one kills them at once."""
@@ -165,7 +157,7 @@ async def _watch_signals(state: _Supervision, *, task_status: Any) -> None:
                 else:
                     click.echo("lute-async: killing", err=True)
                     for run in state.runs:
-                        _kill(run)
+                        tg.start_soon(run.kill)
 
 
 async def supervise(executor: Executor, jobs: Sequence[Job]) -> list[AnalysisRecord]:
@@ -753,6 +745,74 @@ def demo(demo_db: Path | None) -> None:
 
     configure_logging(_settings(click.get_current_context()))
     sys.exit(run_demo(demo_db))
+
+
+@cli.command(
+    name="run-graph", epilog=EXIT_HELP, short_help="Run a graph of dependent tasks (TOML)."
+)
+@click.option(
+    "-c",
+    "--config",
+    "graph_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Graph file: one [graph.NAME] table per task, with `after = [...]`.",
+)
+@click.option("--max-concurrency", type=click.IntRange(min=1), help="Tasks running at once.")
+@_json_option
+@click.pass_context
+def run_graph(
+    ctx: click.Context, graph_path: Path, max_concurrency: int | None, as_json: bool
+) -> None:
+    """Run every task of a graph file, each once its `after` tasks have completed.
+
+    Independent branches run concurrently; a failed dependency leaves its dependants CANCELLED
+    (unless `after_any = true`); a cycle is refused before anything starts. Shows each task's
+    state as it changes. Ctrl-C cancels the whole graph.
+    """
+    import anyio
+
+    from lute_async.display import LiveDisplay, records_table
+    from lute_async.workflow import run_graph_from_config
+
+    executor = make_executor(_settings(ctx))
+    stream = sys.stderr if as_json else sys.stdout
+    display = LiveDisplay(stream)
+    executor.on("*", display)
+    results: dict[str, AnalysisRecord] = {}
+
+    def show_state(task: str, status: str) -> None:
+        display.console.print(f"[bold]graph[/bold] {task}: {status}")
+
+    async def main() -> None:
+        async with executor, anyio.create_task_group() as tg:
+
+            async def cancel_on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        click.echo("lute-async: cancelling the graph", err=True)
+                        tg.cancel_scope.cancel()
+
+            tg.start_soon(cancel_on_signal)
+            results.update(
+                await run_graph_from_config(
+                    graph_path, executor, max_concurrency=max_concurrency, on_state=show_state
+                )
+            )
+            tg.cancel_scope.cancel()
+
+    try:
+        with display:
+            run_loop(main)
+    except LuteAsyncError as exc:
+        fail(str(exc))
+    records = list(results.values())
+    if as_json:
+        sys.stdout.write(json.dumps({n: r.to_dict() for n, r in results.items()}) + "\n")
+    else:
+        display.console.print(records_table(records))
+    codes = [exit_code(record) for record in records]
+    sys.exit(next((code for code in codes if code), 0 if records else EXIT_CODES["CANCELLED"]))
 
 
 @cli.command(short_help="Submit a SLURM job that runs a defined task.")

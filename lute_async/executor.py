@@ -74,6 +74,10 @@ Tap = tuple[MemoryObjectSendStream[Message], MemoryObjectReceiveStream[Message]]
 HooksArg = Mapping[str, Hook | Iterable[Hook]] | HookRegistry | None
 
 
+def _argument(part: Any) -> str:
+    return os.fspath(part) if isinstance(part, os.PathLike) else str(part)
+
+
 def _signal_name(signum: int) -> str:
     try:
         return signal_module.Signals(signum).name
@@ -225,6 +229,14 @@ class Run:
             self._end_reason = EventName.CANCELLED
         if self._process is not None and not self._exited.is_set():
             await self._terminate()
+
+    async def kill(self) -> None:
+        """End the run now: SIGKILL to its group (or the scheduler's forced cancel). The run
+        ends ``cancelled``."""
+        if self._end_reason is None:
+            self._end_reason = EventName.CANCELLED
+        if self._process is not None and not self._exited.is_set():
+            await self._process.kill()
 
     async def wait(self) -> AnalysisRecord:
         """Wait until the run has ended and its record is final; return the record."""
@@ -661,7 +673,8 @@ class Executor:
         stdin: Channel | None = None,
         stdout: Channel | None = None,
     ) -> Run:
-        argv = [cmd] if isinstance(cmd, str) else [os.fspath(part) for part in cmd]
+        # Paths and numbers (a template resolved to an int) are arguments too.
+        argv = [cmd] if isinstance(cmd, str) else [_argument(part) for part in cmd]
         return Run(
             self,
             argv,

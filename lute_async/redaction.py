@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 __all__ = [
     "MIN_SECRET_LENGTH",
@@ -87,6 +88,7 @@ def _words(key: str) -> list[str]:
     return [word.lower() for chunk in _NON_ALNUM.split(key) for word in _CAMEL_WORD.findall(chunk)]
 
 
+@lru_cache(maxsize=4096)  # every run redacts the whole environment: same keys each time
 def is_secret_key(key: str) -> bool:
     """Tell whether an environment variable or parameter named *key* holds a secret."""
     words = _words(key)
@@ -100,6 +102,8 @@ def is_secret_key(key: str) -> bool:
 
 def redact_url_credentials(text: str) -> str:
     """Mask the password of every ``scheme://user:password@host`` URL in *text*."""
+    if "@" not in text:  # the common case, checked without running the regex
+        return text
     return _URL_CREDENTIALS.sub(rf"\g<1>{REDACTED}\g<3>", text)
 
 

@@ -398,3 +398,37 @@ def test_config_file_doc_example_is_valid() -> None:
 
     config = load_config(Path(__file__).parent.parent / "examples" / "tasks.toml")
     assert set(config.tasks) == {"find_peaks", "summarise", "shell", "on_cluster"}
+
+
+GRAPH = """\
+[graph.calibrate]
+command = ["{python}", "-c", "import lute_async.task as t; t.Reporter.connect().result(2)"]
+
+[graph.broken]
+command = ["sh", "-c", "exit 3"]
+
+[graph.summary]
+command = ["sh", "-c", "echo gain=$0", "{{{{ calibrate.result.payload }}}}"]
+after = ["calibrate"]
+
+[graph.needs_broken]
+command = ["sh", "-c", "echo never"]
+after = ["broken"]
+"""
+
+
+def test_run_graph_runs_dependants_with_results_and_cancels_after_a_failure(
+    lute: Lute, tmp_path: Path
+) -> None:
+    (tmp_path / "graph.toml").write_text(GRAPH.format(python=PYTHON))
+    out = lute("run-graph", "--config", "graph.toml", "--json")
+    assert out.returncode == 1, out.stderr
+    records = json.loads(out.stdout)
+    assert {name: r["status"] for name, r in records.items()} == {
+        "calibrate": "COMPLETED",
+        "broken": "FAILED",
+        "summary": "COMPLETED",
+        "needs_broken": "CANCELLED",
+    }
+    assert "gain=2" in out.stderr
+    assert records["needs_broken"]["started_at"] is None

@@ -11,8 +11,8 @@ from typing import Any
 
 import anyio
 import pytest
-
 from conftest import PYTHON, process_exists
+
 from lute_async import Event, Executor, RecordStore
 
 REPORTING_TASK = """

@@ -272,7 +272,7 @@ async def test_secrets_stay_out_of_the_database_and_the_logs(
     assert record.env["DATABASE_URL"] == "postgres://me:***@db.example/x"
     log_text = stderr.getvalue()
     assert '"event": "protocol_error"' in log_text  # the logs were captured
-    stored = b"".join(p.read_bytes() for p in tmp_path.glob("runs.db*"))  # noqa: ASYNC240
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("runs.db*"))
     for value in (run_secret, *env.values()):
         if "://" in value:
             value = "pa55w0rd-xyz"

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 import uvloop
-
 from conftest import PYTHON
+
 from lute_async import Executor
 
 
