@@ -258,5 +258,5 @@ def test_atheris_fuzz_target_survives_a_bounded_run(target: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-4000:]
     assert f"Done {runs} runs" in done.stderr
-    # The figure for docs/reliability.md: executions without a failure.
+    # The figure for the README reliability table: executions without a failure.
     print(f"fuzz {target.stem}: {runs} executions, 0 failures")

@@ -74,7 +74,7 @@ async def test_load_of_concurrent_runs_over_pipe_and_socket_loses_and_reorders_n
     assert all(r.result == {"payload": {"sent": 2 * PER_CHANNEL}, "summary": None} for r in records)
     assert lost == 0 and reordered == 0
     messages = sum(per_run.values())
-    # The figures for docs/reliability.md (not asserted on: timing is not a test).
+    # The figures for the README reliability table (not asserted on: timing is not a test).
     print(
         f"load: {RUNS} runs ({AT_ONCE} at a time), {messages} messages over pipe+socket, "
         f"lost {lost}, reordered {reordered}, hung 0, non-terminal 0, {elapsed:.1f} s"
