@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 import click
 
 from lute_async.errors import LuteAsyncError
+from lute_async.messages import TaskStatus
 
 if TYPE_CHECKING:
     from lute_async.executor import Executor, Run
@@ -70,28 +71,31 @@ def exit_code(record: AnalysisRecord) -> int:
     return EXIT_CODES.get(record.status, 1)
 
 
-def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
-    """``k=v`` pairs to a dict; values that parse as JSON are taken as such (``3`` -> 3)."""
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--param")
-        try:
-            params[key] = json.loads(text)
-        except ValueError:
-            params[key] = text
-    return params
-
-
-def parse_env(pairs: Sequence[str]) -> dict[str, str]:
-    env: dict[str, str] = {}
+def _split_pairs(pairs: Sequence[str], form: str, option: str) -> list[tuple[str, str]]:
+    split = []
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--env")
-        env[key] = value
-    return env
+            raise click.BadParameter(f"expected {form}, got {pair!r}", param_hint=option)
+        split.append((key, value))
+    return split
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """``k=v`` pairs to a dict; values that parse as JSON are taken as such (``3`` -> 3)."""
+    return {k: _json_or_text(v) for k, v in _split_pairs(pairs, "KEY=VALUE", "--param")}
+
+
+def parse_env(pairs: Sequence[str]) -> dict[str, str]:
+    """``NAME=VALUE`` pairs to an environment mapping."""
+    return dict(_split_pairs(pairs, "NAME=VALUE", "--env"))
 
 
 def parse_time(text: str) -> float:
@@ -542,17 +546,7 @@ def _filters(fn: Callable[..., Any]) -> Callable[..., Any]:
                 "statuses",
                 multiple=True,
                 type=click.Choice(
-                    [
-                        "PENDING",
-                        "QUEUED",
-                        "RUNNING",
-                        "STOPPED",
-                        "COMPLETED",
-                        "FAILED",
-                        "CANCELLED",
-                        "TIMEDOUT",
-                        "LOST",
-                    ],
+                    [status.value for status in TaskStatus],
                     case_sensitive=False,
                 ),
                 help="Only runs with this status (repeatable: any of them).",

@@ -30,9 +30,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
-import structlog
-
 from lute_async.errors import RecordNotFound, RecordStoreError
+from lute_async.logs import get_logger
+from lute_async.messages import TaskStatus
 from lute_async.redaction import redact_env
 
 __all__ = [
@@ -48,24 +48,11 @@ __all__ = [
     "spill_record",
 ]
 
-_log = structlog.get_logger("lute_async.records")
 
-RUN_STATUSES: Final = frozenset(
-    {
-        "PENDING",
-        "QUEUED",
-        "RUNNING",
-        "STOPPED",
-        "COMPLETED",
-        "FAILED",
-        "CANCELLED",
-        "TIMEDOUT",
-        "LOST",
-    }
-)
+RUN_STATUSES: Final = frozenset(status.value for status in TaskStatus)
 """Every status a run can have (the values of ``TaskStatus``)."""
 
-TERMINAL_STATUSES: Final = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEDOUT", "LOST"})
+TERMINAL_STATUSES: Final = frozenset(s.value for s in TaskStatus if s.is_terminal)
 """Statuses a run never leaves."""
 
 ACTIVE_STATUSES: Final = frozenset({"PENDING", "QUEUED", "RUNNING", "STOPPED"})
@@ -387,7 +374,9 @@ class RecordJournal:
                     raise TypeError(f"expected a JSON object, got {type(document).__name__}")
                 records.append(AnalysisRecord.from_dict(document))
             except (ValueError, TypeError) as exc:
-                _log.error("journal_line_unreadable", path=str(path), line=number, error=str(exc))
+                get_logger().error(
+                    "journal_line_unreadable", path=str(path), line=number, error=str(exc)
+                )
         return records
 
     @staticmethod
@@ -426,7 +415,7 @@ class RecordJournal:
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
             if create:
                 raise OSError(errno.EPERM, f"not a private directory of uid {os.getuid()}")
-            _log.error("journal_dir_not_private", path=str(path))
+            get_logger().error("journal_dir_not_private", path=str(path))
             return False
         return True
 
@@ -532,7 +521,7 @@ class RecordStore:
             conn.close()
             raise self._open_error(exc) from exc
         if not in_memory and str(mode).lower() != "wal":
-            _log.warning("records_wal_unavailable", path=str(self.path), journal_mode=mode)
+            get_logger().warning("records_wal_unavailable", path=str(self.path), journal_mode=mode)
         return conn
 
     def _open_error(self, exc: sqlite3.Error) -> RecordStoreError:
@@ -713,7 +702,7 @@ class RecordStore:
             except FileNotFoundError:
                 continue  # another process opening the same database took it first
             except OSError as exc:
-                _log.error(
+                get_logger().error(
                     "journal_replay_failed", path=str(path), db=str(self.path), error=str(exc)
                 )
                 continue
@@ -732,11 +721,13 @@ class RecordStore:
             except FileNotFoundError:
                 continue  # a leftover another process is replaying right now
             except (OSError, RecordStoreError) as exc:
-                _log.error(
+                get_logger().error(
                     "journal_replay_failed", path=str(path), db=str(self.path), error=str(exc)
                 )
                 continue
-            _log.warning("journal_replayed", path=str(path), db=str(self.path), runs=len(records))
+            get_logger().warning(
+                "journal_replayed", path=str(path), db=str(self.path), runs=len(records)
+            )
         return replayed
 
     def get(self, run_id: str) -> AnalysisRecord:
@@ -853,7 +844,9 @@ class RecordStore:
                     record = self._decode(run_id, row[0])
                 except RecordStoreError as exc:
                     # One damaged row must not make the whole database unopenable.
-                    _log.error("run_unreadable", run_id=run_id, path=str(self.path), error=str(exc))
+                    get_logger().error(
+                        "run_unreadable", run_id=run_id, path=str(self.path), error=str(exc)
+                    )
                     continue
                 record.error = {
                     "type": "ExecutorLost",
@@ -866,5 +859,5 @@ class RecordStore:
                 self._upsert(conn, record)
                 lost.append(run_id)
         for run_id in lost:
-            _log.warning("run_lost", run_id=run_id, path=str(self.path))
+            get_logger().warning("run_lost", run_id=run_id, path=str(self.path))
         return lost

@@ -140,7 +140,10 @@ class VerdictJudge:
         memory = limits.get("memory")
         if memory is not None and signum in MEMORY_SIGNALS:
             rss = float(usage.get("max_rss_kib", 0.0)) * 1024
-            if rss >= RSS_NEAR_LIMIT * memory or MEMORY_EVIDENCE.search(self.evidence(error)):
+            # A peak no higher than the executor's own at spawn may be inherited, not the task's.
+            own = rss > float(usage.get("inherited_rss_kib", 0.0)) * 1024
+            near = own and rss >= RSS_NEAR_LIMIT * memory
+            if near or MEMORY_EVIDENCE.search(self.evidence(error)):
                 return {
                     "kind": "memory_limit",
                     "detail": f"{name} at max RSS {int(rss)} bytes (limit {memory})",

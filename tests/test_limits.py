@@ -50,7 +50,12 @@ async def test_an_allocation_loop_ends_with_memory_limit(
     assert record.status == "FAILED"
     assert record.verdict is not None and record.verdict["kind"] == "memory_limit"
     assert record.usage is not None
-    assert 0 < record.usage["max_rss_kib"] * 1024 <= limit
+    # ru_maxrss of a vfork'd child starts at the executor's peak, so only a peak above that
+    # one is the task's own, and then it stays under the address-space limit.
+    usage = record.usage
+    if usage["max_rss_kib"] > usage["inherited_rss_kib"]:
+        assert usage["max_rss_kib"] * 1024 <= limit
+    assert usage["max_rss_kib"] > 0
 
 
 async def test_a_memory_error_reported_by_the_task_is_a_memory_limit(

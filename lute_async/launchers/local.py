@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -32,6 +33,9 @@ class LocalProcess:
         self.argv = argv
         self.started = time.monotonic()
         self.returncode: int | None = None
+        # Linux carries the parent's peak RSS into a vfork'd child's ru_maxrss (exec records
+        # the old mm's high-water mark), so the child's figure is only its own above this.
+        self.inherited_rss_kib = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
     async def wait(self) -> ExitStatus:
         pid = self._popen.pid
@@ -60,6 +64,7 @@ class LocalProcess:
             "user": rusage.ru_utime,
             "system": rusage.ru_stime,
             "max_rss_kib": float(rusage.ru_maxrss),
+            "inherited_rss_kib": self.inherited_rss_kib,
         }
         if code < 0:
             return ExitStatus(exit_code=None, signal=-code, usage=usage)

@@ -490,14 +490,7 @@ class Slurm:
         # --export=ALL: the job gets sbatch's environment, which carries the run's secret.
         argv = ["sbatch", "--parsable", "--export=ALL", os.fspath(script)]
         done = await _run(argv, spec.env)
-        if done.returncode != 0:
-            raise LaunchError(
-                f"sbatch refused run {spec.name!r}: "
-                f"{done.stderr.decode('utf-8', 'replace').strip() or done.returncode}"
-            )
-        job_id = done.stdout.decode().strip().split(";")[0]
-        if not job_id.isdigit():
-            raise LaunchError(f"sbatch printed no job id for run {spec.name!r}: {job_id!r}")
+        job_id = _submitted_job_id(done, f"run {spec.name!r}")
         job_output = spec.run_dir / f"slurm-{job_id}.out"
         await notify(
             "queued",
@@ -546,12 +539,15 @@ def submit_executor(
         )
     except FileNotFoundError as exc:
         raise LaunchError("sbatch not found on PATH; install the SLURM client tools") from exc
+    return _submitted_job_id(done, f"the executor job for task {name!r}")
+
+
+def _submitted_job_id(done: subprocess.CompletedProcess[bytes], what: str) -> str:
+    """The job id ``sbatch --parsable`` printed, or a LaunchError saying why there is none."""
     if done.returncode != 0:
-        raise LaunchError(
-            f"sbatch refused the executor job for task {name!r}: "
-            f"{done.stderr.decode('utf-8', 'replace').strip() or done.returncode}"
-        )
+        reason = done.stderr.decode("utf-8", "replace").strip() or done.returncode
+        raise LaunchError(f"sbatch refused {what}: {reason}")
     job_id = done.stdout.decode().strip().split(";")[0]
     if not job_id.isdigit():
-        raise LaunchError(f"sbatch printed no job id for task {name!r}: {job_id!r}")
+        raise LaunchError(f"sbatch printed no job id for {what}: {job_id!r}")
     return job_id
