@@ -1,41 +1,23 @@
-"""The same core behaviour on uvloop's event loop (the CLI's default) as on stdlib asyncio."""
+"""The core behaviour on uvloop's event loop (the CLI's default) as well as stdlib asyncio's.
+
+Tests imported here are collected again in this module, which conftest runs on uvloop.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
-import pytest
 import uvloop
-from conftest import PYTHON
-
-from lute_async import Executor
+from test_executor import (  # noqa: F401 - collected again, on uvloop
+    test_burst_of_100000_messages_arrives_complete_and_in_order,
+    test_cancelling_the_caller_cancels_the_run_and_ends_the_process,
+    test_exit_code_3_fails_with_exit_code_recorded,
+    test_hooks_fire_in_order_for_started_progress_result_done,
+    test_stop_and_resume_fire_events_and_pause_the_process,
+    test_task_killed_by_sigkill_fails_with_signal_9,
+    test_timeout_ends_the_task_and_its_grandchild,
+)
 
 
 async def test_running_on_uvloop() -> None:
     assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
-
-
-@pytest.mark.parametrize("channel", ["pipe", "socket"])
-async def test_burst_arrives_complete_and_in_order_on_uvloop(
-    executor: Executor, script: Callable[[str], list[str]], channel: str
-) -> None:
-    received: list[int] = []
-    executor.on("tick", lambda e: received.append(e.data))
-    argv = script(
-        f"""
-        from lute_async.task import Reporter
-        with Reporter.connect(prefer=({channel!r},)) as report:
-            for i in range(50_000):
-                report.emit("tick", i)
-            report.result("sent")
-        """
-    )
-    record = await executor.run(argv)
-    assert record.status == "COMPLETED" and received == list(range(50_000))
-
-
-async def test_timeout_and_failure_on_uvloop(executor: Executor) -> None:
-    timed = await executor.run(["sleep", "30"], timeout=0.5, grace=1)
-    failed = await executor.run([PYTHON, "-c", "raise SystemExit(4)"])
-    assert timed.status == "TIMEDOUT" and failed.exit_code == 4
