@@ -94,17 +94,17 @@ class Run:
         argv: list[str],
         *,
         name: str,
-        params: Mapping[str, Any] | None,
-        env: Mapping[str, str] | None,
-        cwd: str | os.PathLike[str] | None,
-        timeout: float | None,
-        hooks: HooksArg,
-        launcher: Launcher | None,
-        limits: Limits | None,
-        communicators: Sequence[CommunicatorSpec] | None,
-        tags: Iterable[str] | None,
-        grace: float | None,
-        tap: bool,
+        params: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        timeout: float | None = None,
+        hooks: HooksArg = None,
+        launcher: Launcher | None = None,
+        limits: Limits | None = None,
+        communicators: Sequence[CommunicatorSpec] | None = None,
+        tags: Iterable[str] | None = None,
+        grace: float | None = None,
+        tap: bool = False,
         stdin: Channel | None = None,
         stdout: Channel | None = None,
     ) -> None:
@@ -654,45 +654,11 @@ class Executor:
 
     # -- running --------------------------------------------------------------------------
 
-    def _make_run(
-        self,
-        cmd: Command,
-        *,
-        name: str | None = None,
-        params: Mapping[str, Any] | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | os.PathLike[str] | None = None,
-        timeout: float | None = None,
-        hooks: HooksArg = None,
-        launcher: Launcher | None = None,
-        limits: Limits | None = None,
-        communicators: Sequence[CommunicatorSpec] | None = None,
-        tags: Iterable[str] | None = None,
-        grace: float | None = None,
-        tap: bool = False,
-        stdin: Channel | None = None,
-        stdout: Channel | None = None,
-    ) -> Run:
+    def _make_run(self, cmd: Command, *, name: str | None = None, **options: Any) -> Run:
+        """A Run of ``cmd``; ``options`` are :class:`Run`'s keyword arguments."""
         # Paths and numbers (a template resolved to an int) are arguments too.
         argv = [cmd] if isinstance(cmd, str) else [_argument(part) for part in cmd]
-        return Run(
-            self,
-            argv,
-            name=name or (Path(argv[0]).name if argv else "run"),
-            params=params,
-            env=env,
-            cwd=cwd,
-            timeout=timeout,
-            hooks=hooks,
-            launcher=launcher,
-            limits=limits,
-            communicators=communicators,
-            tags=tags,
-            grace=grace,
-            tap=tap,
-            stdin=stdin,
-            stdout=stdout,
-        )
+        return Run(self, argv, name=name or (Path(argv[0]).name if argv else "run"), **options)
 
     async def run(self, cmd: Command, **options: Any) -> AnalysisRecord:
         """Run ``cmd`` (argv list, or one program name) to the end and return its record.
