@@ -10,7 +10,7 @@ from pathlib import Path
 
 import anyio
 
-from benchmarks import report
+from benchmarks import lute, report
 from benchmarks.harness import Result
 from benchmarks.scenarios import FULL, QUICK, SCENARIOS, Bench, Sizes
 
@@ -37,21 +37,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--update-readme", action="store_true", help="rewrite README's table")
     parser.add_argument(
-        "--with-lute", action="store_true", help="also measure LUTE (not available: see docs)"
+        "--with-lute",
+        action="store_true",
+        help=f"also run spawn and throughput on LUTE ({lute.LUTE_SPEC}, in its own venv)",
     )
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else list(SCENARIOS)
     unknown = set(names) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
-    if args.with_lute:
-        print(
-            "--with-lute: LUTE is not measured by this version; see docs/performance.md",
-            file=sys.stderr,
-        )
     sizes = QUICK if args.quick else FULL
     started = time.perf_counter()
+    figures: dict[str, lute.Figure] = {}
     with tempfile.TemporaryDirectory(prefix="lute-bench-") as tmp:
+        if args.with_lute:  # first, so that a LUTE that cannot run fails before the long part
+            try:
+                figures = lute.measure(names, args.quick, Path(tmp) / "lute")
+            except lute.LuteUnavailable as error:
+                print(f"--with-lute: {error}", file=sys.stderr)
+                return 2
         results = anyio.run(
             run_all,
             sizes,
@@ -59,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             Path(tmp),
             backend_options={"use_uvloop": args.loop == "uvloop"},
         )
+    lute.attach(results, figures)
     info = report.meta("quick" if args.quick else "full", args.loop)
+    if figures:
+        info["lute"] = lute.describe(args.quick)
     info["seconds"] = round(time.perf_counter() - started, 1)
     print(report.text_table(results))
     print(f"({info['seconds']} s; {info['install']})")

@@ -33,6 +33,7 @@ class Result:
     delivered: str = ""
     lute: float | None = None
     rounds: list[dict[str, float]] = field(default_factory=list)
+    lute_delivered: str = ""
 
     @property
     def ratio(self) -> float | None:
@@ -41,8 +42,15 @@ class Result:
             return None
         return self.lute_async / self.floor
 
+    @property
+    def lute_ratio(self) -> float | None:
+        """How many times better lute-async is than LUTE (faster, or more messages/s)."""
+        if not self.lute or not self.lute_async:
+            return None
+        return self.lute_async / self.lute if self.higher_is_better else self.lute / self.lute_async
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ratio": self.ratio}
+        return {**asdict(self), "ratio": self.ratio, "lute_ratio": self.lute_ratio}
 
 
 Measure = Callable[[], Awaitable[float]]

@@ -48,6 +48,16 @@ def _ratio(result: Result) -> str:
     return f"{ratio:.0%} of floor" if result.higher_is_better else f"{ratio:.2f}x floor"
 
 
+def _lute(result: Result) -> str:
+    """LUTE's figure, how many times better lute-async is, and what LUTE delivered."""
+    if result.lute is None:
+        return "not measured"
+    ratio = result.lute_ratio
+    times = f"lute-async {ratio:,.0f}x faster" if ratio else "lute-async: -"
+    delivered = f"; {result.lute_delivered}" if result.lute_delivered else ""
+    return f"{_num(result.lute, result.unit)} {result.unit} ({times}{delivered})"
+
+
 def _met(result: Result) -> str:
     return {True: "met", False: "**missed**", None: "-"}[result.met]
 
@@ -56,12 +66,13 @@ def markdown(results: list[Result], meta: dict[str, Any]) -> str:
     lines = [
         f"Measured {meta['date']} on {meta['machine']}; event loop {meta['loop']}; "
         f"{meta['mode']} run; {meta['install']}.",
+        *([f"{meta['lute']}."] if meta.get("lute") else []),
         "",
         "| scenario | lute-async | floor | ratio | target | LUTE | delivered |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
-        lute = _num(r.lute, r.unit) + f" {r.unit}" if r.lute is not None else "not measured"
+        lute = _lute(r)
         lines.append(
             f"| {r.scenario} | {_num(r.lute_async, r.unit)} {r.unit} | "
             f"{_num(r.floor, r.unit) + ' ' + r.unit if r.floor is not None else '-'} | "
@@ -77,7 +88,8 @@ def markdown(results: list[Result], meta: dict[str, Any]) -> str:
 
 
 def text_table(results: list[Result]) -> str:
-    rows = [("scenario", "lute-async", "floor", "ratio", "target", "")]
+    with_lute = any(r.lute is not None for r in results)
+    rows = [("scenario", "lute-async", "floor", "ratio", "target", "", *(("LUTE",) * with_lute))]
     for r in results:
         rows.append(
             (
@@ -87,6 +99,7 @@ def text_table(results: list[Result]) -> str:
                 _ratio(r),
                 r.target,
                 _met(r).strip("*"),
+                *((_lute(r),) * with_lute),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
