@@ -44,6 +44,8 @@ TERMINAL_WORDS = {
 
 def short(data: Any, width: int = 100) -> str:
     """One line of JSON for an event's data, cut to ``width`` characters."""
+    if isinstance(data, bytes | bytearray):
+        data = repr(bytes(data[:width]))  # not the repr of a whole (maybe huge) binary result
     text = data if isinstance(data, str) else json.dumps(data, default=repr, separators=(",", ":"))
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -165,6 +167,10 @@ def outcome(record: AnalysisRecord) -> str:
     """The one-line gist of how a run ended: its result summary, payload or error."""
     if record.result is not None:
         summary = record.result.get("summary")
+        omitted = record.result.get("omitted")
+        if isinstance(omitted, dict):  # too large to record: RecordStore kept a description
+            described = f"payload not recorded: {omitted.get('type')}, {omitted.get('size')} bytes"
+            return f"{summary} [{described}]" if summary else described
         return str(summary) if summary else short(record.result.get("payload"), 60)
     if record.error:
         return str(record.error.get("message", ""))

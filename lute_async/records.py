@@ -3,11 +3,14 @@
 :class:`AnalysisRecord` is one run; :class:`RecordStore` writes it at submit and at every status
 change and finds it again. The store is plain synchronous :mod:`sqlite3` in WAL mode, safe to
 share between threads (async callers use a worker thread) and between processes on one host.
-Each row keeps the whole record as a JSON document plus a few indexed columns to query on.
+Each row keeps the record as a JSON document plus a few indexed columns to query on; the result
+is kept apart as msgpack, so a ``bytes`` payload stays bytes (JSON would escape and inflate it).
+A result larger than ``max_result_bytes`` is recorded as a summary (type, size, sha256) instead.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import enum
@@ -28,7 +31,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, NamedTuple, Self
+
+import msgpack
 
 from lute_async.errors import RecordNotFound, RecordStoreError
 from lute_async.logs import get_logger
@@ -37,6 +42,7 @@ from lute_async.redaction import redact_env
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "DEFAULT_MAX_RESULT_BYTES",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
     "TERMINAL_STATUSES",
@@ -64,6 +70,12 @@ DEFAULT_BUSY_TIMEOUT: Final = 30.0
 JOURNAL_SUFFIX: Final = ".journal.jsonl"
 """Records that could not be written are spilled to ``<db>`` + this suffix (see RecordJournal)."""
 
+DEFAULT_MAX_RESULT_BYTES: Final = 64 * 1024 * 1024
+"""Results whose msgpack encoding is larger are recorded as a summary (see RecordStore)."""
+
+_JOURNAL_RESULT_KEY: Final = "result_msgpack"
+"""A journal line's result: base64 of its msgpack encoding, so bytes survive JSON exactly."""
+
 _STATUS_RANK: Final = {"PENDING": 0, "QUEUED": 1, "RUNNING": 2, "STOPPED": 2}
 """How far along a run is; terminal statuses rank 3. A journal never moves a run backwards."""
 
@@ -82,32 +94,39 @@ def _new_run_id() -> str:
     return uuid.uuid4().hex
 
 
-def _to_jsonable(value: Any) -> Any:
-    """Convert *value* to plain JSON types: enums, paths, tuples, sets, bytes, numpy values..."""
+def _to_jsonable(value: Any, keep_bytes: bool = False) -> Any:
+    """Convert *value* to plain JSON types: enums, paths, tuples, sets, bytes, numpy values...
+
+    With *keep_bytes*, bytes-like values become ``bytes`` instead of text (for msgpack).
+    """
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, enum.Enum):
-        return _to_jsonable(value.value)
+        return _to_jsonable(value.value, keep_bytes)
     if isinstance(value, str):
         return str.__str__(value)
     if isinstance(value, Mapping):
         return {
-            (key if isinstance(key, str) else str(_to_jsonable(key))): _to_jsonable(item)
+            (key if isinstance(key, str) else str(_to_jsonable(key))): _to_jsonable(
+                item, keep_bytes
+            )
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):
-        return [_to_jsonable(item) for item in value]
+        return [_to_jsonable(item, keep_bytes) for item in value]
     if isinstance(value, set | frozenset):
-        return sorted((_to_jsonable(item) for item in value), key=repr)
+        return sorted((_to_jsonable(item, keep_bytes) for item in value), key=repr)
     if isinstance(value, bytes | bytearray | memoryview):
+        if keep_bytes:
+            return bytes(value)  # no copy for bytes itself
         return bytes(value).decode("utf-8", errors="backslashreplace")
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _to_jsonable(dataclasses.asdict(value))
+        return _to_jsonable(dataclasses.asdict(value), keep_bytes)
     tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
     if callable(tolist):
-        return _to_jsonable(tolist())
+        return _to_jsonable(tolist(), keep_bytes)
     return repr(value)
 
 
@@ -233,7 +252,15 @@ def _migrate_to_v1(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX run_tags_tag ON run_tags (tag, run_id)")
 
 
-_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_to_v1,)
+def _migrate_to_v2(conn: sqlite3.Connection) -> None:
+    """Add the result column (msgpack BLOB); v1 rows keep their result in the JSON document."""
+    conn.execute("ALTER TABLE runs ADD COLUMN result BLOB")
+
+
+_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
+    _migrate_to_v1,
+    _migrate_to_v2,
+)
 """Migration ``i`` takes the schema from version ``i`` to ``i + 1``. Only ever append."""
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -281,13 +308,106 @@ def spill_record(db_path: str | os.PathLike[str], record: AnalysisRecord) -> str
     return f"run {record.id} was spilled to the journal {where}, replayed when the database opens"
 
 
-# --- journal ------------------------------------------------------------------------------------
+# --- stored form --------------------------------------------------------------------------------
 
 
-def _record_document(record: AnalysisRecord) -> dict[str, Any]:
-    document = record.to_dict()
+class _StoredRecord(NamedTuple):
+    """A record as the database and the journal keep it."""
+
+    document: dict[str, Any]
+    """Every field as JSON types, env redacted; ``result`` is None when it is in *result*."""
+    result: bytes | None
+    """The result as msgpack (bytes stay bytes), or None when there is none or it is in
+    *document* (it holds an int beyond msgpack's 64 bits)."""
+
+
+_DOCUMENT_FIELDS: Final = tuple(
+    f.name for f in dataclasses.fields(AnalysisRecord) if f.name != "result"
+)
+
+
+def _stored_record(record: AnalysisRecord, max_result_bytes: int) -> _StoredRecord:
+    document = {name: _to_jsonable(getattr(record, name)) for name in _DOCUMENT_FIELDS}
     document["env"] = redact_env({str(k): str(v) for k, v in document["env"].items()})
-    return document
+    packed = _pack_result(record.id, record.result, max_result_bytes)
+    document["result"] = _to_jsonable(record.result) if packed is None else None
+    return _StoredRecord(document, packed)
+
+
+def _pack_result(run_id: str, result: Any, max_result_bytes: int) -> bytes | None:
+    """*result* as msgpack, or a summary of it when the encoding exceeds *max_result_bytes*.
+
+    None when there is no result or it cannot be msgpack (an int beyond 64 bits): the JSON
+    document keeps it then, as before results had a column of their own.
+    """
+    if result is None:
+        return None
+    plain = _to_jsonable(result, keep_bytes=True)
+    payload, plain_payload, summary = result, plain, None
+    if isinstance(result, Mapping) and "payload" in result:
+        payload, plain_payload, summary = result["payload"], plain["payload"], result.get("summary")
+    # A payload that alone is too large (the usual case) is not packed just to be measured.
+    if not (isinstance(plain_payload, bytes | str) and len(plain_payload) > max_result_bytes):
+        try:
+            packed: bytes = msgpack.packb(plain, use_bin_type=True)
+        except OverflowError:
+            return None
+        except ValueError:  # a bytes or str value beyond msgpack's 4 GiB
+            pass
+        else:
+            if len(packed) <= max_result_bytes:
+                return packed
+    omitted = _describe_payload(payload, plain_payload)
+    omitted["reason"] = (
+        f"the result's msgpack encoding is larger than max_result_bytes ({max_result_bytes}); "
+        "only this description of its payload was recorded"
+    )
+    get_logger().warning(
+        "result_not_recorded",
+        run_id=run_id,
+        payload_type=omitted["type"],
+        size=omitted["size"],
+        sha256=omitted["sha256"],
+        max_result_bytes=max_result_bytes,
+    )
+    brief = summary[:1024] if isinstance(summary, str) else None
+    described: bytes = msgpack.packb({"payload": None, "summary": brief, "omitted": omitted})
+    return described
+
+
+def _describe_payload(payload: Any, plain: Any) -> dict[str, Any]:
+    """Type, size and sha256 of a payload too large to record, so a copy can be checked.
+
+    Size and digest are of the bytes themselves, of a string's UTF-8, or else of the
+    payload's msgpack encoding (``digest_of`` says which).
+    """
+    if isinstance(plain, bytes):
+        data, digest_of = plain, "bytes"
+    elif isinstance(plain, str):
+        data, digest_of = plain.encode("utf-8", errors="surrogatepass"), "utf-8"
+    else:
+        try:
+            data, digest_of = msgpack.packb(plain, use_bin_type=True), "msgpack"
+        except (OverflowError, ValueError):
+            data, digest_of = None, None
+    return {
+        "type": type(payload).__name__,
+        "size": None if data is None else len(data),
+        "sha256": None if data is None else hashlib.sha256(data).hexdigest(),
+        "digest_of": digest_of,
+    }
+
+
+def _record_from_stored(document: Any, packed: bytes | None) -> AnalysisRecord:
+    """Rebuild a record from its stored form; ValueError or TypeError when it is damaged."""
+    if not isinstance(document, dict):
+        raise TypeError(f"expected a JSON object, got {type(document).__name__}")
+    if packed is not None:
+        document["result"] = msgpack.unpackb(packed, raw=False, strict_map_key=False)
+    return AnalysisRecord.from_dict(document)
+
+
+# --- journal ------------------------------------------------------------------------------------
 
 
 def _status_rank(status: str) -> int:
@@ -301,13 +421,20 @@ class RecordJournal:
     written either, to a private (0700) fallback directory: ``fallback_dir``,
     ``$LUTE_ASYNC_JOURNAL_DIR``, or ``<tmp>/lute-async-journal-<uid>``. The next
     :class:`RecordStore` opened on the database replays both journals into it and removes them.
-    Appends and replays lock the file, so several processes may share a journal.
+    Appends and replays lock the file, so several processes may share a journal. A result is
+    kept as base64 of its msgpack encoding, so bytes come back as bytes; one larger than
+    *max_result_bytes* is summarised as :class:`RecordStore` does.
     """
 
     def __init__(
-        self, db_path: str | os.PathLike[str], fallback_dir: str | os.PathLike[str] | None = None
+        self,
+        db_path: str | os.PathLike[str],
+        fallback_dir: str | os.PathLike[str] | None = None,
+        *,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
         self.db_path = Path(db_path)
+        self.max_result_bytes = max_result_bytes
         self.primary = self.db_path.with_name(self.db_path.name + JOURNAL_SUFFIX)
         configured = fallback_dir or os.environ.get("LUTE_ASYNC_JOURNAL_DIR")
         directory = (
@@ -320,7 +447,13 @@ class RecordJournal:
 
     def append(self, record: AnalysisRecord) -> Path:
         """Spill *record* to the first journal that takes it and return that journal's path."""
-        line = (json.dumps(_record_document(record), separators=(",", ":")) + "\n").encode()
+        return self._append_stored(record.id, _stored_record(record, self.max_result_bytes))
+
+    def _append_stored(self, run_id: str, stored: _StoredRecord) -> Path:
+        document = stored.document
+        if stored.result is not None:
+            document = {**document, _JOURNAL_RESULT_KEY: base64.b64encode(stored.result).decode()}
+        line = (json.dumps(document, separators=(",", ":")) + "\n").encode()
         failures: list[str] = []
         for path in (self.primary, self.fallback):
             try:
@@ -332,7 +465,7 @@ class RecordJournal:
                 continue
             return path
         raise RecordStoreError(
-            f"cannot spill run {record.id} to a journal either ({'; '.join(failures)}); "
+            f"cannot spill run {run_id} to a journal either ({'; '.join(failures)}); "
             "free disk space or set LUTE_ASYNC_JOURNAL_DIR to a writable directory"
         )
 
@@ -370,9 +503,10 @@ class RecordJournal:
         for number, raw in enumerate(data.splitlines(), start=1):
             try:
                 document = json.loads(raw)
-                if not isinstance(document, dict):
-                    raise TypeError(f"expected a JSON object, got {type(document).__name__}")
-                records.append(AnalysisRecord.from_dict(document))
+                packed = None
+                if isinstance(document, dict) and _JOURNAL_RESULT_KEY in document:
+                    packed = base64.b64decode(document.pop(_JOURNAL_RESULT_KEY), validate=True)
+                records.append(_record_from_stored(document, packed))
             except (ValueError, TypeError) as exc:
                 get_logger().error(
                     "journal_line_unreadable", path=str(path), line=number, error=str(exc)
@@ -430,6 +564,11 @@ class RecordStore:
     directory and the schema, migrates an older schema, and refuses a newer one or a file that
     is not sqlite. With ``mark_lost=True`` (the default) runs left active by an executor that
     has since died are marked LOST on open; their ids are in :attr:`lost_on_open`.
+
+    A result whose msgpack encoding exceeds *max_result_bytes* is recorded as
+    ``{"payload": None, "summary": ..., "omitted": {"type", "size", "sha256", ...}}`` with a
+    ``result_not_recorded`` warning; the record object passed to :meth:`save` keeps its payload.
+    Records are a history, not a data store: keep large outputs in files and record their paths.
     """
 
     path: Path
@@ -440,6 +579,8 @@ class RecordStore:
     """Ids of the runs :meth:`replay_journal` wrote from the journal when the store was opened."""
     journal: RecordJournal | None
     """Where records the database cannot take are spilled (None for an in-memory database)."""
+    max_result_bytes: int
+    """The largest result (its msgpack encoding) recorded whole; larger ones are summarised."""
 
     def __init__(
         self,
@@ -448,12 +589,20 @@ class RecordStore:
         mark_lost: bool = True,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         journal_dir: str | os.PathLike[str] | None = None,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
+        if max_result_bytes < 1:
+            raise ValueError(f"max_result_bytes must be at least 1, got {max_result_bytes}")
         self.path = Path(path)
         self.lost_on_open = []
         self.replayed_on_open = []
+        self.max_result_bytes = max_result_bytes
         in_memory = str(self.path) == ":memory:"
-        self.journal = None if in_memory else RecordJournal(self.path, journal_dir)
+        self.journal = (
+            None
+            if in_memory
+            else RecordJournal(self.path, journal_dir, max_result_bytes=max_result_bytes)
+        )
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = self._connect(busy_timeout)
         try:
@@ -612,25 +761,25 @@ class RecordStore:
                     f"cannot {what} in records database {self.path}: {exc}"
                 ) from exc
 
-    def _decode(self, run_id: str, doc: str) -> AnalysisRecord:
+    def _decode(self, run_id: str, doc: str, result: bytes | None) -> AnalysisRecord:
         try:
-            data = json.loads(doc)
-            if not isinstance(data, dict):
-                raise TypeError(f"expected a JSON object, got {type(data).__name__}")
-            return AnalysisRecord.from_dict(data)
+            return _record_from_stored(json.loads(doc), result)
         except (ValueError, TypeError) as exc:
             raise RecordStoreError(
                 f"run {run_id} in records database {self.path} is unreadable: {exc}"
             ) from exc
 
+    def _upsert(self, conn: sqlite3.Connection, record: AnalysisRecord) -> None:
+        self._upsert_stored(conn, _stored_record(record, self.max_result_bytes))
+
     @staticmethod
-    def _upsert(conn: sqlite3.Connection, record: AnalysisRecord) -> None:
-        document = _record_document(record)
+    def _upsert_stored(conn: sqlite3.Connection, stored: _StoredRecord) -> None:
+        document = stored.document
         conn.execute(
             """
             INSERT INTO runs (id, name, status, submitted_at, ended_at,
-                              executor_pid, executor_host, doc)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                              executor_pid, executor_host, doc, result)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (id) DO UPDATE SET
                 name = excluded.name,
                 status = excluded.status,
@@ -638,7 +787,8 @@ class RecordStore:
                 ended_at = excluded.ended_at,
                 executor_pid = excluded.executor_pid,
                 executor_host = excluded.executor_host,
-                doc = excluded.doc
+                doc = excluded.doc,
+                result = excluded.result
             """,
             (
                 document["id"],
@@ -649,6 +799,7 @@ class RecordStore:
                 document["executor_pid"],
                 document["executor_host"],
                 json.dumps(document, separators=(",", ":")),
+                stored.result,
             ),
         )
         conn.execute("DELETE FROM run_tags WHERE run_id = ?", (document["id"],))
@@ -664,6 +815,7 @@ class RecordStore:
 
         When the database cannot take it (full disk, read-only file), the record is spilled to
         the :attr:`journal` and :class:`RecordStoreError` still raises, saying where it went.
+        A result larger than :attr:`max_result_bytes` is stored as a summary (see the class).
         """
         status = _status_str(record.status)
         if status not in RUN_STATUSES:
@@ -671,14 +823,15 @@ class RecordStore:
                 f"run {record.id} has unknown status {status!r}; "
                 f"expected one of {', '.join(sorted(RUN_STATUSES))}"
             )
+        stored = _stored_record(record, self.max_result_bytes)
         try:
             with self._write(f"save run {record.id}") as conn:
-                self._upsert(conn, record)
+                self._upsert_stored(conn, stored)
         except RecordStoreError as exc:
             if self.journal is None:
                 raise
             try:
-                where = self.journal.append(record)
+                where = self.journal._append_stored(record.id, stored)
             except RecordStoreError as spill:
                 raise RecordStoreError(f"{exc}; {spill}") from exc
             raise RecordStoreError(
@@ -732,10 +885,12 @@ class RecordStore:
 
     def get(self, run_id: str) -> AnalysisRecord:
         """Return the run with id *run_id*, or raise :class:`RecordNotFound` (a KeyError)."""
-        rows = self._read("SELECT doc FROM runs WHERE id = ?", (run_id,), f"read run {run_id}")
+        rows = self._read(
+            "SELECT doc, result FROM runs WHERE id = ?", (run_id,), f"read run {run_id}"
+        )
         if not rows:
             raise RecordNotFound(run_id, str(self.path))
-        return self._decode(run_id, rows[0][0])
+        return self._decode(run_id, *rows[0])
 
     def query(
         self,
@@ -777,7 +932,7 @@ class RecordStore:
                     f"({', '.join('?' * len(wanted))}) GROUP BY run_id HAVING COUNT(*) = ?)"
                 )
                 args.extend([*wanted, len(wanted)])
-        sql = "SELECT id, doc FROM runs"
+        sql = "SELECT id, doc, result FROM runs"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         direction = "DESC" if newest_first else "ASC"
@@ -788,7 +943,7 @@ class RecordStore:
             sql += " LIMIT ?"
             args.append(limit)
         rows = self._read(sql, args, "query runs")
-        return [self._decode(run_id, doc) for run_id, doc in rows]
+        return [self._decode(run_id, doc, result) for run_id, doc, result in rows]
 
     def latest(self, name: str, status: str | None = "COMPLETED") -> AnalysisRecord | None:
         """Return the last-submitted run called *name* with *status* (any if None), or None."""
@@ -834,14 +989,14 @@ class RecordStore:
             for run_id, pid in dead:
                 # Re-read under the write lock: the run may have ended meanwhile.
                 row = conn.execute(
-                    f"SELECT doc FROM runs WHERE id = ? AND executor_pid IS ? "
+                    f"SELECT doc, result FROM runs WHERE id = ? AND executor_pid IS ? "
                     f"AND status IN ({placeholders})",
                     (run_id, pid, *active),
                 ).fetchone()
                 if row is None:
                     continue
                 try:
-                    record = self._decode(run_id, row[0])
+                    record = self._decode(run_id, *row)
                 except RecordStoreError as exc:
                     # One damaged row must not make the whole database unopenable.
                     get_logger().error(

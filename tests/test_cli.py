@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import process_exists
 
-from lute_async.records import RecordStore
+from lute_async.records import AnalysisRecord, RecordStore
 
 PYTHON = sys.executable
 CLI = [PYTHON, "-m", "lute_async.cli"]
@@ -250,6 +250,29 @@ def test_records_list_show_and_export(lute: Lute) -> None:
         ("broken", "FAILED", "3"),
     ]
     assert json.loads(rows[0]["result"])["payload"] == {"peaks": 42, "run": 7}
+
+
+def test_records_commands_show_binary_and_summarised_results(
+    lute: Lute, env: dict[str, str]
+) -> None:
+    binary = AnalysisRecord(name="frames", status="COMPLETED", result={"payload": b"\xff\x00"})
+    large = AnalysisRecord(
+        name="stack", status="COMPLETED", result={"payload": bytes(100), "summary": "a stack"}
+    )
+    with RecordStore(env["LUTE_ASYNC_DB"], max_result_bytes=64) as store:
+        store.save(binary)
+        store.save(large)
+
+    table = lute("records", "list")
+    assert table.returncode == 0
+    assert "a stack [payload not recorded: bytes, 100 bytes]" in table.stdout
+    assert "b'\\xff\\x00'" in table.stdout
+    shown = only_json(lute("records", "show", binary.id, "--json").stdout)
+    assert shown["result"] == {"payload": "\\xff\x00"}  # JSON has no bytes: escaped as before
+    omitted = only_json(lute("records", "show", large.id, "--json").stdout)["result"]
+    assert omitted["omitted"]["size"] == 100  # type: ignore[index]
+    assert lute("records", "show", large.id).returncode == 0
+    assert lute("records", "export", "-f", "csv").returncode == 0
 
 
 def test_records_show_of_an_unknown_id_exits_2(lute: Lute) -> None:

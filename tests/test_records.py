@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import json
 import os
 import re
@@ -13,11 +14,14 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgpack
 import pytest
 
+from lute_async import Executor
+from lute_async import records as records_module
 from lute_async.errors import RecordNotFound, RecordStoreError
 from lute_async.records import (
     SCHEMA_VERSION,
@@ -541,3 +545,247 @@ def test_processes_opening_a_fresh_database_at_once_all_succeed(
     run_writers(db, workers=6, count=1)
     with RecordStore(db) as store:
         assert len(store.query()) == 6
+
+
+# --- binary and large results ---------------------------------------------------------------
+
+BINARY_PAYLOADS = {
+    "zero bytes": bytes(4096),
+    "not utf-8": b"\xff\xfe\x80\xc3(\xa0\xa1",
+    "every byte value": bytes(range(256)) * 4,
+    "empty": b"",
+    "nested": {"image": b"\x00\x89PNG\r\n\x1a\n", "frames": [b"\xff", b"", "text"], "n": 3},
+}
+
+
+@pytest.mark.parametrize("payload", BINARY_PAYLOADS.values(), ids=BINARY_PAYLOADS.keys())
+def test_a_bytes_result_reads_back_exactly(db: Path, payload: object) -> None:
+    rec = record(result={"payload": payload, "summary": "binary"})
+    with RecordStore(db) as store:
+        store.save(rec)
+    with RecordStore(db) as store:
+        assert store.get(rec.id).result == {"payload": payload, "summary": "binary"}
+        assert store.query()[0].result == rec.result
+
+
+def test_a_str_result_that_looks_like_escaped_bytes_stays_a_str(store: RecordStore) -> None:
+    rec = record(result={"payload": "\\x00\\xff", "summary": None})
+    store.save(rec)
+    assert store.get(rec.id).result == {"payload": "\\x00\\xff", "summary": None}
+
+
+def test_a_bytes_result_is_stored_as_a_blob_of_its_own_size(store: RecordStore, db: Path) -> None:
+    payload = bytes(1024 * 1024)
+    store.save(record(result={"payload": payload, "summary": None}))
+    raw = sqlite3.connect(db)
+    ((doc, blob),) = raw.execute("SELECT doc, result FROM runs").fetchall()
+    raw.close()
+    assert isinstance(blob, bytes) and len(payload) < len(blob) < len(payload) + 64
+    assert json.loads(doc)["result"] is None
+
+
+def test_a_result_with_an_int_beyond_64_bits_is_kept_in_the_json_document(
+    store: RecordStore,
+) -> None:
+    rec = record(result={"payload": {"big": 2**70}, "summary": None})
+    store.save(rec)
+    assert store.get(rec.id).result == {"payload": {"big": 2**70}, "summary": None}
+
+
+class LogRecorder:
+    """Stands in for the structlog logger; keeps every warning."""
+
+    def __init__(self) -> None:
+        self.warnings: list[tuple[str, dict[str, object]]] = []
+
+    def warning(self, event: str, **fields: object) -> None:
+        self.warnings.append((event, fields))
+
+
+@pytest.fixture
+def logged(monkeypatch: pytest.MonkeyPatch) -> LogRecorder:
+    recorder = LogRecorder()
+    monkeypatch.setattr(records_module, "get_logger", lambda: recorder)
+    return recorder
+
+
+def test_a_result_larger_than_max_result_bytes_is_summarised_with_a_warning(
+    db: Path, logged: LogRecorder
+) -> None:
+    payload = b"\xff" * 5000
+    rec = record(result={"payload": payload, "summary": "5000 bytes of frames"})
+    with RecordStore(db, max_result_bytes=4096) as store:
+        store.save(rec)
+        stored = store.get(rec.id)
+    digest = hashlib.sha256(payload).hexdigest()
+    assert stored.result is not None
+    assert stored.result["payload"] is None
+    assert stored.result["summary"] == "5000 bytes of frames"
+    omitted = stored.result["omitted"]
+    assert (omitted["type"], omitted["size"], omitted["sha256"]) == ("bytes", 5000, digest)
+    assert "max_result_bytes (4096)" in omitted["reason"]
+    assert rec.result == {"payload": payload, "summary": "5000 bytes of frames"}  # caller's own
+    assert logged.warnings == [
+        (
+            "result_not_recorded",
+            {
+                "run_id": rec.id,
+                "payload_type": "bytes",
+                "size": 5000,
+                "sha256": digest,
+                "max_result_bytes": 4096,
+            },
+        )
+    ]
+
+
+def test_a_large_result_of_plain_data_is_summarised_by_its_msgpack_encoding(
+    store: RecordStore, logged: LogRecorder
+) -> None:
+    payload = {"values": list(range(100))}
+    limited = RecordStore(store.path, max_result_bytes=64)
+    rec = record(result={"payload": payload, "summary": None})
+    with limited:
+        limited.save(rec)
+    omitted = store.get(rec.id).result["omitted"]  # type: ignore[index]
+    packed = msgpack.packb(payload, use_bin_type=True)
+    assert omitted["type"] == "dict" and omitted["digest_of"] == "msgpack"
+    assert omitted["size"] == len(packed)
+    assert omitted["sha256"] == hashlib.sha256(packed).hexdigest()
+    assert [event for event, _ in logged.warnings] == ["result_not_recorded"]
+
+
+def test_a_result_within_max_result_bytes_is_kept_whole(db: Path, logged: LogRecorder) -> None:
+    rec = record(result={"payload": bytes(4000), "summary": None})
+    with RecordStore(db, max_result_bytes=4096) as store:
+        store.save(rec)
+        assert store.get(rec.id).result == rec.result
+    assert logged.warnings == []
+
+
+def test_max_result_bytes_must_be_positive(db: Path) -> None:
+    with pytest.raises(ValueError, match="max_result_bytes"):
+        RecordStore(db, max_result_bytes=0)
+
+
+async def test_a_run_with_a_result_too_large_to_record_completes_and_hooks_get_it_whole(
+    tmp_path: Path, script: Callable[[str], list[str]], logged: LogRecorder
+) -> None:
+    argv = script(
+        """
+        from lute_async.task import Reporter
+        with Reporter.connect() as report:
+            report.result(bytes(range(256)) * 64, summary="16 KiB")
+        """
+    )
+    delivered: list[object] = []
+    store = RecordStore(tmp_path / "runs.db", max_result_bytes=4096)
+    async with Executor(db=store, workdir=tmp_path / "work", log_events=False) as executor:
+        executor.on("result", lambda event: delivered.append(event.data["payload"]))
+        finished = await executor.run(argv, name="big")
+    assert finished.status == "COMPLETED"
+    assert delivered == [bytes(range(256)) * 64]
+    assert finished.result == {"payload": bytes(range(256)) * 64, "summary": "16 KiB"}
+    with RecordStore(tmp_path / "runs.db") as reopened:
+        stored = reopened.get(finished.id)
+    assert stored.status == "COMPLETED"
+    assert stored.result is not None and stored.result["payload"] is None
+    assert stored.result["omitted"]["size"] == 256 * 64
+    assert [fields["run_id"] for _, fields in logged.warnings] == [finished.id]
+
+
+# --- migration from schema v1 ---------------------------------------------------------------
+
+
+def v1_database(db: Path, *documents: dict[str, object]) -> None:
+    """Write a schema-v1 database holding *documents*, as the previous version would have.
+
+    Migrations are append-only, so the first one is exactly the DDL that version ran.
+    """
+    db.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(db)
+    records_module._migrate_to_v1(conn)
+    conn.execute("PRAGMA user_version = 1")
+    for doc in documents:
+        conn.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                doc["id"],
+                doc["name"],
+                doc["status"],
+                doc["submitted_at"],
+                doc["ended_at"],
+                doc["executor_pid"],
+                doc["executor_host"],
+                json.dumps(doc, separators=(",", ":")),
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO run_tags VALUES (?, ?)",
+            [(doc["id"], tag) for tag in doc["tags"]],  # type: ignore[attr-defined]
+        )
+    conn.commit()
+    conn.close()
+
+
+def test_a_v1_database_is_migrated_and_its_records_read_back_identically(db: Path) -> None:
+    old = full_record()
+    # v1 wrote a bytes payload as backslash-escaped text: that text is what it reads back as.
+    escaped = record(
+        "old-binary", id="b" * 32, result={"payload": b"\x00\xff", "summary": None}
+    ).to_dict()
+    assert escaped["result"]["payload"] == "\x00\\xff"
+    v1_database(db, old.to_dict(), escaped)
+
+    with RecordStore(db) as store:
+        assert store.get(old.id) == old
+        assert store.get(escaped["id"]) == AnalysisRecord.from_dict(escaped)
+        assert ids(store.query(tags=["beamtime"])) == [old.id]
+        assert store.latest("old-binary") == AnalysisRecord.from_dict(escaped)
+        new = record("new-binary", result={"payload": b"\x00\xff", "summary": None})
+        store.save(new)
+        assert store.get(new.id).result == {"payload": b"\x00\xff", "summary": None}
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+def test_a_v1_run_of_a_dead_executor_is_marked_lost_keeping_its_result(db: Path) -> None:
+    old = record(
+        status="RUNNING", executor_pid=dead_pid(), result={"payload": [1, "a"], "summary": "s"}
+    )
+    v1_database(db, old.to_dict())
+    with RecordStore(db) as store:
+        assert store.lost_on_open == [old.id]
+        lost = store.get(old.id)
+    assert lost.status == "LOST" and lost.result == {"payload": [1, "a"], "summary": "s"}
+
+
+# --- journal --------------------------------------------------------------------------------
+
+
+def test_a_bytes_result_spilled_to_the_journal_is_replayed_exactly(
+    db: Path, tmp_path: Path
+) -> None:
+    payload = bytes(range(256)) + bytes(1000)
+    rec = record(result={"payload": payload, "summary": "raw"})
+    with RecordStore(db, journal_dir=tmp_path / "j") as store:
+        assert store.journal is not None
+        where = store.journal.append(rec)
+    line = json.loads(where.read_text())  # still one JSON object per line
+    assert line["id"] == rec.id
+    with RecordStore(db, journal_dir=tmp_path / "j") as store:
+        assert store.replayed_on_open == [rec.id]
+        assert store.get(rec.id).result == {"payload": payload, "summary": "raw"}
+    assert not where.exists()
+
+
+def test_a_journal_line_of_the_previous_version_is_still_replayed(db: Path, tmp_path: Path) -> None:
+    old = full_record()
+    with RecordStore(db, journal_dir=tmp_path / "j") as store:
+        assert store.journal is not None
+        journal = store.journal.primary
+    journal.write_text(json.dumps(old.to_dict()) + "\n")
+    with RecordStore(db, journal_dir=tmp_path / "j") as store:
+        assert store.replayed_on_open == [old.id]
+        assert store.get(old.id) == old
