@@ -1,11 +1,12 @@
 """The task side: ``Reporter`` / ``AsyncReporter`` send messages to the executor, ``@task`` marks
 functions a worker may call.
 
-Imports here are paid by every task start, so this module needs msgpack and light stdlib
-modules only. Sending is buffered: a message goes out at once when the channel has been quiet
-for ``linger`` seconds (low latency for sparse messages), otherwise it joins a batch that a
-background thread flushes within ``linger`` (few syscalls for bursts). ``result``, ``error``,
-``flush`` and ``close`` always flush.
+Imports here are paid by every task start, so this module loads light stdlib modules only, not
+even msgpack: a reporter packs its first messages with :mod:`lute_async.plain_msgpack` and
+imports msgpack when it switches to the C packer (``_PLAIN_MESSAGES``). Sending is buffered: a
+message goes out at once when the channel has been quiet for ``linger`` seconds (low latency for
+sparse messages), otherwise it joins a batch that a background thread flushes within ``linger``
+(few syscalls for bursts). ``result``, ``error``, ``flush`` and ``close`` always flush.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import sys
 import time
 from _thread import allocate_lock  # threading itself costs a task start ~5 ms; loaded lazily
 
-import msgpack
-
-from lute_async.errors import NotInExecutorError
+from lute_async.plain_msgpack import NotPlain, pack_plain
 from lute_async.wire import (
     ENV_FD,
     ENV_PARAMS,
@@ -41,6 +40,10 @@ if TYPE_CHECKING:
 
 _FLUSH_BYTES = 64 * 1024
 _DEFAULT_LINGER = 0.0005
+#: Messages (the hello included) a reporter packs with plain_msgpack before it imports msgpack
+#: and uses its C packer: enough for a short task (hello, started, a few logs and progress,
+#: result) to never load msgpack, few enough that bulk sends run at the C packer's speed.
+_PLAIN_MESSAGES = 16
 
 
 def task(fn: F) -> F:
@@ -168,7 +171,8 @@ class Reporter:
         self._armed: threading.Event | None = None
         self._closed = False
         self._closing: threading.Event | None = None
-        self._pack = msgpack.Packer(use_bin_type=True, default=_to_wire).pack
+        self._pack: Callable[[Any], bytes] = self._pack_plain
+        self._plain_left = _PLAIN_MESSAGES
 
     # -- construction ---------------------------------------------------------------------
 
@@ -204,6 +208,8 @@ class Reporter:
                 if sink is not None:
                     break
         if sink is None and required:
+            from lute_async.errors import NotInExecutorError
+
             raise NotInExecutorError(
                 "this process was not started by lute-async (no usable "
                 f"{ENV_FD}/{ENV_SOCKET}/{ENV_TCP} in the environment); run it with "
@@ -218,7 +224,11 @@ class Reporter:
                 "rank": rank,
                 "secret": env.get(ENV_SECRET),
             }
+            # Sent now, not with the first batch: a TCP listener drops connections that stay
+            # silent past its hello timeout, and a task may be busy (or blocked writing to
+            # another channel) long before its first flush on this one.
             reporter._buf += reporter._pack(hello)
+            reporter._write_locked(time.monotonic())
             import atexit
 
             atexit.register(reporter.close)
@@ -329,6 +339,21 @@ class Reporter:
         self.close()
 
     # -- internals --------------------------------------------------------------------------
+
+    def _pack_plain(self, message: Any) -> bytes:
+        # The first _PLAIN_MESSAGES messages skip msgpack's import (most of a task's start-up
+        # cost); after them, or from the first value plain_msgpack does not cover, msgpack's C
+        # packer does it all, so bulk sends pay nothing for this.
+        if self._plain_left > 0:
+            self._plain_left -= 1
+            try:
+                return pack_plain(message)
+            except NotPlain:
+                pass
+        import msgpack
+
+        self._pack = msgpack.Packer(use_bin_type=True, default=_to_wire).pack
+        return self._pack(message)
 
     def _write_locked(self, now: float) -> None:
         self._last_flush = now

@@ -6,10 +6,12 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 from conftest import PYTHON, process_exists
 
@@ -279,24 +281,46 @@ async def test_fifty_concurrent_runs_complete_with_correct_records(
 async def test_max_concurrency_bounds_runs_executing_at_once(
     tmp_path: Path, script: Callable[[str], list[str]]
 ) -> None:
-    running = 0
-    peak = 0
+    # Each task connects to the test's socket and holds until released; the test releases the
+    # tasks it holds only once two are connected, so a second slot is always used (no timing)
+    # and a third task executing at once would show as a third connection.
+    gate = tmp_path / "gate.sock"
+    argv = script(
+        f"""
+        import socket
+        s = socket.socket(socket.AF_UNIX)
+        s.connect({os.fspath(gate)!r})
+        s.recv(1)
+        """
+    )
+    connected = peak = arrived = 0
+    waiting: list[anyio.abc.SocketStream] = []
 
-    def started(event: Event) -> None:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
+    async def hold(stream: anyio.abc.SocketStream) -> None:
+        nonlocal connected, peak, arrived
+        async with stream:
+            connected += 1
+            arrived += 1
+            peak = max(peak, connected)
+            waiting.append(stream)
+            if connected == 2 or arrived == 6:  # the last task may find itself alone
+                for held in waiting:
+                    await held.send(b"!")
+                waiting.clear()
+            with suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                await stream.receive()  # the task exits
+            connected -= 1
 
-    def ended(event: Event) -> None:
-        nonlocal running
-        running -= 1
-
-    async with Executor(db=tmp_path / "r.db", max_concurrency=2) as ex:
-        ex.on("started", started)
-        ex.on("done", ended)
+    async with (
+        Executor(db=tmp_path / "r.db", max_concurrency=2) as ex,
+        await anyio.create_unix_listener(gate) as listener,
+        anyio.create_task_group() as serving,
+    ):
+        serving.start_soon(listener.serve, hold)
         async with anyio.create_task_group() as tg:
             for _ in range(6):
-                tg.start_soon(ex.run, [PYTHON, "-c", "pass"])
+                tg.start_soon(ex.run, argv)
+        serving.cancel_scope.cancel()
     assert peak == 2
 
 
