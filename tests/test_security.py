@@ -193,6 +193,33 @@ async def test_tcp_slow_loris_hello_is_dropped_after_hello_timeout_and_the_run_c
     assert errors == ["no hello frame within 0.5 s; connection dropped"]
 
 
+async def test_a_reporter_silent_past_hello_timeout_keeps_its_tcp_connection(
+    executor: Executor, script: Callable[[str], list[str]]
+) -> None:
+    # The reporter connects first and sends nothing more until a slow-loris connection opened
+    # after it has been dropped: past the hello timeout of the reporter's own connection too.
+    argv = script(
+        """
+        import os, socket
+        from lute_async.task import Reporter
+        report = Reporter.connect(prefer=("tcp",), required=True)
+        host, _, port = os.environ["LUTE_ASYNC_TCP"].rpartition(":")
+        slow = socket.create_connection((host, int(port)))
+        slow.sendall(b"\\x85")  # a map header, then silence
+        hung_up = slow.recv(1) == b""
+        slow.close()
+        report.result({"hung_up": hung_up})
+        report.close()
+        """
+    )
+    tcp = TcpCommunicator(host="127.0.0.1", hello_timeout=0.5)
+    record = await executor.run(argv, communicators=[tcp])
+    assert record.status == "COMPLETED"
+    assert record.result == {"payload": {"hung_up": True}, "summary": None}
+    errors = [e["message"] for e in record.extra["protocol_errors"]]
+    assert errors == ["no hello frame within 0.5 s; connection dropped"]
+
+
 async def test_a_frame_over_max_frame_is_reported_and_other_connections_are_delivered(
     tmp_path: Path, script: Callable[[str], list[str]]
 ) -> None:
