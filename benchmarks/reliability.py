@@ -217,6 +217,15 @@ class Sample:
     objects: int
 
 
+def _slope_per_min(samples: list[Sample]) -> float:
+    if len(samples) < 2:
+        return 0.0
+    slope, _ = statistics.linear_regression(
+        [s.seconds for s in samples], [float(s.rss_kib) for s in samples]
+    )
+    return slope * 60
+
+
 @dataclass
 class SoakReport:
     """The outcome of a soak: the tally and how fds and memory moved after the warm-up."""
@@ -246,13 +255,12 @@ class SoakReport:
     @property
     def rss_slope_kib_per_min(self) -> float:
         """Least-squares slope of RSS over time after the warm-up."""
-        steady = self._steady()
-        if len(steady) < 2:
-            return 0.0
-        slope, _ = statistics.linear_regression(
-            [s.seconds for s in steady], [float(s.rss_kib) for s in steady]
-        )
-        return slope * 60
+        return _slope_per_min(self._steady())
+
+    @property
+    def rss_slope_late_kib_per_min(self) -> float:
+        """The same slope over the second half of the soak: a leak keeps it up, caches level."""
+        return _slope_per_min(self.samples[len(self.samples) // 2 :])
 
     @property
     def object_growth(self) -> int:
@@ -270,7 +278,8 @@ class SoakReport:
             f"non-terminal); after warm-up: fds {steady[0].fds}->{steady[-1].fds} "
             f"(max growth {self.fd_growth}), RSS {steady[0].rss_kib / 1024:.1f}->"
             f"{steady[-1].rss_kib / 1024:.1f} MiB (slope {self.rss_slope_kib_per_min:+.1f} "
-            f"KiB/min), gc objects {steady[0].objects}->{steady[-1].objects}"
+            f"KiB/min; second half {self.rss_slope_late_kib_per_min:+.1f}), "
+            f"gc objects {steady[0].objects}->{steady[-1].objects}"
         )
 
 
