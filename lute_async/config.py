@@ -613,9 +613,9 @@ class TaskConfig:
             current = env.get(var, env_source.get(var))
             env[var] = EnvSetting(value, setting.mode).apply(current)
         if definition.function is not None:
-            import sys
+            from lute_async.worker import command
 
-            argv = [python or sys.executable, "-m", "lute_async.worker", definition.function]
+            argv = command(definition.function, python)
         else:
             assert definition.command is not None
             argv = [

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lute_async import worker
 from lute_async.config import (
     EnvSetting,
     LauncherDef,
@@ -100,7 +101,7 @@ def test_a_command_string_is_split_like_a_shell_would() -> None:
 def test_a_function_task_runs_in_the_worker() -> None:
     parsed = config('[tasks.t]\nfunction = "pkg.mod:fn"\n')
     resolved = parsed.resolve("t", python="/usr/bin/python3")
-    assert resolved.argv == ["/usr/bin/python3", "-m", "lute_async.worker", "pkg.mod:fn"]
+    assert resolved.argv == ["/usr/bin/python3", "-c", worker.ENTRY, "pkg.mod:fn"]
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -340,8 +341,8 @@ def test_an_installed_task_function_is_found_by_name() -> None:
     resolved = config("").resolve("plugin_square", {"x": 5})
     assert resolved.argv == [
         sys.executable,
-        "-m",
-        "lute_async.worker",
+        "-c",
+        worker.ENTRY,
         "lute_async_test_plugin.tasks:square",
     ]
     assert resolved.params == {"x": 5}
