@@ -169,38 +169,53 @@ class FrameDecoder:
         """Bytes received but not yet part of a complete frame."""
         return self._fed - self._consumed
 
-    def feed(self, chunk: bytes) -> Iterator[Any]:
+    def feed(self, chunk: bytes | memoryview) -> Iterator[Any]:
         """Add ``chunk`` to the stream and yield every frame it completes."""
+        frames, error = self.feed_batch(chunk)
+        yield from frames
+        if error is not None:
+            raise error
+
+    def feed_batch(self, chunk: bytes | memoryview) -> tuple[list[Any], ProtocolError | None]:
+        """Add ``chunk`` and return every frame it completes, plus the error that stopped
+        decoding (None when there was none); frames before the error are returned with it."""
         unpacker = self._unpacker
+        tell = unpacker.tell
+        frames: list[Any] = []
+        append = frames.append
         view = memoryview(chunk)
         while view:
             # Feed at most what the bounded buffer can take, so an oversized frame is
             # reported as such rather than as a BufferFull on an innocent chunk.
             room = self.max_frame - self.pending
             if room <= 0:
-                raise FrameTooLarge(
-                    f"frame larger than the {self.max_frame}-byte limit", offset=self.offset
-                )
+                return frames, self._too_large()
             part, view = view[:room], view[room:]
             try:
                 unpacker.feed(part)
             except msgpack.BufferFull:
-                raise FrameTooLarge(
-                    f"frame larger than the {self.max_frame}-byte limit", offset=self.offset
-                ) from None
+                return frames, self._too_large()
             self._fed += len(part)
+            consumed = self._consumed
             try:
                 for frame in unpacker:
-                    self._consumed = unpacker.tell()
-                    yield frame
+                    append(frame)
+                    consumed = tell()
             except ProtocolError as exc:
-                raise ProtocolError(str(exc), offset=self.offset) from None
+                return frames, ProtocolError(str(exc), offset=consumed)
             except (ValueError, TypeError, msgpack.UnpackException) as exc:
                 # FormatError, StackError, ExtraData, ValueError for exceeded limits, and
                 # TypeError for unhashable map keys.
-                raise ProtocolError(
-                    f"undecodable bytes ({type(exc).__name__}: {exc})", offset=self.offset
-                ) from None
+                message = f"undecodable bytes ({type(exc).__name__}: {exc})"
+                return frames, ProtocolError(message, offset=consumed)
+            finally:
+                self._consumed = consumed
+        return frames, None
+
+    def _too_large(self) -> FrameTooLarge:
+        return FrameTooLarge(
+            f"frame larger than the {self.max_frame}-byte limit", offset=self.offset
+        )
 
 
 def parse_hello(frame: Any, *, run_id: str, secret: str | None, require_secret: bool) -> Hello:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,8 @@ import anyio
 import pytest
 from conftest import PYTHON, process_exists
 
-from lute_async import Event, Executor, RecordStore, logs
+from lute_async import AnalysisRecord, Event, Executor, RecordStore, logs
+from lute_async.hooks.registry import Hook
 
 RESULT_TASK = """
     from lute_async.task import Reporter
@@ -189,25 +192,72 @@ async def test_socket_file_deleted_under_a_running_executor_the_run_completes_vi
     assert not Path(payload["socket_dir"]).exists()
 
 
+async def _run_with_an_overrunning_hook(
+    tmp_path: Path, argv: list[str], hook: Hook, hook_timeout: float
+) -> list[AnalysisRecord]:
+    """Run ``argv`` with ``hook`` and then another on ``result``: the record and its stored copy.
+
+    The run completes and the later hook runs however ``hook`` overruns."""
+    after: list[str] = []
+    async with Executor(db=tmp_path / "runs.db", hook_timeout=hook_timeout) as executor:
+        executor.on("result", hook)
+        executor.on("result", lambda e: after.append(e.name))
+        record = await executor.run(argv)
+        stored = (await executor.store()).get(record.id)
+    assert record.status == "COMPLETED" and after == ["result"]
+    return [record, stored]
+
+
 async def test_a_hanging_hook_is_cut_by_hook_timeout_and_the_run_completes(
     tmp_path: Path, script: Callable[[str], list[str]]
 ) -> None:
-    after: list[str] = []
-
     async def hang(event: Event) -> None:
         await anyio.sleep_forever()
 
-    async with Executor(db=tmp_path / "runs.db", hook_timeout=0.5) as executor:
-        executor.on("result", hang)
-        executor.on("result", lambda e: after.append(e.name))
-        record = await executor.run(script(RESULT_TASK))
-        stored = (await executor.store()).get(record.id)
-    assert record.status == "COMPLETED" and after == ["result"]
-    for rec in (record, stored):
+    for rec in await _run_with_an_overrunning_hook(tmp_path, script(RESULT_TASK), hang, 0.5):
         assert len(rec.hook_errors) == 1
         error = rec.hook_errors[0]
         assert error["event"] == "result" and error["type"] == "TimeoutError"
         assert "hang" in error["hook"] and "longer than 0.5 s" in error["message"]
+
+
+class _Tripwire(io.StringIO):
+    """A log stream that says when a given event has been written to it."""
+
+    def __init__(self, event: str) -> None:
+        super().__init__()
+        self.marker = f'"event": "{event}"'
+        self.seen = threading.Event()
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if self.marker in text:
+            self.seen.set()
+        return written
+
+
+async def test_a_sync_hook_blocking_the_loop_is_reported_while_it_blocks_and_the_run_completes(
+    tmp_path: Path, script: Callable[[str], list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logged = _Tripwire("hook_blocking")
+    monkeypatch.setattr(sys, "stderr", logged)
+    monkeypatch.setattr(logs, "_logger", logs._logger)
+    logs.configure(renderer="json")
+
+    def block_until_reported(event: Event) -> None:
+        # Blocks the event loop's thread: only the watchdog thread can notice, and this
+        # returns once it has (a sync hook cannot be cut).
+        assert logged.seen.wait(timeout=60)
+
+    argv = script(RESULT_TASK)
+    record, stored = await _run_with_an_overrunning_hook(tmp_path, argv, block_until_reported, 0.2)
+    for rec in (record, stored):
+        assert [(e["type"], e["event"]) for e in rec.hook_errors] == [("TimeoutError", "result")]
+        assert "block_until_reported" in rec.hook_errors[0]["hook"]
+        assert "past hook_timeout 0.2 s" in rec.hook_errors[0]["message"]
+    [blocking] = [e for e in log_events(logged.getvalue()) if e["event"] == "hook_blocking"]
+    assert blocking["run_id"] == record.id and blocking["hook_timeout"] == 0.2
+    assert "block_until_reported" in blocking["hook"] and "logged.seen.wait" in blocking["stack"]
 
 
 EMFILE_EXECUTOR = """
@@ -322,3 +372,58 @@ def test_sigterm_to_the_executor_ends_its_tasks_records_cancelled_and_removes_so
     with RecordStore(tmp_path / "runs.db") as store:
         [record] = store.query(name="paused")
     assert record.status == "CANCELLED"
+
+
+async def test_a_pipe_held_open_by_an_escaped_grandchild_ends_the_run_after_drain_timeout(
+    tmp_path: Path, script: Callable[[str], list[str]], json_logs: io.StringIO
+) -> None:
+    argv = script(
+        """
+        import subprocess, sys
+        from lute_async.task import Reporter
+        # A new session escapes the task's process group, and it keeps stdout open.
+        sleeper = subprocess.Popen(["sleep", "300"], start_new_session=True)
+        with Reporter.connect(prefer=("socket",)) as report:
+            report.result(sleeper.pid)
+        """
+    )
+    async with Executor(db=tmp_path / "runs.db", drain_timeout=0.3) as executor:
+        record = await executor.run(argv, communicators=("pipe", "socket"))
+    sleeper = record.result["payload"] if record.result else None
+    assert isinstance(sleeper, int)
+    os.kill(sleeper, signal.SIGKILL)
+    assert record.status == "COMPLETED"
+    drains = [e for e in log_events(json_logs.getvalue()) if e["event"] == "drain_timeout"]
+    assert [(e["run_id"], e["seconds"]) for e in drains] == [(record.id, 0.3)]
+
+
+async def test_a_hook_busy_past_drain_timeout_after_the_exit_loses_nothing(
+    tmp_path: Path, script: Callable[[str], list[str]], json_logs: io.StringIO
+) -> None:
+    argv = script(
+        """
+        from lute_async.task import Reporter
+        with Reporter.connect(prefer=("socket",)) as report:
+            for i in range(16_000):
+                report.emit("tick", [i, b"x" * 1024])
+        """
+    )
+    indexes: list[int] = []
+    pidfds: list[int] = []
+
+    async def slow_once_exited(event: Event) -> None:
+        if not pidfds:
+            pidfds.append(os.pidfd_open(event.message.pid))
+        if len(pidfds) == 1 and select.select(pidfds, [], [], 0)[0]:
+            pidfds.append(-1)  # the task has exited: one slow step, well past drain_timeout
+            await anyio.sleep(0.5)
+        indexes.append(event.data[0])
+
+    async with Executor(db=tmp_path / "runs.db", drain_timeout=0.1) as executor:
+        record = await executor.run(
+            argv, communicators=("socket",), hooks={"tick": slow_once_exited}
+        )
+    os.close(pidfds[0])
+    assert record.status == "COMPLETED"
+    assert indexes == list(range(16_000))
+    assert not [e for e in log_events(json_logs.getvalue()) if e["event"] == "drain_timeout"]

@@ -679,8 +679,9 @@ async def test_a_run_with_a_result_too_large_to_record_completes_and_hooks_get_i
         """
     )
     delivered: list[object] = []
-    store = RecordStore(tmp_path / "runs.db", max_result_bytes=4096)
-    async with Executor(db=store, workdir=tmp_path / "work", log_events=False) as executor:
+    async with Executor(
+        db=tmp_path / "runs.db", workdir=tmp_path / "work", log_events=False, max_result_bytes=4096
+    ) as executor:
         executor.on("result", lambda event: delivered.append(event.data["payload"]))
         finished = await executor.run(argv, name="big")
     assert finished.status == "COMPLETED"

@@ -54,6 +54,11 @@ class RecordKeeper:
         if self.judge.wants_output:  # only runs whose verdict may depend on their stderr
             self._handlers[EventName.LOG] = self._log
 
+    @property
+    def handled(self) -> frozenset[str]:
+        """The event names ``apply`` does something for; it ignores every other one."""
+        return frozenset(self._handlers)
+
     def apply(self, message: Message) -> bool:
         """Update the record from ``message``; True when its status changed."""
         handler = self._handlers.get(message.sig)
