@@ -11,6 +11,7 @@ and every record in the database; ``tests/test_load.py`` runs the same code at C
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import itertools
 import json
@@ -47,6 +48,39 @@ MIXES: tuple[tuple[str, ...], ...] = (
 def open_fds() -> int:
     """How many file descriptors this process holds now."""
     return len(os.listdir("/proc/self/fd"))
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def heap_in_use_kib() -> int | None:
+    """Bytes malloc has handed out and not had back (glibc's mallinfo2), in KiB.
+
+    RSS also counts freed memory malloc keeps for reuse (one arena per thread that allocated),
+    so a flat heap under a rising RSS is retention, not a leak. None without glibc 2.33+.
+    """
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (AttributeError, OSError):
+        return None
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return int(info.uordblks + info.hblkhd) // 1024
 
 
 class Ledger:
@@ -215,6 +249,12 @@ class Sample:
     fds: int
     rss_kib: int
     objects: int
+    heap_kib: int | None = None
+    py_blocks: int = 0
+
+
+def _kib(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 1024:.1f} MiB"
 
 
 def _slope_per_min(samples: list[Sample]) -> float:
@@ -263,6 +303,12 @@ class SoakReport:
         return _slope_per_min(self.samples[len(self.samples) // 2 :])
 
     @property
+    def heap_growth_kib(self) -> int | None:
+        steady = self._steady()
+        first, last = steady[0].heap_kib, steady[-1].heap_kib
+        return None if first is None or last is None else last - first
+
+    @property
     def object_growth(self) -> int:
         steady = self._steady()
         return steady[-1].objects - steady[0].objects
@@ -279,6 +325,8 @@ class SoakReport:
             f"(max growth {self.fd_growth}), RSS {steady[0].rss_kib / 1024:.1f}->"
             f"{steady[-1].rss_kib / 1024:.1f} MiB (slope {self.rss_slope_kib_per_min:+.1f} "
             f"KiB/min; second half {self.rss_slope_late_kib_per_min:+.1f}), "
+            f"malloc heap in use {_kib(steady[0].heap_kib)}->{_kib(steady[-1].heap_kib)}, "
+            f"Python blocks {steady[0].py_blocks}->{steady[-1].py_blocks}, "
             f"gc objects {steady[0].objects}->{steady[-1].objects}"
         )
 
@@ -328,6 +376,8 @@ async def soak(
                     open_fds(),
                     rss_kib(),
                     len(gc.get_objects()),
+                    heap_in_use_kib(),
+                    sys.getallocatedblocks(),
                 )
             )
         stored = await _stored(executor)

@@ -135,6 +135,10 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise ProtocolError(f"msgpack ext type {code} is not allowed on the wire")
 
 
+#: A connection decoder's starting buffer: a few 16 KiB batches of frames.
+DECODER_BUFFER = 64 * 1024
+
+
 class FrameDecoder:
     """Incremental decoder of a byte stream of frames, bounded by ``max_frame`` bytes.
 
@@ -156,6 +160,9 @@ class FrameDecoder:
             use_list=True,
             strict_map_key=False,
             max_buffer_size=max_frame,
+            # The buffer starts at read_size (1 MiB by default) and its tail walks all of it,
+            # so every connection came to hold 1 MiB resident; it still grows for a big frame.
+            read_size=min(max_frame, DECODER_BUFFER),
             ext_hook=_refuse_ext,
         )
 
