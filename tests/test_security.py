@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 import lute_async
@@ -218,6 +219,41 @@ async def test_a_reporter_silent_past_hello_timeout_keeps_its_tcp_connection(
     assert record.result == {"payload": {"hung_up": True}, "summary": None}
     errors = [e["message"] for e in record.extra["protocol_errors"]]
     assert errors == ["no hello frame within 0.5 s; connection dropped"]
+
+
+async def test_a_hello_held_up_by_back_pressure_from_another_channel_is_not_timed_out(
+    executor: Executor, script: Callable[[str], list[str]]
+) -> None:
+    # The pipe's messages fill the run's buffer while a slow hook holds the dispatcher; the TCP
+    # hello arrives with a message behind it, whose hand-over waits past the hello timeout.
+    argv = script(
+        """
+        from lute_async.task import Reporter
+        pipe = Reporter.connect(prefer=("pipe",), required=True)
+        for i in range(2000):
+            pipe.emit("fill", i)
+        pipe.flush()
+        tcp = Reporter.connect(prefer=("tcp",), required=True)
+        tcp.emit("over_tcp", "hello and a message in one read")
+        tcp.close()
+        pipe.close()
+        """
+    )
+    over_tcp: list[str] = []
+
+    async def slow_once(event: Event) -> None:
+        if event.data == 0:
+            await anyio.sleep(1.0)  # a slow hook, well past the 0.2 s hello timeout
+
+    tcp = TcpCommunicator(host="127.0.0.1", hello_timeout=0.2)
+    record = await executor.run(
+        argv,
+        communicators=["pipe", tcp],
+        hooks={"fill": slow_once, "over_tcp": lambda e: over_tcp.append(e.data)},
+    )
+    assert record.status == "COMPLETED"
+    assert over_tcp == ["hello and a message in one read"]
+    assert not record.extra.get("protocol_errors")
 
 
 async def test_a_frame_over_max_frame_is_reported_and_other_connections_are_delivered(

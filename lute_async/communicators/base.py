@@ -270,16 +270,19 @@ async def pump_connection(
     hello within ``hello_timeout`` seconds is dropped (slow or silent peers hold nothing)."""
     try:
         if hello_timeout is not None:
+            # Only the hello is timed: handing on what came with it may wait on back-pressure
+            # from the run's other channels for as long as the dispatcher needs.
+            batch = []
             with anyio.fail_after(hello_timeout):
-                while parser.hello is None:
+                while parser.hello is None and parser.fatal is None:
                     chunk = await receive()
                     if not chunk:
                         parser.finish()
                         return
                     batch = parser.feed(chunk)
-                    if batch:
-                        await send.send(batch)
-                    parser.raise_fatal()
+            if batch:
+                await send.send(batch)
+            parser.raise_fatal()
         while chunk := await receive():
             view = memoryview(chunk)
             for start in range(0, len(view), BATCH_BYTES):
