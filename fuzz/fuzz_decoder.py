@@ -74,6 +74,7 @@ def _connection(data: bytes, cuts: list[int], require_secret: bool) -> None:
             for message in parser.feed(chunk):
                 assert parser.hello is not None
                 assert type(message.sig) is str and type(message.seq) is int
+            parser.raise_fatal()
         parser.finish()
     except ProtocolError:
         pass

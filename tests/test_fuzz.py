@@ -177,6 +177,7 @@ def test_a_connection_fed_arbitrary_bytes_reports_only_protocol_errors(
         for point in [*points, len(data)]:
             for message in parser.feed(data[start:point]):
                 assert isinstance(message, Message) and parser.hello is not None
+            parser.raise_fatal()
             start = point
         parser.finish()
     except ProtocolError:

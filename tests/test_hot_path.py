@@ -109,6 +109,9 @@ def test_messages_before_a_fatal_error_in_the_same_read_are_kept() -> None:
         assert [m.seq for m in batch] == [1, 2, 3]
         with pytest.raises(ProtocolError, match=why):
             parser.raise_fatal()
+        assert parser.feed(frame("tick", 6)) == []  # no resynchronising after a fatal error
+        with pytest.raises(ProtocolError, match=why):
+            parser.raise_fatal()
 
 
 async def test_a_large_read_reaches_the_dispatcher_in_order_in_several_batches() -> None:

@@ -102,7 +102,10 @@ class FrameConnection:
 
     def feed(self, chunk: bytes | memoryview) -> Batch:
         """Decode ``chunk``; bad frames are reported and skipped. A fatal error stops decoding:
-        the messages before it are returned, and :meth:`raise_fatal` raises it afterwards."""
+        the messages before it are returned, and :meth:`raise_fatal` raises it afterwards;
+        the stream cannot be resynchronised, so later chunks are ignored."""
+        if self.fatal is not None:
+            return []
         frames, error = self._decoder.feed_batch(chunk)
         batch: Batch = []
         append = batch.append
