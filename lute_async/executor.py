@@ -22,7 +22,12 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext, suppress
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    suppress,
+)
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -186,6 +191,7 @@ class Run:
         self._tap_taken = False
         # The wall-time deadline: a cancel scope whose deadline stop() parks and resume() moves.
         self._deadline: anyio.CancelScope | None = None
+        self._queued: anyio.CancelScope | None = None  # set while waiting for a slot
         self._paused_left: float | None = None
         # Channel ends this run's stdin/stdout are connected to (they act as communicators).
         self._channel_ends = [
@@ -255,18 +261,14 @@ class Run:
     async def cancel(self) -> None:
         """End the run: SIGTERM to its group (or the scheduler's cancel), SIGKILL after the
         grace period. The run ends ``cancelled``. Safe to call at any time, and more than once."""
-        if self._end_reason is None:
-            self._end_reason = EventName.CANCELLED
-        if self._process is not None and not self._exited.is_set():
+        if self._mark_cancelled() is not None:
             await self._terminate()
 
     async def kill(self) -> None:
         """End the run now: SIGKILL to its group (or the scheduler's forced cancel). The run
         ends ``cancelled``."""
-        if self._end_reason is None:
-            self._end_reason = EventName.CANCELLED
-        if self._process is not None and not self._exited.is_set():
-            await self._process.kill()
+        if (process := self._mark_cancelled()) is not None:
+            await process.kill()
 
     async def wait(self) -> AnalysisRecord:
         """Wait until the run has ended and its record is final; return the record."""
@@ -276,6 +278,15 @@ class Run:
             self._tap = None
         await self._finished.wait()
         return self.record
+
+    def _mark_cancelled(self) -> TaskProcess | None:
+        """Make ``cancelled`` the run's end and stop any wait for a slot; return the process
+        if it is still running and must be ended."""
+        if self._end_reason is None:
+            self._end_reason = EventName.CANCELLED
+        if self._queued is not None:
+            self._queued.cancel()
+        return None if self._exited.is_set() else self._process
 
     def _require_process(self, action: str) -> TaskProcess:
         if self._process is None or self._exited.is_set():
@@ -302,8 +313,14 @@ class Run:
     async def _supervise(self) -> None:
         executor = self._executor
         await executor._save(self)
-        async with executor._limiter or nullcontext():
-            if self._end_reason is not None:  # cancelled while waiting for a slot
+        async with AsyncExitStack() as slot:
+            if executor._limiter is not None:
+                # Waiting for a max_concurrency slot: cancel() ends the wait at once.
+                with anyio.CancelScope() as self._queued:
+                    if self._end_reason is None:
+                        await slot.enter_async_context(executor._limiter)
+                self._queued = None
+            if self._end_reason is not None:  # cancelled before it could start
                 await self._end(EventName.CANCELLED, ExitStatus(exit_code=None))
                 return
             channel = RunChannel(

@@ -324,6 +324,35 @@ async def test_max_concurrency_bounds_runs_executing_at_once(
     assert peak == 2
 
 
+async def test_cancelling_a_run_waiting_for_a_slot_ends_it_without_waiting_for_the_slot(
+    tmp_path: Path, script: Callable[[str], list[str]]
+) -> None:
+    holder = script(
+        """
+        import time
+        print("holding", flush=True)
+        time.sleep(300)  # holds the only slot until the test cancels it
+        """
+    )
+    async with Executor(db=tmp_path / "r.db", max_concurrency=1) as ex:
+        async with ex.start(holder, name="holder") as first:
+            async for message in first.messages():
+                if message.sig == "log" and message.data["message"] == "holding":
+                    break
+            ran: list[str] = []
+            async with ex.start([PYTHON, "-c", "pass"], name="queued") as queued:
+                queued.on("started", lambda event: ran.append(event.sig))
+                await queued.cancel()
+                with anyio.fail_after(30):  # a hang guard: the slot is never freed before this
+                    record = await queued.wait()
+            assert not first.done and first.status == "RUNNING"
+            await first.cancel()
+        assert record.status == "CANCELLED" and record.started_at is None and ran == []
+        assert (await first.wait()).status == "CANCELLED"
+        stored = (await ex.store()).get(record.id)
+        assert stored.status == "CANCELLED"
+
+
 async def test_records_survive_reopening_the_store(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     async with Executor(db=db) as ex:
