@@ -17,6 +17,8 @@ from conftest import process_exists
 from lute_async import Executor, RecordStore
 from lute_async.launchers.base import LaunchSpec
 from lute_async.launchers.slurm import (
+    OUTPUT_STREAM,
+    OutputFollower,
     Slurm,
     SlurmJob,
     exit_status,
@@ -101,6 +103,30 @@ def test_scheduler_states_map_to_terminal_events() -> None:
     assert (failed.exit_code, failed.extra["node_list"]) == (3, "n1")
 
 
+async def test_output_follower_sends_whole_lines_in_order_and_the_last_one_at_the_end(
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "slurm-1.out"
+    sent: list[tuple[str, str, str]] = []
+
+    async def notify(sig: str, data: dict[str, Any]) -> None:
+        sent.append((sig, data["stream"], data["message"]))
+
+    follower = OutputFollower(output, notify)
+    await follower.look()  # the job has not written its file yet
+    assert sent == []
+    output.write_bytes(b"one\r\ntw")
+    await follower.look()
+    with output.open("ab") as fh:
+        fh.write(b"o\n\xffthree")
+    await follower.look()
+    assert [m for _, _, m in sent] == ["one", "two"]  # "three" may still be being written
+    await follower.look(final=True)
+    assert sent == [("log", OUTPUT_STREAM, m) for m in ("one", "two", "\ufffdthree")]
+    await follower.look(final=True)  # closed: looking again sends nothing twice
+    assert len(sent) == 3
+
+
 # -- against the cluster ----------------------------------------------------------------
 
 
@@ -124,6 +150,59 @@ async def test_job_that_succeeds_goes_queued_started_result_done(
     assert secret not in await anyio.Path(batch_script).read_text()
     with RecordStore(executor.db_path) as store:
         assert store.get(record.id).slurm_job_id == record.slurm_job_id
+
+
+@pytest.mark.slurm
+async def test_a_jobs_output_arrives_as_log_lines_while_it_runs_and_before_it_ends(
+    slurm_cluster: SlurmCluster,
+    executor: Executor,
+    script: Callable[[str], list[str]],
+    tmp_path: Path,
+) -> None:
+    # The job prints, then blocks until the test has seen that line as a log event: the job
+    # can only end if its output is streamed while it runs.
+    gate = tmp_path / "gate.sock"
+    task = script(f"""
+        import socket, sys
+        print("waiting for the executor", flush=True)
+        print("on stderr", file=sys.stderr, flush=True)
+        s = socket.socket(socket.AF_UNIX)
+        s.connect({os.fspath(gate)!r})
+        s.recv(1)
+        sys.stdout.write("released, no newline")
+    """)
+    seen = anyio.Event()
+
+    async def release(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await seen.wait()
+            await stream.send(b"!")
+
+    logs: list[tuple[str, str]] = []
+    async with (
+        await anyio.create_unix_listener(gate) as listener,
+        anyio.create_task_group() as serving,
+    ):
+        serving.start_soon(listener.serve, release)
+        with anyio.fail_after(120):  # a hang guard, not a timing assertion
+            async with executor.start(task, launcher=loopback()) as run:
+                async for message in run.messages():
+                    if message.sig == "log" and message.data["stream"] == OUTPUT_STREAM:
+                        logs.append((message.sig, message.data["message"]))
+                        if message.data["message"] == "waiting for the executor":
+                            seen.set()
+                    elif message.sig in LIFECYCLE:
+                        logs.append((message.sig, ""))
+        serving.cancel_scope.cancel()
+    assert run.record.status == "COMPLETED"
+    assert logs == [
+        ("queued", ""),
+        ("started", ""),
+        ("log", "waiting for the executor"),
+        ("log", "on stderr"),
+        ("log", "released, no newline"),
+        ("done", ""),
+    ]
 
 
 @pytest.mark.slurm

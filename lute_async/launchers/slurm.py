@@ -4,7 +4,8 @@ The launcher writes a batch script into the run's directory (only the ``#SBATCH`
 user gave), submits it with ``sbatch --parsable`` and follows the job with ``scontrol show
 job`` at a backing-off interval, then ``sacct -c`` or the job-completion file once the job has
 left the controller's memory. The scheduler's final state decides the terminal event, also
-when the task never connected. The run's secret reaches the job through sbatch's environment
+when the task never connected. The job's output file is read at each query and handed on as
+``log`` events. The run's secret reaches the job through sbatch's environment
 (``--export=ALL``), never through the script.
 
 ``submit_executor`` submits the executor itself (``lute-async run``) as a batch job, LUTE's
@@ -23,10 +24,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 
+from lute_async.communicators.base import LineBuffer, line_text
 from lute_async.communicators.tcp import TcpCommunicator
 from lute_async.errors import LaunchError
 from lute_async.launchers.base import ExitStatus, LaunchSpec, Notify
@@ -39,6 +41,12 @@ POLL_FACTOR = 2.0
 POLL_MAX = 5.0
 #: Queries in a row that find no trace of the job before it is declared lost.
 MAX_MISSES = 6
+#: A look at a running job's output file reads at most this many chunks of OUTPUT_READ bytes
+#: (a job writing faster is caught up with at the next look, and wholly once it has ended).
+OUTPUT_READ = 1024 * 1024
+OUTPUT_CHUNKS_PER_LOOK = 8
+#: The ``stream`` of log events carrying a job's output (stdout and stderr, as SLURM merges them).
+OUTPUT_STREAM = "job_output"
 
 QUEUED_STATES = frozenset(
     {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
@@ -190,6 +198,58 @@ async def _run(
         ) from exc
 
 
+class OutputFollower:
+    """Hands on what a job has written to its output file since the last look, as ``log``
+    events, one per line. The job follower looks each time it queries the scheduler and once
+    more when the job has ended, so lines arrive in order and before the terminal event.
+
+    SLURM writes the file on the batch host: the executor sees it through a shared filesystem
+    (or on a single-node cluster); where it cannot, nothing is sent and the record still names
+    the file.
+    """
+
+    def __init__(self, path: Path, notify: Notify) -> None:
+        self.path = path
+        self._notify = notify
+        self._file: BinaryIO | None = None
+        self._lines = LineBuffer()
+        self._closed = False
+
+    async def look(self, *, final: bool = False) -> None:
+        """Send the complete lines written since the last look; ``final`` also sends an
+        unfinished last line, reads to the end of the file and closes it."""
+        chunks = 0
+        while not self._closed and (final or chunks < OUTPUT_CHUNKS_PER_LOOK):
+            chunk = await anyio.to_thread.run_sync(self._read)  # NFS reads may block
+            if not chunk:
+                break
+            chunks += 1
+            await self._send(self._lines.feed(chunk))
+        if final:
+            await self._send(self._lines.finish())
+            self.close()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _read(self) -> bytes:
+        if self._file is None:
+            try:
+                self._file = open(self.path, "rb")  # noqa: SIM115 - held open across looks
+            except OSError:
+                return b""  # not written yet, or not visible from here
+        return self._file.read(OUTPUT_READ)
+
+    async def _send(self, lines: list[bytes]) -> None:
+        for raw in lines:
+            await self._notify(
+                "log", {"message": line_text(raw), "level": "info", "stream": OUTPUT_STREAM}
+            )
+
+
 class SlurmJob:
     """A submitted batch job: followed through the scheduler, signalled with ``scancel``."""
 
@@ -218,12 +278,19 @@ class SlurmJob:
         self._last_state = "PENDING"
         self._signallers: list[subprocess.Popen[bytes]] = []
         self._wake = anyio.Event()
+        self._output = OutputFollower(output, notify)
         #: The last scontrol failure other than "unknown job" (controller down, timeout).
         self.controller_error: str | None = None
 
     # -- following the job ---------------------------------------------------------------
 
     async def wait(self) -> ExitStatus:
+        try:
+            return await self._follow()
+        finally:
+            self._output.close()
+
+    async def _follow(self) -> ExitStatus:
         delay = POLL_FIRST
         misses = 0
         while self._status is None:
@@ -240,6 +307,7 @@ class SlurmJob:
                 else:
                     misses += 1
                 if misses >= MAX_MISSES:
+                    await self._output.look(final=True)
                     self._status = self._lost()
                     break
             else:
@@ -250,10 +318,13 @@ class SlurmJob:
                 if info.state in TERMINAL_STATES:
                     if not self._started and _ran(info):  # it ran between two queries
                         await self._announce(info)
+                    await self._output.look(final=True)
                     self._status = exit_status(self.job_id, info)
                     break
                 if info.state in ACTIVE_STATES and not self._started:
                     await self._announce(info)
+            if self._started:
+                await self._output.look()
             # Between scheduler queries, by design (the scheduler has no push interface);
             # a cancel or signal from the executor cuts the wait short.
             with anyio.move_on_after(delay):
