@@ -7,12 +7,13 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from conftest import process_exists
+from conftest import PYTHON, process_exists
 
 from lute_async import Executor, RecordStore
 from lute_async.launchers.base import LaunchSpec
@@ -22,9 +23,11 @@ from lute_async.launchers.slurm import (
     Slurm,
     SlurmJob,
     exit_status,
+    job_info_from_row,
     parse_job_fields,
     submit_executor,
 )
+from lute_async.launchers.slurm_queue import JobBoard, parse_rows
 
 if TYPE_CHECKING:
     from slurm_support import SlurmCluster
@@ -127,6 +130,20 @@ async def test_output_follower_sends_whole_lines_in_order_and_the_last_one_at_th
     assert len(sent) == 3
 
 
+def test_squeue_rows_give_state_and_placement_without_its_placeholders() -> None:
+    # Rows as squeue 22.05 prints them: a held job (not placed yet) and a running one.
+    rows = parse_rows("247|PENDING|JobHeldUser||n/a|4294967294|\n246|RUNNING|None|vm|vm|2|\n")
+    pending, running = job_info_from_row(rows["247"]), job_info_from_row(rows["246"])
+    assert (pending.state, pending.reason, pending.node_list) == ("PENDING", "JobHeldUser", None)
+    assert (pending.batch_host, pending.ntasks) == (None, None)
+    assert (running.state, running.node_list, running.batch_host, running.ntasks) == (
+        "RUNNING",
+        "vm",
+        "vm",
+        2,
+    )
+
+
 # -- against the cluster ----------------------------------------------------------------
 
 
@@ -203,6 +220,50 @@ async def test_a_jobs_output_arrives_as_log_lines_while_it_runs_and_before_it_en
         ("log", "released, no newline"),
         ("done", ""),
     ]
+
+
+@pytest.mark.slurm
+async def test_jobs_followed_at_once_are_looked_at_with_one_squeue(
+    slurm_cluster: SlurmCluster, executor: Executor
+) -> None:
+    # Held jobs stay queued until released: by the time all four are released, each is on the
+    # board, and the squeue that sees them run covers all four.
+    launcher = loopback(extra_sbatch=["--hold"])
+    async with AsyncExitStack() as stack:
+        runs = [
+            await stack.enter_async_context(
+                executor.start([PYTHON, "-c", "pass"], name=f"held{i}", launcher=launcher)
+            )
+            for i in range(4)
+        ]
+        job_ids = []
+        for run in runs:
+            async for message in run.messages():
+                if message.sig == "queued":
+                    job_ids.append(message.data["slurm_job_id"])
+                    break
+        jobs = [run._process for run in runs]
+        boards = {job.board for job in jobs if isinstance(job, SlurmJob)}
+        released = await anyio.run_process(["scontrol", "release", ",".join(job_ids)], check=False)
+        assert released.returncode == 0, released.stderr.decode()
+        records = [await run.wait() for run in runs]
+    assert [r.status for r in records] == ["COMPLETED"] * 4
+    assert len(boards) == 1 and boards.pop().widest == 4
+
+
+@pytest.mark.slurm
+async def test_a_board_says_why_squeue_failed_and_that_unknown_jobs_are_unknown(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    (tmp_path / "slurm.conf").write_text("not a slurm.conf\n")
+    broken = JobBoard({**os.environ, "SLURM_CONF": os.fspath(tmp_path / "slurm.conf")})
+    broken.add("1")
+    failed = await broken.observe()
+    assert failed.error is not None and "configuration" in failed.error and failed.rows == {}
+    board = JobBoard(dict(os.environ))
+    board.add("999999")
+    unknown = await board.observe()
+    assert unknown.error is None and unknown.rows == {}
 
 
 @pytest.mark.slurm

@@ -1,12 +1,13 @@
 """SLURM launcher: the run becomes a batch job; its ranks report back over TCP.
 
 The launcher writes a batch script into the run's directory (only the ``#SBATCH`` options the
-user gave), submits it with ``sbatch --parsable`` and follows the job with ``scontrol show
-job`` at a backing-off interval, then ``sacct -c`` or the job-completion file once the job has
-left the controller's memory. The scheduler's final state decides the terminal event, also
-when the task never connected. The job's output file is read at each query and handed on as
-``log`` events. The run's secret reaches the job through sbatch's environment
-(``--export=ALL``), never through the script.
+user gave), submits it with ``sbatch --parsable`` and follows the job at a backing-off
+interval with one ``squeue`` shared by every job followed on the cluster (``slurm_queue``);
+how it ended comes from ``scontrol show job``, then ``sacct -c`` or the job-completion file
+once the job has left the controller's memory. The scheduler's final state decides the
+terminal event, also when the task never connected. The job's output file is read at each
+look and handed on as ``log`` events. The run's secret reaches the job through sbatch's
+environment (``--export=ALL``), never through the script.
 
 ``submit_executor`` submits the executor itself (``lute-async run``) as a batch job, LUTE's
 model: the task and its MPI ranks run on the allocation and record into a shared database.
@@ -33,6 +34,7 @@ from lute_async.communicators.tcp import TcpCommunicator
 from lute_async.errors import LaunchError
 from lute_async.launchers.base import ExitStatus, LaunchSpec, Notify
 from lute_async.launchers.mpi import own_python
+from lute_async.launchers.slurm_queue import Row, board_for
 from lute_async.logs import get_logger
 
 #: Back-off between scheduler queries: first delay, factor and ceiling (seconds).
@@ -125,6 +127,22 @@ def parse_job_fields(text: str, source: str = "scontrol") -> JobInfo | None:
         ntasks=int(ntasks) if ntasks.isdigit() else None,
         raw_exit=fields.get("ExitCode"),
         source=source,
+    )
+
+
+def job_info_from_row(row: Row) -> JobInfo:
+    """A JobInfo from a squeue row (state and placement; how a job ended comes from
+    :meth:`SlurmJob.query`)."""
+    ntasks = row.get("NumTasks", "")
+    batch_host = _null(row.get("BatchHost"))
+    return JobInfo(
+        state=row["State"].split()[0].upper() if row.get("State") else "UNKNOWN",
+        reason=_null(row.get("Reason")),
+        node_list=_null(row.get("NodeList")),
+        batch_host=None if batch_host in (None, "n/a") else batch_host,
+        # NO_VAL (4294967294) until the job is placed
+        ntasks=int(ntasks) if ntasks.isdigit() and int(ntasks) < 2**31 else None,
+        source="squeue",
     )
 
 
@@ -279,6 +297,9 @@ class SlurmJob:
         self._signallers: list[subprocess.Popen[bytes]] = []
         self._wake = anyio.Event()
         self._output = OutputFollower(output, notify)
+        #: The board this job's state is read from, with every job on the same cluster.
+        self.board = board_for(self._env)
+        self.board.add(job_id)
         #: The last scontrol failure other than "unknown job" (controller down, timeout).
         self.controller_error: str | None = None
 
@@ -288,6 +309,7 @@ class SlurmJob:
         try:
             return await self._follow()
         finally:
+            self.board.discard(self.job_id)
             self._output.close()
 
     async def _follow(self) -> ExitStatus:
@@ -295,7 +317,7 @@ class SlurmJob:
         misses = 0
         while self._status is None:
             self._reap_signallers()
-            info = await self.query()
+            info = await self.observe()
             if info is None:
                 if self.controller_error is not None:  # not an answer: ask again later
                     get_logger().warning(
@@ -362,6 +384,19 @@ class SlurmJob:
             error={"type": "SlurmJobLost", "message": message},
             extra={"slurm_state": None},
         )
+
+    async def observe(self) -> JobInfo | None:
+        """The job's state from the squeue shared by every job followed on this cluster while
+        it is queued or running; once it has ended (or squeue does not know it, or failed),
+        the whole story from :meth:`query`."""
+        answer = await self.board.observe()
+        row = answer.rows.get(self.job_id) if answer.error is None else None
+        if row is not None:
+            info = job_info_from_row(row)
+            if info.state not in TERMINAL_STATES:
+                self.controller_error = None
+                return info
+        return await self.query()
 
     async def query(self) -> JobInfo | None:
         """The job's state from ``scontrol``, or from ``sacct -c`` / the job-completion file
@@ -563,15 +598,7 @@ class Slurm:
         done = await _run(argv, spec.env)
         job_id = _submitted_job_id(done, f"run {spec.name!r}")
         job_output = spec.run_dir / f"slurm-{job_id}.out"
-        await notify(
-            "queued",
-            {
-                "slurm_job_id": job_id,
-                "batch_script": os.fspath(script),
-                "slurm_output": os.fspath(job_output),
-            },
-        )
-        return SlurmJob(
+        job = SlurmJob(
             job_id,
             batch_script=script,
             output=job_output,
@@ -580,6 +607,15 @@ class Slurm:
             notify=notify,
             run_id=spec.run_id,
         )
+        await notify(
+            "queued",
+            {
+                "slurm_job_id": job_id,
+                "batch_script": os.fspath(script),
+                "slurm_output": os.fspath(job_output),
+            },
+        )
+        return job
 
 
 def submit_executor(
