@@ -419,14 +419,21 @@ def parse_config(text: str, source: str = "<string>", base: Path | None = None) 
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     where = _Where(source)
     for key in data:
-        if key not in ("tasks", "executor"):
-            raise where.error(key, "unknown top-level key; expected [tasks.NAME] or [executor]")
+        if key not in ("tasks", "executor", "graph"):
+            raise where.error(
+                key, "unknown top-level key; expected [tasks.NAME], [graph.NAME] or [executor]"
+            )
+    graph = data.get("graph", {})
+    if not isinstance(graph, dict):
+        raise where.expected("graph", "tables [graph.NAME]", graph)
     tasks_table = data.get("tasks", {})
     if not isinstance(tasks_table, dict):
         raise where.expected("tasks", "tables [tasks.NAME]", tasks_table)
     tasks = {name: _parse_task(name, table, source, base) for name, table in tasks_table.items()}
     settings = _parse_executor(source, data.get("executor", {}), base)
-    return TaskConfig(tasks=tasks, path=None, base=base, source=source, executor=settings)
+    config = TaskConfig(tasks=tasks, path=None, base=base, source=source, executor=settings)
+    config.graph = graph  # checked by lute_async.workflow.load_graph
+    return config
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> TaskConfig:
@@ -566,6 +573,8 @@ class TaskConfig:
         self.base = base
         self.source = source
         self.executor = executor or ExecutorSettings()
+        #: The file's ``[graph.NAME]`` tables, as written (see ``workflow.load_graph``).
+        self.graph: dict[str, Any] = {}
 
     def task(self, name: str) -> TaskDef:
         """The definition named ``name``: from the file, else an installed entry point."""

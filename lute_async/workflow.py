@@ -15,7 +15,7 @@ node runs after, directly or not; a string that is exactly one template takes th
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ from lute_async.messages import TaskStatus
 from lute_async.records import AnalysisRecord
 
 if TYPE_CHECKING:
+    from lute_async.config import TaskConfig
     from lute_async.executor import Executor
 
 #: Record fields a template may read from a finished task.
@@ -52,6 +53,10 @@ class GraphCycleError(GraphError):
         )
 
 
+#: Builds a node's command and run options from its params once its dependencies have ended.
+Prepare = Callable[[dict[str, Any]], Awaitable[tuple[list[str], dict[str, Any]]]]
+
+
 @dataclass(slots=True)
 class Node:
     """One task of a workflow and, once it has ended, its record."""
@@ -61,6 +66,8 @@ class Node:
     after: tuple[str, ...] = ()
     after_any: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    #: For a defined task: its command and options, built from the params at start.
+    prepare: Prepare | None = None
     record: AnalysisRecord | None = None
     status: str = TaskStatus.PENDING.value
     ended: anyio.Event = field(default_factory=anyio.Event)
@@ -115,6 +122,26 @@ class Workflow:
         """Add a ``@task`` function ``"pkg.mod:func"`` run in a worker process."""
         python = options.pop("python", None)
         return self.add(name, self.executor.function_command(target, python=python), **options)
+
+    def add_defined(self, name: str, config: TaskConfig, task: str, **options: Any) -> Node:
+        """Add the task ``task`` defined in ``config``, run with all it defines; ``params``
+        in ``options`` override its defaults and may use upstream results."""
+        definition = config.task(task)  # an unknown task is refused now, not at its turn
+        executor = self.executor
+
+        async def prepare(params: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+            store = await executor.store()
+            try:
+                resolved = config.resolve(task, params, store=store)
+            except ConfigError as exc:
+                raise GraphError(f"graph task {name!r}: {exc}") from None
+            defined = resolved.run_options()
+            del defined["name"]  # the node's name names the run
+            return resolved.argv, defined
+
+        node = self.add(name, list(definition.command or [definition.function or task]), **options)
+        node.prepare = prepare
+        return node
 
     @property
     def states(self) -> dict[str, str]:
@@ -190,13 +217,22 @@ class Workflow:
                 dep for dep in node.after if self.nodes[dep].status != TaskStatus.COMPLETED.value
             ]
             if unfinished and not node.after_any:
-                await self._cancel_node(node, unfinished)
+                reasons = ", ".join(f"{d!r} ended {self.nodes[d].status}" for d in unfinished)
+                await self._end_unstarted(node, "DependencyFailed", f"dependency {reasons}")
                 return
             finished = {name: n.record for name, n in self.nodes.items() if n.record}
             options = dict(node.options)
-            if "params" in options:
-                options["params"] = resolve_templates(options["params"], finished)
-            argv = resolve_templates(node.argv, finished)
+            try:
+                if "params" in options:
+                    options["params"] = resolve_templates(options["params"], finished)
+                argv = resolve_templates(node.argv, finished)
+                if node.prepare is not None:
+                    argv, defined = await node.prepare(options.pop("params", None) or {})
+                    options = {**defined, **options}
+            except (GraphError, ConfigError) as exc:
+                # Its own failure: the other branches go on, its dependants are cancelled.
+                await self._end_unstarted(node, type(exc).__name__, str(exc))
+                return
             hooks = _with_state_hooks(
                 options.pop("hooks", None), lambda s: self._set_state(node, s)
             )
@@ -206,15 +242,11 @@ class Workflow:
         finally:
             node.ended.set()
 
-    async def _cancel_node(self, node: Node, unfinished: list[str]) -> None:
-        reasons = ", ".join(f"{dep!r} ended {self.nodes[dep].status}" for dep in unfinished)
+    async def _end_unstarted(self, node: Node, kind: str, why: str) -> None:
+        """Record ``node`` CANCELLED without starting it, ``why`` in its error."""
         options = {k: v for k, v in node.options.items() if k != "hooks"}
         async with self.executor.start(node.argv, name=node.name, **options) as run:
-            run.record.error = {
-                "type": "DependencyFailed",
-                "message": f"not started: dependency {reasons}",
-                "traceback": None,
-            }
+            run.record.error = {"type": kind, "message": f"not started: {why}", "traceback": None}
             await run.cancel()  # before launch: the run ends CANCELLED without starting
         node.record = run.record
         self._set_state(node, run.record.status)
@@ -290,7 +322,17 @@ def resolve_templates(value: Any, records: Mapping[str, AnalysisRecord]) -> Any:
 
 
 #: Keys of a ``[graph.NAME]`` table in a graph file.
-GRAPH_KEYS = ("command", "function", "after", "after_any", "params", "timeout", "cwd", "tags")
+GRAPH_KEYS = (
+    "command",
+    "function",
+    "task",
+    "after",
+    "after_any",
+    "params",
+    "timeout",
+    "cwd",
+    "tags",
+)
 
 
 def load_graph(path: str | Path, executor: Executor, **options: Any) -> Workflow:
@@ -298,22 +340,26 @@ def load_graph(path: str | Path, executor: Executor, **options: Any) -> Workflow
 
     [graph.peaks]
     command = ["python", "peaks.py"]        # or: function = "pkg.mod:func"
-    after = ["calibrate"]
+    after = ["calibrate"]                   #  or: task = "find_peaks", a [tasks.NAME]
     after_any = false
     params = { threshold = "{{ calibrate.result.payload.threshold }}" }
     timeout = 600
+
+    ``task`` runs a task defined in the same file's ``[tasks]`` (or installed) with everything
+    it defines (launcher, env, limits, hooks...); the graph's ``params`` override its defaults
+    and are filled in from upstream results before the definition's templates are.
     """
-    import tomllib
+    from lute_async.config import parse_config
 
     try:
-        document = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the graph: {exc}") from None
-    tables = document.get("graph")
-    if not isinstance(tables, dict) or not tables:
+    config = parse_config(text, str(path), Path(path).resolve().parent)
+    if not config.graph:
         raise ConfigError(f"{path}: expected [graph.NAME] tables, one per task")
     workflow = Workflow(executor, **options)
-    for name, table in tables.items():
+    for name, table in config.graph.items():
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [graph.{name}] must be a table")
         unknown = set(table) - set(GRAPH_KEYS)
@@ -324,12 +370,16 @@ def load_graph(path: str | Path, executor: Executor, **options: Any) -> Workflow
             )
         run_options = {k: table[k] for k in ("params", "timeout", "cwd", "tags") if k in table}
         edges = {"after": table.get("after", ()), "after_any": bool(table.get("after_any"))}
-        if ("command" in table) == ("function" in table):
-            raise ConfigError(f"{path}: [graph.{name}] needs exactly one of command or function")
+        if sum(key in table for key in ("command", "function", "task")) != 1:
+            raise ConfigError(
+                f"{path}: [graph.{name}] needs exactly one of command, function or task"
+            )
         if "function" in table:
             workflow.add_function(name, str(table["function"]), **edges, **run_options)
-        else:
+        elif "command" in table:
             workflow.add(name, table["command"], **edges, **run_options)
+        else:
+            workflow.add_defined(name, config, str(table["task"]), **edges, **run_options)
     return workflow
 
 

@@ -120,7 +120,8 @@ def test_unknown_key_names_file_task_key_and_the_allowed_keys() -> None:
 
 def test_unknown_top_level_key_is_an_error() -> None:
     assert error_of("[task.a]\ncommand = ['true']\n") == (
-        "tasks.toml: key 'task': unknown top-level key; expected [tasks.NAME] or [executor]"
+        "tasks.toml: key 'task': unknown top-level key; "
+        "expected [tasks.NAME], [graph.NAME] or [executor]"
     )
 
 

@@ -4,12 +4,15 @@ after_any, cycle rejection and results flowing into dependants' params."""
 from __future__ import annotations
 
 import os
+import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from lute_async import Event, Executor
+from lute_async.errors import ConfigError
 from lute_async.workflow import GraphCycleError, GraphError, Workflow, run_graph_from_config
 
 
@@ -178,3 +181,122 @@ after = ["one"]
     )
     assert records["two"].status == "COMPLETED"
     assert changes.index(("one", "COMPLETED")) < changes.index(("two", "RUNNING"))
+
+
+DEFINED_GRAPH = """
+[tasks.scale]
+command = [
+    "{python}", "-c", "import os, sys; print(os.environ['GAIN_UNITS'], sys.argv[1])",
+    "{{{{ scaled }}}}",
+]
+env = {{ GAIN_UNITS = "adu/keV" }}
+tags = ["defined"]
+timeout = 60
+
+[tasks.scale.params]
+gain = 1
+scaled = "{{{{ gain }}}}x"
+
+[graph.calibrate]
+command = [
+    "{python}", "-c",
+    "from lute_async.task import Reporter\\nwith Reporter.connect() as r: r.result({{'gain': 7}})",
+]
+
+[graph.apply]
+task = "scale"
+after = ["calibrate"]
+params = {{ gain = "{{{{ calibrate.result.payload.gain }}}}" }}
+"""
+
+
+async def test_a_graph_task_runs_a_defined_task_with_upstream_results_as_its_params(
+    executor: Executor, tmp_path: Path
+) -> None:
+    path = tmp_path / "graph.toml"
+    path.write_text(DEFINED_GRAPH.format(python=sys.executable))
+    lines: list[str] = []
+    executor.on("log", lambda event: lines.append(f"{event.run.name}: {event.data['message']}"))
+    records = await run_graph_from_config(path, executor)
+    apply = records["apply"]
+    assert apply.status == "COMPLETED", apply.error
+    # The upstream result fills the graph's param, which the definition's templates then use.
+    assert apply.params == {"gain": 7, "scaled": "7x"}
+    assert apply.command[-1] == "7x" and "apply: adu/keV 7x" in lines
+    assert apply.env["GAIN_UNITS"] == "adu/keV" and apply.tags == ["defined"]
+
+
+@pytest.mark.parametrize(
+    ("graph", "error"),
+    [
+        ('[graph.a]\ntask = "nope"\n', "no task 'nope'"),
+        (
+            '[tasks.t]\ncommand = ["true"]\n[graph.a]\ntask = "t"\ncommand = ["true"]\n',
+            "exactly one of command, function or task",
+        ),
+        ("[graph]\n", "expected [graph.NAME] tables"),
+        ('graph = "x"\n', "tables [graph.NAME]"),
+    ],
+)
+async def test_a_bad_graph_file_is_refused_before_anything_runs(
+    executor: Executor, tmp_path: Path, graph: str, error: str
+) -> None:
+    path = tmp_path / "graph.toml"
+    path.write_text(graph)
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        await run_graph_from_config(path, executor)
+    assert (await executor.store()).query() == []
+
+
+async def test_a_task_that_cannot_be_prepared_ends_unstarted_and_the_rest_of_the_graph_runs(
+    executor: Executor, tmp_path: Path
+) -> None:
+    path = tmp_path / "graph.toml"
+    path.write_text(
+        f"""
+[tasks.needs_env]
+command = ["true", "{{{{ $LUTE_ASYNC_TEST_UNSET_VARIABLE }}}}"]
+
+[graph.calibrate]
+command = ["{sys.executable}", "-c", "import lute_async.task as t; t.Reporter.connect().result(1)"]
+
+[graph.bad_env]
+task = "needs_env"
+
+[graph.bad_template]
+command = ["echo", "{{{{ calibrate.result.payload.missing }}}}"]
+after = ["calibrate"]
+
+[graph.after_bad]
+command = ["echo", "never"]
+after = ["bad_env"]
+
+[graph.fine]
+command = ["echo", "fine"]
+after = ["calibrate"]
+"""
+    )
+    records = await run_graph_from_config(path, executor)
+    assert {name: r.status for name, r in records.items()} == {
+        "calibrate": "COMPLETED",
+        "bad_env": "CANCELLED",
+        "bad_template": "CANCELLED",
+        "after_bad": "CANCELLED",
+        "fine": "COMPLETED",
+    }
+    errors = {name: records[name].error or {} for name in ("bad_env", "bad_template", "after_bad")}
+    assert errors["bad_env"]["type"] == "GraphError"
+    assert "LUTE_ASYNC_TEST_UNSET_VARIABLE" in errors["bad_env"]["message"]
+    assert errors["bad_template"]["type"] == "GraphError"
+    assert "'missing'" in errors["bad_template"]["message"]
+    assert errors["after_bad"]["type"] == "DependencyFailed"
+    assert all(records[name].started_at is None for name in errors)
+
+
+async def test_the_example_graph_runs_and_its_defined_task_gets_the_upstream_gain(
+    executor: Executor,
+) -> None:
+    example = Path(__file__).parent.parent / "examples" / "graph.toml"
+    records = await run_graph_from_config(example, executor)
+    assert {r.status for r in records.values()} == {"COMPLETED"}
+    assert records["report"].params == {"greeting": "hello", "gain": 2}
