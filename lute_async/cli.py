@@ -4,12 +4,11 @@ live display, report from inside tasks, and read the run history."""
 from __future__ import annotations
 
 import csv
-import io
 import json
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -562,23 +561,21 @@ def _filters(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _query(
-    store: RecordStore,
+def _filter_keywords(
     name: str | None,
     statuses: tuple[str, ...],
     since: str | None,
     until: str | None,
     tags: tuple[str, ...],
-    limit: int | None,
-) -> list[AnalysisRecord]:
-    return store.query(
-        name=name,
-        status=[s.upper() for s in statuses] or None,
-        since=parse_time(since) if since else None,
-        until=parse_time(until) if until else None,
-        tags=list(tags) or None,
-        limit=limit,
-    )
+) -> dict[str, Any]:
+    """The command line's record filters as :meth:`RecordStore.query` keywords."""
+    return {
+        "name": name,
+        "status": [s.upper() for s in statuses] or None,
+        "since": parse_time(since) if since else None,
+        "until": parse_time(until) if until else None,
+        "tags": list(tags) or None,
+    }
 
 
 @records.command(name="list")
@@ -600,7 +597,7 @@ def records_list(
     from lute_async.display import make_console, records_table
 
     with _open_store(ctx) as store:
-        found = _query(store, name, statuses, since, until, tags, limit)
+        found = store.query(**_filter_keywords(name, statuses, since, until, tags), limit=limit)
     if as_json:
         for record in found:
             click.echo(json.dumps(record.to_dict()))
@@ -702,20 +699,22 @@ def records_export(
     fmt: str,
     output: IO[str],
 ) -> None:
-    """Export runs, oldest first, as JSON lines or CSV."""
+    """Export runs, oldest first, as JSON lines or CSV (streamed: any number of runs)."""
     with _open_store(ctx) as store:
-        found = _query(store, name, statuses, since, until, tags, limit)
-    found.reverse()
-    if fmt == "jsonl":
+        filters = _filter_keywords(name, statuses, since, until, tags)
+        found: Iterable[AnalysisRecord]
+        if limit is not None:  # the newest `limit` runs, then oldest first
+            found = reversed(store.query(**filters, limit=limit))
+        else:
+            found = store.iterate(**filters, newest_first=False)
+        if fmt == "jsonl":
+            for record in found:
+                output.write(json.dumps(record.to_dict()) + "\n")
+            return
+        writer = csv.writer(output)
+        writer.writerow(CSV_COLUMNS)
         for record in found:
-            output.write(json.dumps(record.to_dict()) + "\n")
-        return
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    for record in found:
-        writer.writerow(_csv_row(record))
-    output.write(buffer.getvalue())
+            writer.writerow(_csv_row(record))
 
 
 # --- demo and submit ----------------------------------------------------------------------------

@@ -410,6 +410,41 @@ def _record_from_stored(document: Any, packed: bytes | None) -> AnalysisRecord:
 # --- journal ------------------------------------------------------------------------------------
 
 
+def _filters(
+    name: str | None,
+    status: str | Iterable[str] | None,
+    since: float | None,
+    until: float | None,
+    tags: str | Iterable[str] | None,
+) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause (empty when nothing filters) and its arguments for a query."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    if name is not None:
+        clauses.append("name = ?")
+        args.append(name)
+    if status is not None:
+        statuses = [status] if isinstance(status, str) else list(status)
+        statuses = [_status_str(s) for s in statuses]
+        clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
+        args.extend(statuses)
+    if since is not None:
+        clauses.append("submitted_at >= ?")
+        args.append(since)
+    if until is not None:
+        clauses.append("submitted_at < ?")
+        args.append(until)
+    if tags is not None:
+        wanted = sorted({tags} if isinstance(tags, str) else set(tags))
+        if wanted:
+            clauses.append(
+                "id IN (SELECT run_id FROM run_tags WHERE tag IN "
+                f"({', '.join('?' * len(wanted))}) GROUP BY run_id HAVING COUNT(*) = ?)"
+            )
+            args.extend([*wanted, len(wanted)])
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
 def _status_rank(status: str) -> int:
     return _STATUS_RANK.get(status, 3)
 
@@ -908,42 +943,54 @@ class RecordStore:
         *status* is one status or several (any matches); *since* <= submitted_at < *until*
         (epoch seconds); a run matches *tags* when it has all of them.
         """
-        clauses: list[str] = []
-        args: list[Any] = []
-        if name is not None:
-            clauses.append("name = ?")
-            args.append(name)
-        if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            statuses = [_status_str(s) for s in statuses]
-            clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
-            args.extend(statuses)
-        if since is not None:
-            clauses.append("submitted_at >= ?")
-            args.append(since)
-        if until is not None:
-            clauses.append("submitted_at < ?")
-            args.append(until)
-        if tags is not None:
-            wanted = sorted({tags} if isinstance(tags, str) else set(tags))
-            if wanted:
-                clauses.append(
-                    "id IN (SELECT run_id FROM run_tags WHERE tag IN "
-                    f"({', '.join('?' * len(wanted))}) GROUP BY run_id HAVING COUNT(*) = ?)"
-                )
-                args.extend([*wanted, len(wanted)])
-        sql = "SELECT id, doc, result FROM runs"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        where, args = _filters(name, status, since, until, tags)
         direction = "DESC" if newest_first else "ASC"
+        sql = f"SELECT id, doc, result FROM runs{where}"
         sql += f" ORDER BY submitted_at {direction}, rowid {direction}"
         if limit is not None:
-            if limit < 0:
-                raise ValueError(f"limit must be >= 0, got {limit}")
             sql += " LIMIT ?"
             args.append(limit)
         rows = self._read(sql, args, "query runs")
         return [self._decode(run_id, doc, result) for run_id, doc, result in rows]
+
+    def iterate(
+        self,
+        *,
+        name: str | None = None,
+        status: str | Iterable[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        tags: str | Iterable[str] | None = None,
+        newest_first: bool = True,
+        page: int = 256,
+    ) -> Iterator[AnalysisRecord]:
+        """Like :meth:`query` without a limit, read ``page`` runs at a time: memory stays
+        bounded by a page however many runs match (``records export`` uses it)."""
+        if page < 1:
+            raise ValueError(f"page must be >= 1, got {page}")
+        where, args = _filters(name, status, since, until, tags)
+        direction, after = ("DESC", "<") if newest_first else ("ASC", ">")
+        order = f" ORDER BY submitted_at {direction}, rowid {direction} LIMIT ?"
+        last: tuple[float, int] | None = None
+        while True:
+            # Keyset paging: each page starts after the last row of the one before.
+            clause, page_args = where, list(args)
+            if last is not None:
+                keyset = f"(submitted_at, rowid) {after} (?, ?)"
+                clause = f"{where} AND {keyset}" if where else f" WHERE {keyset}"
+                page_args.extend(last)
+            rows = self._read(
+                f"SELECT id, doc, result, submitted_at, rowid FROM runs{clause}{order}",
+                [*page_args, page],
+                "query runs",
+            )
+            for run_id, doc, result, _, _ in rows:
+                yield self._decode(run_id, doc, result)
+            if len(rows) < page:
+                return
+            last = (rows[-1][3], rows[-1][4])
 
     def latest(self, name: str, status: str | None = "COMPLETED") -> AnalysisRecord | None:
         """Return the last-submitted run called *name* with *status* (any if None), or None."""

@@ -370,6 +370,23 @@ def test_query_combines_filters(populated: RecordStore) -> None:
     assert ids(populated.query(name="a", status="COMPLETED", tags=["y"])) == ["a1"]
 
 
+@pytest.mark.parametrize("page", [1, 2, 3, 256])
+def test_iterate_pages_through_the_same_runs_in_the_same_order_as_query(
+    store: RecordStore, page: int
+) -> None:
+    # Runs submitted at the same instant are ordered by insertion, across page boundaries too.
+    for n in range(9):
+        store.save(record("t", id=f"r{n}", submitted_at=100.0 + n // 3, tags=["odd"] * (n % 2)))
+    for filters in ({}, {"tags": "odd"}, {"since": 101.0}, {"name": "none"}):
+        for newest_first in (True, False):
+            expected = ids(store.query(**filters, newest_first=newest_first))
+            got = ids(list(store.iterate(**filters, newest_first=newest_first, page=page)))
+            assert got == expected, (filters, newest_first)
+    assert ids(list(store.iterate(newest_first=False, page=page)))[:4] == ["r0", "r1", "r2", "r3"]
+    with pytest.raises(ValueError, match="page must be >= 1"):
+        next(store.iterate(page=0))
+
+
 def test_latest_is_the_newest_completed_run_by_default(populated: RecordStore) -> None:
     latest = populated.latest("a")
     assert latest is not None
