@@ -19,6 +19,7 @@ _EXPORTS: dict[str, str] = {
     "TaskStatus": "lute_async.messages",
     "AnalysisRecord": "lute_async.records",
     "RecordStore": "lute_async.records",
+    "RunFilter": "lute_async.records",
     "Limits": "lute_async.limits",
     "Workflow": "lute_async.workflow",
     "Channel": "lute_async.channel",
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from lute_async.launchers.slurm import Slurm
     from lute_async.limits import Limits
     from lute_async.messages import Message, TaskStatus
-    from lute_async.records import AnalysisRecord, RecordStore
+    from lute_async.records import AnalysisRecord, RecordStore, RunFilter
     from lute_async.task import AsyncReporter, Reporter, task
     from lute_async.workflow import Workflow
 

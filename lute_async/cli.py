@@ -4,6 +4,7 @@ live display, report from inside tasks, and read the run history."""
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import signal
 import sys
@@ -22,7 +23,7 @@ from lute_async.messages import TaskStatus
 
 if TYPE_CHECKING:
     from lute_async.executor import Executor, Run
-    from lute_async.records import AnalysisRecord, RecordStore
+    from lute_async.records import AnalysisRecord, RecordStore, RunFilter
 
 #: The process exit code for each final status of a run.
 EXIT_CODES: dict[str, int] = {
@@ -561,21 +562,28 @@ def _filters(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _filter_keywords(
+def _runs(
     name: str | None,
     statuses: tuple[str, ...],
     since: str | None,
     until: str | None,
     tags: tuple[str, ...],
-) -> dict[str, Any]:
-    """The command line's record filters as :meth:`RecordStore.query` keywords."""
-    return {
-        "name": name,
-        "status": [s.upper() for s in statuses] or None,
-        "since": parse_time(since) if since else None,
-        "until": parse_time(until) if until else None,
-        "tags": list(tags) or None,
-    }
+) -> RunFilter:
+    """The command line's record filters."""
+    from lute_async.records import RunFilter
+
+    return RunFilter(
+        name=name,
+        status=[s.upper() for s in statuses] or None,
+        since=parse_time(since) if since else None,
+        until=parse_time(until) if until else None,
+        tags=list(tags) or None,
+    )
+
+
+def _newest(store: RecordStore, runs: RunFilter, limit: int) -> list[AnalysisRecord]:
+    """The newest ``limit`` runs that ``runs`` matches, newest first."""
+    return list(itertools.islice(store.iterate(runs, page=max(limit, 1)), limit))
 
 
 @records.command(name="list")
@@ -597,7 +605,7 @@ def records_list(
     from lute_async.display import make_console, records_table
 
     with _open_store(ctx) as store:
-        found = store.query(**_filter_keywords(name, statuses, since, until, tags), limit=limit)
+        found = _newest(store, _runs(name, statuses, since, until, tags), limit)
     if as_json:
         for record in found:
             click.echo(json.dumps(record.to_dict()))
@@ -701,12 +709,12 @@ def records_export(
 ) -> None:
     """Export runs, oldest first, as JSON lines or CSV (streamed: any number of runs)."""
     with _open_store(ctx) as store:
-        filters = _filter_keywords(name, statuses, since, until, tags)
+        runs = _runs(name, statuses, since, until, tags)
         found: Iterable[AnalysisRecord]
         if limit is not None:  # the newest `limit` runs, then oldest first
-            found = reversed(store.query(**filters, limit=limit))
+            found = reversed(_newest(store, runs, limit))
         else:
-            found = store.iterate(**filters, newest_first=False)
+            found = store.iterate(runs, newest_first=False)
         if fmt == "jsonl":
             for record in found:
                 output.write(json.dumps(record.to_dict()) + "\n")

@@ -410,39 +410,44 @@ def _record_from_stored(document: Any, packed: bytes | None) -> AnalysisRecord:
 # --- journal ------------------------------------------------------------------------------------
 
 
-def _filters(
-    name: str | None,
-    status: str | Iterable[str] | None,
-    since: float | None,
-    until: float | None,
-    tags: str | Iterable[str] | None,
-) -> tuple[str, list[Any]]:
-    """The ``WHERE`` clause (empty when nothing filters) and its arguments for a query."""
-    clauses: list[str] = []
-    args: list[Any] = []
-    if name is not None:
-        clauses.append("name = ?")
-        args.append(name)
-    if status is not None:
-        statuses = [status] if isinstance(status, str) else list(status)
-        statuses = [_status_str(s) for s in statuses]
-        clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
-        args.extend(statuses)
-    if since is not None:
-        clauses.append("submitted_at >= ?")
-        args.append(since)
-    if until is not None:
-        clauses.append("submitted_at < ?")
-        args.append(until)
-    if tags is not None:
-        wanted = sorted({tags} if isinstance(tags, str) else set(tags))
-        if wanted:
-            clauses.append(
-                "id IN (SELECT run_id FROM run_tags WHERE tag IN "
-                f"({', '.join('?' * len(wanted))}) GROUP BY run_id HAVING COUNT(*) = ?)"
-            )
-            args.extend([*wanted, len(wanted)])
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """Which runs a query wants: every given field must match. ``status`` is one status or
+    several (any matches); ``since`` <= submitted_at < ``until`` (epoch seconds); a run
+    matches ``tags`` when it has all of them."""
+
+    name: str | None = None
+    status: str | Iterable[str] | None = None
+    since: float | None = None
+    until: float | None = None
+    tags: str | Iterable[str] | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        """The ``WHERE`` clause (empty when nothing filters) and its arguments."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        if self.name is not None:
+            clauses.append("name = ?")
+            args.append(self.name)
+        if self.status is not None:
+            statuses = [self.status] if isinstance(self.status, str) else list(self.status)
+            clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
+            args.extend(_status_str(s) for s in statuses)
+        if self.since is not None:
+            clauses.append("submitted_at >= ?")
+            args.append(self.since)
+        if self.until is not None:
+            clauses.append("submitted_at < ?")
+            args.append(self.until)
+        if self.tags is not None:
+            wanted = sorted({self.tags} if isinstance(self.tags, str) else set(self.tags))
+            if wanted:
+                clauses.append(
+                    "id IN (SELECT run_id FROM run_tags WHERE tag IN "
+                    f"({', '.join('?' * len(wanted))}) GROUP BY run_id HAVING COUNT(*) = ?)"
+                )
+                args.extend([*wanted, len(wanted)])
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
 def _status_rank(status: str) -> int:
@@ -945,7 +950,7 @@ class RecordStore:
         """
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
-        where, args = _filters(name, status, since, until, tags)
+        where, args = RunFilter(name, status, since, until, tags).where()
         direction = "DESC" if newest_first else "ASC"
         sql = f"SELECT id, doc, result FROM runs{where}"
         sql += f" ORDER BY submitted_at {direction}, rowid {direction}"
@@ -957,20 +962,17 @@ class RecordStore:
 
     def iterate(
         self,
+        runs: RunFilter | None = None,
         *,
-        name: str | None = None,
-        status: str | Iterable[str] | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        tags: str | Iterable[str] | None = None,
         newest_first: bool = True,
         page: int = 256,
     ) -> Iterator[AnalysisRecord]:
-        """Like :meth:`query` without a limit, read ``page`` runs at a time: memory stays
-        bounded by a page however many runs match (``records export`` uses it)."""
+        """The runs ``runs`` matches (all by default), like :meth:`query` without a limit,
+        read ``page`` at a time: memory stays bounded by a page however many runs match
+        (``records export`` uses it)."""
         if page < 1:
             raise ValueError(f"page must be >= 1, got {page}")
-        where, args = _filters(name, status, since, until, tags)
+        where, args = (runs or RunFilter()).where()
         direction, after = ("DESC", "<") if newest_first else ("ASC", ">")
         order = f" ORDER BY submitted_at {direction}, rowid {direction} LIMIT ?"
         last: tuple[float, int] | None = None

@@ -27,6 +27,7 @@ from lute_async.records import (
     SCHEMA_VERSION,
     AnalysisRecord,
     RecordStore,
+    RunFilter,
     default_db_path,
     pid_is_alive,
 )
@@ -380,7 +381,8 @@ def test_iterate_pages_through_the_same_runs_in_the_same_order_as_query(
     for filters in ({}, {"tags": "odd"}, {"since": 101.0}, {"name": "none"}):
         for newest_first in (True, False):
             expected = ids(store.query(**filters, newest_first=newest_first))
-            got = ids(list(store.iterate(**filters, newest_first=newest_first, page=page)))
+            runs = RunFilter(**filters)
+            got = ids(list(store.iterate(runs, newest_first=newest_first, page=page)))
             assert got == expected, (filters, newest_first)
     assert ids(list(store.iterate(newest_first=False, page=page)))[:4] == ["r0", "r1", "r2", "r3"]
     with pytest.raises(ValueError, match="page must be >= 1"):
