@@ -8,6 +8,7 @@ import sys
 import textwrap
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from lute_async.launchers.slurm import (
     exit_status,
     job_info_from_row,
     parse_job_fields,
+    parse_slurm_time,
     submit_executor,
 )
 from lute_async.launchers.slurm_queue import JobBoard, parse_rows
@@ -144,6 +146,15 @@ def test_squeue_rows_give_state_and_placement_without_its_placeholders() -> None
     )
 
 
+def test_slurm_times_are_local_wall_clock_seconds_or_none() -> None:
+    expected = datetime(2026, 11, 23, 14, 11, 29).timestamp()
+    assert parse_slurm_time("2026-11-23T14:11:29") == expected
+    for unknown in ("Unknown", "None", "", None):
+        assert parse_slurm_time(unknown) is None
+    info = parse_job_fields("JobState=COMPLETED StartTime=2026-11-23T14:11:29 EndTime=Unknown")
+    assert info is not None and (info.start_time, info.end_time) == (expected, None)
+
+
 # -- against the cluster ----------------------------------------------------------------
 
 
@@ -162,6 +173,11 @@ async def test_job_that_succeeds_goes_queued_started_result_done(
     assert slurm_cluster.job_state(record.slurm_job_id) == "COMPLETED"
     assert record.extra["node_list"]
     assert record.ranks == 1
+    # The scheduler's own start and end (whole seconds) fall within the run's record.
+    start, end = record.extra["slurm_start"], record.extra["slurm_end"]
+    assert record.ended_at is not None
+    assert int(record.submitted_at) <= start <= end <= record.ended_at
+    assert record.extra["slurm_elapsed"] == end - start
     batch_script = Path(record.extra["batch_script"])
     assert batch_script.parent == executor.workdir / record.id
     assert secret not in await anyio.Path(batch_script).read_text()
@@ -288,6 +304,10 @@ async def test_job_that_exits_3_fails_with_exit_code_3(
     for info in (await job.query_finished(), await job.query_jobcomp_file()):
         assert info is not None
         assert (info.state, info.exit_code) == ("FAILED", 3)
+        assert (info.start_time, info.end_time) == (
+            record.extra["slurm_start"],
+            record.extra["slurm_end"],
+        )
 
 
 @pytest.mark.slurm

@@ -24,6 +24,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -70,7 +71,9 @@ FAILED_STATES = frozenset(
 )
 TERMINAL_STATES = FAILED_STATES | {"COMPLETED", "CANCELLED", "TIMEOUT"}
 
-_FIELD = re.compile(r"(?:^|\s)(JobState|Reason|ExitCode|NodeList|BatchHost|NumTasks)=(\S*)")
+_FIELD = re.compile(
+    r"(?:^|\s)(JobState|Reason|ExitCode|NodeList|BatchHost|NumTasks|StartTime|EndTime)=(\S*)"
+)
 _ERROR_TYPES = {
     "OUT_OF_MEMORY": "OutOfMemory",
     "NODE_FAIL": "NodeFail",
@@ -93,6 +96,9 @@ class JobInfo:
     ntasks: int | None = None
     raw_exit: str | None = None
     source: str = "scontrol"
+    #: When the scheduler started and ended the job (epoch seconds, 1 s resolution).
+    start_time: float | None = None
+    end_time: float | None = None
 
 
 def parse_exit_code(text: str | None) -> tuple[int | None, int | None]:
@@ -107,6 +113,15 @@ def parse_exit_code(text: str | None) -> tuple[int | None, int | None]:
 
 def _null(value: str | None) -> str | None:
     return None if value in (None, "", "(null)", "None", "N/A") else value
+
+
+def parse_slurm_time(text: str | None) -> float | None:
+    """SLURM's ``2026-11-23T14:11:29`` (the controller's local time) as epoch seconds; None
+    for ``Unknown``, ``None`` and the like."""
+    try:
+        return datetime.fromisoformat(text).timestamp() if text else None
+    except ValueError:
+        return None
 
 
 def parse_job_fields(text: str, source: str = "scontrol") -> JobInfo | None:
@@ -127,6 +142,8 @@ def parse_job_fields(text: str, source: str = "scontrol") -> JobInfo | None:
         ntasks=int(ntasks) if ntasks.isdigit() else None,
         raw_exit=fields.get("ExitCode"),
         source=source,
+        start_time=parse_slurm_time(fields.get("StartTime")),
+        end_time=parse_slurm_time(fields.get("EndTime")),
     )
 
 
@@ -165,6 +182,9 @@ def exit_status(job_id: str, info: JobInfo) -> ExitStatus:
     }
     if info.node_list:
         extra["node_list"] = info.node_list
+    if info.start_time is not None and info.end_time is not None:
+        extra["slurm_start"], extra["slurm_end"] = info.start_time, info.end_time
+        extra["slurm_elapsed"] = max(0.0, info.end_time - info.start_time)
     if state == "COMPLETED":
         return ExitStatus(exit_code=info.exit_code or 0, extra=extra)
     if state == "TIMEOUT":
@@ -413,7 +433,7 @@ class SlurmJob:
     async def query_finished(self) -> JobInfo | None:
         """A finished job's state from ``sacct -c`` (the job-completion record, no accounting
         database needed), else from the job-completion file."""
-        fields = "JobID,State,ExitCode,NodeList,Reason"
+        fields = "JobID,State,ExitCode,NodeList,Reason,Start,End"
         done = await _run(["sacct", "-c", "-j", self.job_id, "-n", "-P", "-o", fields], self._env)
         if done.returncode == 0:
             for line in done.stdout.decode("utf-8", "replace").splitlines():
@@ -428,6 +448,8 @@ class SlurmJob:
                         reason=_null(parts[4]) if len(parts) > 4 else None,
                         raw_exit=parts[2],
                         source="sacct",
+                        start_time=parse_slurm_time(parts[5]) if len(parts) > 5 else None,
+                        end_time=parse_slurm_time(parts[6]) if len(parts) > 6 else None,
                     )
         return await self.query_jobcomp_file()
 
