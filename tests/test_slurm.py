@@ -280,6 +280,18 @@ async def test_a_board_says_why_squeue_failed_and_that_unknown_jobs_are_unknown(
     board.add("999999")
     unknown = await board.observe()
     assert unknown.error is None and unknown.rows == {}
+    # A job followed through the failing board waits for a real answer: no state, the error.
+    job = SlurmJob(
+        "1",
+        batch_script=tmp_path / "job.sbatch",
+        output=tmp_path / "slurm-1.out",
+        ntasks=None,
+        env={**os.environ, "SLURM_CONF": os.fspath(tmp_path / "slurm.conf")},
+        notify=_ignore,
+        run_id="r",
+    )
+    assert await job.observe() is None
+    assert job.controller_error is not None and "configuration" in job.controller_error
 
 
 @pytest.mark.slurm

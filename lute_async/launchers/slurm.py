@@ -407,10 +407,16 @@ class SlurmJob:
 
     async def observe(self) -> JobInfo | None:
         """The job's state from the squeue shared by every job followed on this cluster while
-        it is queued or running; once it has ended (or squeue does not know it, or failed),
-        the whole story from :meth:`query`."""
+        it is queued or running; once it has ended (or squeue does not know it), the whole
+        story from :meth:`query`. None when squeue failed (``controller_error`` says why) or
+        no source knows the job."""
         answer = await self.board.observe()
-        row = answer.rows.get(self.job_id) if answer.error is None else None
+        if answer.error is not None:
+            # Not an answer (controller down, bad config): every job asks again later, rather
+            # than each asking the struggling controller on its own.
+            self.controller_error = answer.error
+            return None
+        row = answer.rows.get(self.job_id)
         if row is not None:
             info = job_info_from_row(row)
             if info.state not in TERMINAL_STATES:
