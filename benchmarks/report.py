@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -42,10 +43,14 @@ def _num(value: float | None, unit: str) -> str:
 
 
 def _ratio(result: Result) -> str:
+    """The ratio, rounded against lute-async (down when higher is better, up otherwise), so
+    a ratio just short of its target never prints as the target itself."""
     ratio = result.ratio
     if ratio is None:
         return "-"
-    return f"{ratio:.0%} of floor" if result.higher_is_better else f"{ratio:.2f}x floor"
+    if result.higher_is_better:
+        return f"{math.floor(ratio * 100)}% of floor"
+    return f"{math.ceil(ratio * 100) / 100:.2f}x floor"
 
 
 def _lute(result: Result) -> str:
