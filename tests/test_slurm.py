@@ -30,6 +30,7 @@ from lute_async.launchers.slurm import (
     submit_executor,
 )
 from lute_async.launchers.slurm_queue import JobBoard, parse_rows
+from lute_async.workflow import run_graph_from_config
 
 if TYPE_CHECKING:
     from slurm_support import SlurmCluster
@@ -461,3 +462,35 @@ async def test_a_job_no_source_knows_is_not_taken_for_finished(slurm_cluster: Sl
     )
     assert await job.query() is None
     assert job.controller_error is None  # "unknown job", not a controller failure
+
+
+@pytest.mark.slurm
+async def test_a_graph_runs_a_defined_task_as_a_slurm_job_with_an_upstream_result(
+    slurm_cluster: SlurmCluster, executor: Executor, tmp_path: Path
+) -> None:
+    graph = tmp_path / "graph.toml"
+    graph.write_text(
+        textwrap.dedent("""
+            [tasks.on_cluster]
+            command = ["{python}", "-c", "print('frames', {{{{ frames }}}})"]
+            launcher = {{ kind = "slurm", ntasks = 1 }}
+
+            [graph.count]
+            command = [
+                "{python}", "-c",
+                "from lute_async.task import Reporter\\nwith Reporter.connect() as r: r.result(12)",
+            ]
+
+            [graph.process]
+            task = "on_cluster"
+            after = ["count"]
+            params = {{ frames = "{{{{ count.result.payload }}}}" }}
+        """).format(python=sys.executable)
+    )
+    lines: list[str] = []
+    executor.on("log", lambda event: lines.append(event.data["message"]))
+    records = await run_graph_from_config(graph, executor)
+    process = records["process"]
+    assert process.status == "COMPLETED", process.error
+    assert process.slurm_job_id is not None and process.params == {"frames": 12}
+    assert "frames 12" in lines  # the job's output, streamed from its output file
