@@ -19,6 +19,7 @@ from conftest import PYTHON, process_exists
 from lute_async import Executor, RecordStore
 from lute_async.launchers.base import LaunchSpec
 from lute_async.launchers.slurm import (
+    ERROR_STREAM,
     OUTPUT_STREAM,
     OutputFollower,
     Slurm,
@@ -293,6 +294,21 @@ async def test_a_board_says_why_squeue_failed_and_that_unknown_jobs_are_unknown(
     )
     assert await job.observe() is None
     assert job.controller_error is not None and "configuration" in job.controller_error
+
+
+@pytest.mark.slurm
+async def test_output_and_error_files_named_in_extra_sbatch_are_followed(
+    slurm_cluster: SlurmCluster, executor: Executor, tmp_path: Path
+) -> None:
+    # The scheduler expands the patterns; the executor follows the files it names.
+    options = [f"--output={tmp_path}/%x-%j.out", f"--error={tmp_path}/%x-%j.err"]
+    task = [PYTHON, "-c", "import sys; print('to stdout'); print('to stderr', file=sys.stderr)"]
+    streams: list[tuple[str, str]] = []
+    executor.on("log", lambda event: streams.append((event.data["stream"], event.data["message"])))
+    record = await executor.run(task, name="named", launcher=loopback(extra_sbatch=options))
+    assert record.status == "COMPLETED"
+    assert record.extra["slurm_output"] == f"{tmp_path}/named-{record.slurm_job_id}.out"
+    assert sorted(streams) == [(ERROR_STREAM, "to stderr"), (OUTPUT_STREAM, "to stdout")]
 
 
 @pytest.mark.slurm

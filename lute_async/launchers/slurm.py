@@ -48,8 +48,10 @@ MAX_MISSES = 6
 #: (a job writing faster is caught up with at the next look, and wholly once it has ended).
 OUTPUT_READ = 1024 * 1024
 OUTPUT_CHUNKS_PER_LOOK = 8
-#: The ``stream`` of log events carrying a job's output (stdout and stderr, as SLURM merges them).
+#: The ``stream`` of log events carrying a job's output (stdout, and stderr unless the job
+#: writes it to a file of its own, whose lines come as ERROR_STREAM).
 OUTPUT_STREAM = "job_output"
+ERROR_STREAM = "job_error"
 
 QUEUED_STATES = frozenset(
     {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
@@ -72,7 +74,8 @@ FAILED_STATES = frozenset(
 TERMINAL_STATES = FAILED_STATES | {"COMPLETED", "CANCELLED", "TIMEOUT"}
 
 _FIELD = re.compile(
-    r"(?:^|\s)(JobState|Reason|ExitCode|NodeList|BatchHost|NumTasks|StartTime|EndTime)=(\S*)"
+    r"(?:^|\s)(JobState|Reason|ExitCode|NodeList|BatchHost|NumTasks|StartTime|EndTime|StdOut|StdErr)"
+    r"=(\S*)"
 )
 _ERROR_TYPES = {
     "OUT_OF_MEMORY": "OutOfMemory",
@@ -99,6 +102,9 @@ class JobInfo:
     #: When the scheduler started and ended the job (epoch seconds, 1 s resolution).
     start_time: float | None = None
     end_time: float | None = None
+    #: The job's output and error files, patterns (%j, %x, ...) expanded (scontrol only).
+    stdout: str | None = None
+    stderr: str | None = None
 
 
 def parse_exit_code(text: str | None) -> tuple[int | None, int | None]:
@@ -144,6 +150,8 @@ def parse_job_fields(text: str, source: str = "scontrol") -> JobInfo | None:
         source=source,
         start_time=parse_slurm_time(fields.get("StartTime")),
         end_time=parse_slurm_time(fields.get("EndTime")),
+        stdout=_null(fields.get("StdOut")),
+        stderr=_null(fields.get("StdErr")),
     )
 
 
@@ -246,8 +254,9 @@ class OutputFollower:
     the file.
     """
 
-    def __init__(self, path: Path, notify: Notify) -> None:
+    def __init__(self, path: Path, notify: Notify, stream: str = OUTPUT_STREAM) -> None:
         self.path = path
+        self.stream = stream
         self._notify = notify
         self._file: BinaryIO | None = None
         self._lines = LineBuffer()
@@ -284,7 +293,7 @@ class OutputFollower:
     async def _send(self, lines: list[bytes]) -> None:
         for raw in lines:
             await self._notify(
-                "log", {"message": line_text(raw), "level": "info", "stream": OUTPUT_STREAM}
+                "log", {"message": line_text(raw), "level": "info", "stream": self.stream}
             )
 
 
@@ -316,7 +325,8 @@ class SlurmJob:
         self._last_state = "PENDING"
         self._signallers: list[subprocess.Popen[bytes]] = []
         self._wake = anyio.Event()
-        self._output = OutputFollower(output, notify)
+        #: The job's output files, followed once it runs (the scheduler names them then).
+        self._outputs = [OutputFollower(output, notify)]
         #: The board this job's state is read from, with every job on the same cluster.
         self.board = board_for(self._env)
         self.board.add(job_id)
@@ -330,7 +340,8 @@ class SlurmJob:
             return await self._follow()
         finally:
             self.board.discard(self.job_id)
-            self._output.close()
+            for output in self._outputs:
+                output.close()
 
     async def _follow(self) -> ExitStatus:
         delay = POLL_FIRST
@@ -349,7 +360,7 @@ class SlurmJob:
                 else:
                     misses += 1
                 if misses >= MAX_MISSES:
-                    await self._output.look(final=True)
+                    await self._look(final=True)
                     self._status = self._lost()
                     break
             else:
@@ -360,13 +371,14 @@ class SlurmJob:
                 if info.state in TERMINAL_STATES:
                     if not self._started and _ran(info):  # it ran between two queries
                         await self._announce(info)
-                    await self._output.look(final=True)
+                    await self._look(final=True)
                     self._status = exit_status(self.job_id, info)
+                    self._status.extra["slurm_output"] = os.fspath(self.output)
                     break
                 if info.state in ACTIVE_STATES and not self._started:
                     await self._announce(info)
             if self._started:
-                await self._output.look()
+                await self._look()
             # Between scheduler queries, by design (the scheduler has no push interface);
             # a cancel or signal from the executor cuts the wait short.
             with anyio.move_on_after(delay):
@@ -379,7 +391,27 @@ class SlurmJob:
         self._reap_signallers()
         return self._status
 
+    async def _look(self, *, final: bool = False) -> None:
+        for output in self._outputs:
+            await output.look(final=final)
+
+    async def _find_outputs(self, info: JobInfo) -> None:
+        """Follow the files the scheduler says the job writes (``--output``/``--error`` given
+        in ``extra_sbatch`` included), asking ``scontrol`` if squeue's row did not say."""
+        if info.stdout is None:
+            done = await _run(["scontrol", "show", "job", self.job_id], self._env)
+            full = parse_job_fields(done.stdout.decode("utf-8", "replace"))
+            if done.returncode != 0 or full is None or full.stdout is None:
+                return  # keep the path the batch script asked for
+            info = full
+        assert info.stdout is not None
+        self.output = Path(info.stdout)
+        self._outputs = [OutputFollower(self.output, self._notify)]
+        if info.stderr is not None and info.stderr != info.stdout:
+            self._outputs.append(OutputFollower(Path(info.stderr), self._notify, ERROR_STREAM))
+
     async def _announce(self, info: JobInfo) -> None:
+        await self._find_outputs(info)
         self._started = True
         self.node_list = info.node_list
         host = info.batch_host or (info.node_list or "").split(",")[0] or None
