@@ -476,6 +476,10 @@ def call(
     execute_and_report(_settings(ctx), [job], as_json=True, quiet=quiet)
 
 
+# The architecture's name for it; `call` is the short one.
+cli.add_command(call, name="run-task")
+
+
 @cli.command(short_help="Send an event from inside a task to its executor.")
 @click.argument("event")
 @click.argument("data", required=False)

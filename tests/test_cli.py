@@ -200,8 +200,9 @@ def test_call_takes_params_from_a_file_and_prints_the_record(lute: Lute, tmp_pat
     assert "progress 100% frame 2/2" in done.stderr
 
 
-def test_call_reads_params_from_stdin_judge_style(lute: Lute) -> None:
-    done = lute("call", "lute_async.demo:find_peaks", "-q", input='{"frames": 1}')
+@pytest.mark.parametrize("command", ["call", "run-task"])
+def test_call_reads_params_from_stdin_judge_style(lute: Lute, command: str) -> None:
+    done = lute(command, "lute_async.demo:find_peaks", "-q", input='{"frames": 1}')
     assert done.returncode == 0, done.stderr
     assert only_json(done.stdout)["params"] == {"frames": 1}
     assert done.stderr == ""
