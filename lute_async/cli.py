@@ -648,6 +648,51 @@ def _find(store: RecordStore, run_id: str) -> AnalysisRecord:
     fail(f"no run with id {run_id!r} in {store.path}; see `lute-async records list`")
 
 
+@records.command(name="reconcile")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per LOST SLURM run.")
+@click.pass_context
+def records_reconcile(ctx: click.Context, as_json: bool) -> None:
+    """Settle LOST SLURM runs from the scheduler: how each job ended, recorded as if its
+    executor had lived (runs whose job is still going stay LOST; run this again later)."""
+    import anyio
+
+    from lute_async.display import make_console, records_table
+    from lute_async.launchers.slurm_reconcile import reconcile_lost_jobs
+
+    with _open_store(ctx) as store:
+        try:
+            outcomes = anyio.run(reconcile_lost_jobs, store)
+        except LuteAsyncError as exc:
+            fail(str(exc))
+    if as_json:
+        for outcome in outcomes:
+            click.echo(
+                json.dumps(
+                    {
+                        "id": outcome.record.id,
+                        "slurm_job_id": outcome.record.slurm_job_id,
+                        "slurm_state": outcome.slurm_state,
+                        "settled": outcome.settled,
+                        "status": outcome.record.status,
+                    }
+                )
+            )
+        return
+    console = make_console()
+    settled = [outcome.record for outcome in outcomes if outcome.settled]
+    if settled:
+        console.print(records_table(settled))
+    for outcome in outcomes:
+        if not outcome.settled:
+            state = outcome.slurm_state or "unknown to the scheduler"
+            console.print(
+                f"{outcome.record.id[:8]} {outcome.record.name}: SLURM job "
+                f"{outcome.record.slurm_job_id} is {state}; still LOST"
+            )
+    if not outcomes:
+        console.print("no LOST SLURM runs")
+
+
 CSV_COLUMNS = (
     "id",
     "name",

@@ -527,11 +527,7 @@ class Run:
     def _terminal_event(self, status: ExitStatus) -> str:
         if self._end_reason in (EventName.CANCELLED, EventName.TIMED_OUT):
             return self._end_reason
-        if status.terminal is not None:
-            return status.terminal
-        if status.exit_code == 0 and status.error is None:
-            return EventName.DONE
-        return EventName.FAILED
+        return status.terminal_event()
 
     async def _notify(self, sig: str, data: dict[str, Any]) -> None:
         await self._inject(sig, data)

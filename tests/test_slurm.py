@@ -3,6 +3,7 @@ state, its ranks' messages over TCP, and the job id, nodes and batch script in t
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import textwrap
@@ -16,7 +17,7 @@ import anyio
 import pytest
 from conftest import PYTHON, process_exists
 
-from lute_async import Executor, RecordStore
+from lute_async import AnalysisRecord, Executor, RecordStore
 from lute_async.launchers.base import LaunchSpec
 from lute_async.launchers.slurm import (
     ERROR_STREAM,
@@ -31,6 +32,7 @@ from lute_async.launchers.slurm import (
     submit_executor,
 )
 from lute_async.launchers.slurm_queue import JobBoard, parse_rows
+from lute_async.launchers.slurm_reconcile import reconcile_lost_jobs
 from lute_async.workflow import run_graph_from_config
 
 if TYPE_CHECKING:
@@ -510,3 +512,91 @@ async def test_a_graph_runs_a_defined_task_as_a_slurm_job_with_an_upstream_resul
     assert process.status == "COMPLETED", process.error
     assert process.slurm_job_id is not None and process.params == {"frames": 12}
     assert "frames 12" in lines  # the job's output, streamed from its output file
+
+
+@pytest.mark.slurm
+async def test_a_job_whose_executor_was_killed_is_settled_from_the_scheduler(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    # The job tells the test its id once it runs, then waits to be released: the test kills
+    # the executor (SIGKILL, no clean-up) in between, so only the scheduler saw the end.
+    gate = tmp_path / "gate.sock"
+    task = tmp_path / "held.py"
+    task.write_text(
+        textwrap.dedent(f"""
+            import os, socket, sys
+            s = socket.socket(socket.AF_UNIX)
+            s.connect({os.fspath(gate)!r})
+            s.sendall(os.environ["SLURM_JOB_ID"].encode() + b"\\n")
+            s.recv(1)
+            sys.exit(3)
+        """)
+    )
+    config = tmp_path / "tasks.toml"
+    config.write_text(
+        f'[tasks.held]\ncommand = ["{PYTHON}", "{task}"]\nlauncher = {{ kind = "slurm" }}\n'
+    )
+    db = tmp_path / "runs.db"
+    env = {**os.environ, "LUTE_ASYNC_DB": os.fspath(db)}
+    cli = [PYTHON, "-m", "lute_async.cli"]
+    async with await anyio.create_unix_listener(gate) as listener:
+        executor = await anyio.open_process(
+            [*cli, "run", "held", "--config", os.fspath(config)], env=env
+        )
+        with anyio.fail_after(120):  # a hang guard
+            async with await listener.accept() as job:
+                received = b""
+                while not received.endswith(b"\n"):
+                    received += await job.receive()
+                executor.kill()
+                await executor.wait()
+                await job.send(b"!")
+    job_id = received.decode().strip()
+    ended = await anyio.run_process(["srun", f"--dependency=afterany:{job_id}", "true"])
+    assert ended.returncode == 0
+    with RecordStore(db) as store:  # opening it marks the run LOST: its executor is dead
+        (lost,) = store.query(name="held")
+    assert (lost.status, lost.slurm_job_id) == ("LOST", job_id)
+
+    done = await anyio.run_process([*cli, "records", "reconcile", "--json"], env=env)
+    assert [json.loads(line) for line in done.stdout.decode().splitlines()] == [
+        {
+            "id": lost.id,
+            "slurm_job_id": job_id,
+            "slurm_state": "FAILED",
+            "settled": True,
+            "status": "FAILED",
+        }
+    ]
+    with RecordStore(db) as store:
+        settled = store.get(lost.id)
+    assert settled.exit_code == 3
+    assert settled.error is not None and settled.error["type"] == "NonZeroExit"
+    assert settled.ended_at == settled.extra["slurm_end"]
+    assert settled.extra["reconciled"]["was"] == "LOST"
+    assert settled.extra["reconciled"]["lost_error"]["type"] == "ExecutorLost"
+    again = await anyio.run_process([*cli, "records", "reconcile", "--json"], env=env)
+    assert again.stdout == b""  # nothing LOST is left
+
+
+@pytest.mark.slurm
+async def test_reconciling_leaves_runs_whose_job_goes_on_or_has_no_job_lost(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    held = await anyio.run_process(["sbatch", "--parsable", "--hold", "--wrap", "true"])
+    job_id = held.stdout.decode().strip()
+    try:
+        with RecordStore(tmp_path / "runs.db") as store:
+            waiting = AnalysisRecord(name="waiting", status="LOST", slurm_job_id=job_id)
+            local = AnalysisRecord(name="local", status="LOST")
+            store.save(waiting)
+            store.save(local)
+            (outcome,) = await reconcile_lost_jobs(store)
+            assert (outcome.record.id, outcome.slurm_state, outcome.settled) == (
+                waiting.id,
+                "PENDING",
+                False,
+            )
+            assert {r.status for r in store.query()} == {"LOST"}
+    finally:
+        await anyio.run_process(["scancel", job_id])

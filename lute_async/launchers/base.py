@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from lute_async.messages import EventName
+
 if TYPE_CHECKING:
     from lute_async.limits import Limits
 
@@ -43,6 +45,13 @@ class ExitStatus:
     terminal: str | None = None
     error: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def terminal_event(self) -> str:
+        """The terminal event this ending fires, unless the executor ended the run itself."""
+        if self.terminal is not None:
+            return self.terminal
+        ok = self.exit_code == 0 and self.error is None
+        return EventName.DONE.value if ok else EventName.FAILED.value
 
 
 class TaskProcess(Protocol):
