@@ -193,9 +193,11 @@ def _command(messages: int, mix: tuple[str, ...]) -> list[str]:
     return [PYTHON, os.fspath(TASK), str(messages), ",".join(mix)]
 
 
-async def _stored(executor: Executor) -> list[AnalysisRecord]:
+async def _stored(executor: Executor) -> tuple[int, int]:
+    """How many runs the executor's store holds, and how many of them are not terminal."""
     store = await executor.store()
-    return await anyio.to_thread.run_sync(lambda: store.query(limit=None))
+    stored = await anyio.to_thread.run_sync(lambda: store.query(limit=None))
+    return len(stored), sum(not TaskStatus(r.status).is_terminal for r in stored)
 
 
 async def load(
@@ -223,7 +225,7 @@ async def load(
         async with anyio.create_task_group() as tg:
             for i in range(runs):
                 tg.start_soon(one, i)
-        stored = await _stored(executor)
+        stored, non_terminal = await _stored(executor)
     seconds = time.monotonic() - began
     gc.collect()
     return LoadReport(
@@ -231,8 +233,8 @@ async def load(
         at_once=at_once,
         messages_per_run=messages,
         tally=tally,
-        stored=len(stored),
-        non_terminal=sum(not TaskStatus(r.status).is_terminal for r in stored),
+        stored=stored,
+        non_terminal=non_terminal,
         fds_before=fds_before,
         fds_after=open_fds(),
         peak_rss_kib=peak,
@@ -380,14 +382,14 @@ async def soak(
                     sys.getallocatedblocks(),
                 )
             )
-        stored = await _stored(executor)
+        stored, non_terminal = await _stored(executor)
     return SoakReport(
         seconds=time.monotonic() - began,
         at_once=at_once,
         messages_per_run=messages,
         tally=tally,
-        stored=len(stored),
-        non_terminal=sum(not TaskStatus(r.status).is_terminal for r in stored),
+        stored=stored,
+        non_terminal=non_terminal,
         samples=taken,
         warmup=max(1, int(len(taken) * warmup)),
     )

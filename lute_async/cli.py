@@ -4,7 +4,7 @@ live display, report from inside tasks, and read the run history."""
 from __future__ import annotations
 
 import csv
-import itertools
+import dataclasses
 import json
 import signal
 import sys
@@ -587,7 +587,7 @@ def _runs(
 
 def _newest(store: RecordStore, runs: RunFilter, limit: int) -> list[AnalysisRecord]:
     """The newest ``limit`` runs that ``runs`` matches, newest first."""
-    return list(itertools.islice(store.iterate(runs, page=max(limit, 1)), limit))
+    return store.query(**dataclasses.asdict(runs), limit=limit)
 
 
 @records.command(name="list")

@@ -17,6 +17,7 @@ import enum
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import socket
@@ -407,7 +408,7 @@ def _record_from_stored(document: Any, packed: bytes | None) -> AnalysisRecord:
     return AnalysisRecord.from_dict(document)
 
 
-# --- journal ------------------------------------------------------------------------------------
+# --- queries ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,6 +449,9 @@ class RunFilter:
                 )
                 args.extend([*wanted, len(wanted)])
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
+# --- journal ------------------------------------------------------------------------------------
 
 
 def _status_rank(status: str) -> int:
@@ -950,15 +954,9 @@ class RecordStore:
         """
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
-        where, args = RunFilter(name, status, since, until, tags).where()
-        direction = "DESC" if newest_first else "ASC"
-        sql = f"SELECT id, doc, result FROM runs{where}"
-        sql += f" ORDER BY submitted_at {direction}, rowid {direction}"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(limit)
-        rows = self._read(sql, args, "query runs")
-        return [self._decode(run_id, doc, result) for run_id, doc, result in rows]
+        runs = RunFilter(name, status, since, until, tags)
+        found = self.iterate(runs, newest_first=newest_first, page=max(limit or 256, 1))
+        return list(itertools.islice(found, limit))
 
     def iterate(
         self,
