@@ -624,7 +624,7 @@ class LogRecorder:
 @pytest.fixture
 def logged(monkeypatch: pytest.MonkeyPatch) -> LogRecorder:
     recorder = LogRecorder()
-    monkeypatch.setattr(records_module.store, "get_logger", lambda: recorder)
+    monkeypatch.setattr(records_module.codec, "get_logger", lambda: recorder)
     return recorder
 
 
