@@ -50,8 +50,6 @@ class RecordStore:
     """Ids of the runs :meth:`replay_journal` wrote from the journal when the store was opened."""
     journal: RecordJournal | None
     """Where records the database cannot take are spilled (None for an in-memory database)."""
-    max_result_bytes: int
-    """The largest result (its msgpack encoding) recorded whole; larger ones are summarised."""
 
     def __init__(
         self,
@@ -67,16 +65,15 @@ class RecordStore:
         self.path = Path(path)
         self.lost_on_open = []
         self.replayed_on_open = []
-        self.max_result_bytes = max_result_bytes
         self._database = RecordDatabase(
             self.path, busy_timeout=busy_timeout, max_result_bytes=max_result_bytes
         )
-        self.journal = (
-            None
-            if self._database.in_memory
-            else RecordJournal(self.path, journal_dir, max_result_bytes=max_result_bytes)
-        )
         try:
+            self.journal = (
+                None
+                if self._database.in_memory
+                else RecordJournal(self.path, journal_dir, max_result_bytes=max_result_bytes)
+            )
             self.replayed_on_open = self.replay_journal()
             if mark_lost:
                 self.lost_on_open = self.mark_lost()
@@ -88,6 +85,15 @@ class RecordStore:
     def open(cls, path: str | os.PathLike[str] | None = None, *, mark_lost: bool = True) -> Self:
         """Open the store at *path*, or at :func:`default_db_path` when *path* is None."""
         return cls(default_db_path() if path is None else path, mark_lost=mark_lost)
+
+    @property
+    def max_result_bytes(self) -> int:
+        """The largest result (its msgpack encoding) recorded whole; larger ones are summarised."""
+        return self._database.max_result_bytes
+
+    @max_result_bytes.setter
+    def max_result_bytes(self, value: int) -> None:
+        self._database.max_result_bytes = value
 
     def __repr__(self) -> str:
         state = "open" if self._database.is_open else "closed"
