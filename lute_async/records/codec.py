@@ -22,6 +22,7 @@ from lute_async.redaction import redact_env
 __all__ = [
     "DEFAULT_MAX_RESULT_BYTES",
     "StoredRecord",
+    "check_storable",
     "describe_payload",
     "document_json",
     "pack_result",
@@ -128,6 +129,27 @@ def record_from_stored(document: Any, packed: bytes | None) -> AnalysisRecord:
     if packed is not None:
         document["result"] = msgpack.unpackb(packed, raw=False, strict_map_key=False)
     return AnalysisRecord.from_dict(document)
+
+
+_ROW_FIELD_TYPES: Final[dict[str, tuple[type, ...]]] = {
+    "id": (str,),
+    "name": (str,),
+    "status": (str,),
+    "submitted_at": (int, float),
+    "ended_at": (int, float, type(None)),
+    "executor_pid": (int, type(None)),
+    "executor_host": (str, type(None)),
+    "env": (dict,),
+    "tags": (list,),
+}
+"""What a document's fields must hold to be written as a row: the columns, env and tags."""
+
+
+def check_storable(document: Mapping[str, Any]) -> None:
+    """Raise TypeError when *document* holds a field no row can take (``"env": null``)."""
+    for name, allowed in _ROW_FIELD_TYPES.items():
+        if name in document and not isinstance(document[name], allowed):
+            raise TypeError(f"field {name!r} holds a {type(document[name]).__name__}")
 
 
 def document_json(document: Mapping[str, Any]) -> str:

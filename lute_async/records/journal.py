@@ -20,6 +20,7 @@ from lute_async.logs import get_logger
 from lute_async.records.codec import (
     DEFAULT_MAX_RESULT_BYTES,
     StoredRecord,
+    check_storable,
     document_json,
     record_from_stored,
     stored_record,
@@ -126,8 +127,10 @@ class RecordJournal:
             try:
                 document = json.loads(raw)
                 packed = None
-                if isinstance(document, dict) and _JOURNAL_RESULT_KEY in document:
-                    packed = base64.b64decode(document.pop(_JOURNAL_RESULT_KEY), validate=True)
+                if isinstance(document, dict):
+                    check_storable(document)  # a line no row can take must not block replay
+                    if _JOURNAL_RESULT_KEY in document:
+                        packed = base64.b64decode(document.pop(_JOURNAL_RESULT_KEY), validate=True)
                 records.append(record_from_stored(document, packed))
             except (ValueError, TypeError) as exc:
                 get_logger().error(
