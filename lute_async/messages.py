@@ -1,4 +1,4 @@
-"""Wire protocol v1: event names, task statuses, Message and the msgpack frame codec.
+"""Wire protocol v1: event names, Message and the msgpack frame codec.
 
 Frames are msgpack maps, self-delimiting, decoded by msgpack's streaming ``Unpacker`` with a
 bounded buffer. The first frame of every connection is a hello; later frames are messages::
@@ -20,6 +20,7 @@ from typing import Any, Final
 import msgpack
 
 from lute_async.errors import FrameTooLarge, HandshakeError, ProtocolError
+from lute_async.status import TaskStatus as TaskStatus  # re-exported: defined in status.py
 from lute_async.wire import PROTOCOL_VERSION
 
 DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024
@@ -52,34 +53,6 @@ EXECUTOR_EVENTS: Final = TERMINAL_EVENTS | {
     EventName.CONTINUED,
 }
 
-
-class TaskStatus(enum.StrEnum):
-    """Where a run is in its life; the terminal ones never change again."""
-
-    PENDING = "PENDING"
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    STOPPED = "STOPPED"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-    TIMEDOUT = "TIMEDOUT"
-    LOST = "LOST"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in _TERMINAL_STATUSES
-
-
-_TERMINAL_STATUSES: Final = frozenset(
-    {
-        TaskStatus.COMPLETED,
-        TaskStatus.FAILED,
-        TaskStatus.CANCELLED,
-        TaskStatus.TIMEDOUT,
-        TaskStatus.LOST,
-    }
-)
 
 #: The status each terminal event leaves a run in.
 TERMINAL_STATUS: Final = {

@@ -624,7 +624,7 @@ class LogRecorder:
 @pytest.fixture
 def logged(monkeypatch: pytest.MonkeyPatch) -> LogRecorder:
     recorder = LogRecorder()
-    monkeypatch.setattr(records_module, "get_logger", lambda: recorder)
+    monkeypatch.setattr(records_module.codec, "get_logger", lambda: recorder)
     return recorder
 
 
@@ -798,6 +798,23 @@ def test_a_bytes_result_spilled_to_the_journal_is_replayed_exactly(
         assert store.replayed_on_open == [rec.id]
         assert store.get(rec.id).result == {"payload": payload, "summary": "raw"}
     assert not where.exists()
+
+
+def test_a_journal_line_with_a_field_no_row_can_take_is_skipped_not_fatal(
+    db: Path, tmp_path: Path
+) -> None:
+    good, damaged = record(), record()
+    with RecordStore(db, journal_dir=tmp_path / "j") as store:
+        assert store.journal is not None
+        journal = store.journal.primary
+    lines = [{**damaged.to_dict(), "env": None}, good.to_dict()]
+    journal.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with RecordStore(db, journal_dir=tmp_path / "j") as store:
+        assert store.replayed_on_open == [good.id]
+        assert store.get(good.id) == good
+        with pytest.raises(RecordNotFound):
+            store.get(damaged.id)
+    assert list(journal.parent.glob(journal.name + "*")) == []
 
 
 def test_a_journal_line_of_the_previous_version_is_still_replayed(db: Path, tmp_path: Path) -> None:

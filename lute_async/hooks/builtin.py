@@ -1,16 +1,14 @@
-"""Built-in hooks: keep a run's record up to date, and log every event with structlog."""
+"""Built-in hooks: log every event with structlog. ``RecordKeeper`` lives in records/keeper."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from lute_async.hooks.registry import ANY_EVENT, Event, HookRegistry
 from lute_async.logs import get_logger, is_enabled_for
-from lute_async.messages import TERMINAL_STATUS, EventName, Message, TaskStatus
-from lute_async.records import AnalysisRecord
-from lute_async.verdicts import VerdictJudge
+from lute_async.messages import TERMINAL_STATUS, EventName
+from lute_async.records.keeper import RecordKeeper as RecordKeeper  # re-exported for now
 
 #: Events logged at info level; every other message is logged at debug level.
 LIFECYCLE_EVENTS = frozenset(
@@ -27,131 +25,6 @@ LIFECYCLE_EVENTS = frozenset(
         EventName.TIMED_OUT,
     }
 )
-
-
-class RecordKeeper:
-    """Applies a run's messages to its record; ``apply`` says when the record must be saved."""
-
-    def __init__(
-        self,
-        record: AnalysisRecord,
-        *,
-        limits: dict[str, Any] | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        self.record = record
-        self.judge = VerdictJudge(limits, timeout)
-        self._handlers: dict[str, Callable[[Message], bool]] = {
-            EventName.QUEUED: self._queued,
-            EventName.STARTED: self._started,
-            EventName.RESULT: self._result,
-            EventName.ERROR: self._error,
-            EventName.STOPPED: self._stopped,
-            EventName.CONTINUED: self._continued,
-        }
-        for event in TERMINAL_STATUS:
-            self._handlers[event] = self._terminal
-        if self.judge.wants_output:  # only runs whose verdict may depend on their stderr
-            self._handlers[EventName.LOG] = self._log
-
-    @property
-    def handled(self) -> frozenset[str]:
-        """The event names ``apply`` does something for; it ignores every other one."""
-        return frozenset(self._handlers)
-
-    def apply(self, message: Message) -> bool:
-        """Update the record from ``message``; True when its status changed."""
-        handler = self._handlers.get(message.sig)
-        return handler(message) if handler is not None else False
-
-    def task_started(self, message: Message) -> None:
-        """The task's own ``started`` report: keep what it says it runs with."""
-        data = message.data if isinstance(message.data, dict) else {}
-        if data.get("params") is not None:
-            self.record.extra["reported_params"] = data["params"]
-
-    def _queued(self, message: Message) -> bool:
-        data = message.data if isinstance(message.data, dict) else {}
-        self.record.status = TaskStatus.QUEUED.value
-        self.record.extra.update({k: v for k, v in data.items() if v is not None})
-        if data.get("slurm_job_id") is not None:
-            self.record.slurm_job_id = str(data["slurm_job_id"])
-        return True
-
-    def _started(self, message: Message) -> bool:
-        record = self.record
-        data = message.data if isinstance(message.data, dict) else {}
-        record.status = TaskStatus.RUNNING.value
-        record.started_at = message.ts
-        if message.source == "executor":
-            record.pid = data.get("pid", record.pid)
-            if data.get("host"):
-                record.host = data["host"]
-            for key in ("node_list", "ranks"):
-                if data.get(key) is not None:
-                    if key == "ranks":
-                        record.ranks = int(data[key])
-                    else:
-                        record.extra[key] = data[key]
-        else:
-            record.pid = message.pid
-            self.task_started(message)
-        return True
-
-    def _result(self, message: Message) -> bool:
-        data = message.data
-        if isinstance(data, dict) and "payload" in data:
-            self.record.result = {"payload": data.get("payload"), "summary": data.get("summary")}
-        else:
-            self.record.result = {"payload": data, "summary": None}
-        return False
-
-    def _error(self, message: Message) -> bool:
-        data = message.data
-        if isinstance(data, dict):
-            self.record.error = {
-                "type": str(data.get("type") or "TaskError"),
-                "message": str(data.get("message") or ""),
-                "traceback": data.get("traceback"),
-            }
-        else:
-            self.record.error = {"type": "TaskError", "message": str(data), "traceback": None}
-        return False
-
-    def _stopped(self, message: Message) -> bool:
-        self.record.status = TaskStatus.STOPPED.value
-        return True
-
-    def _continued(self, message: Message) -> bool:
-        self.record.status = TaskStatus.RUNNING.value
-        return True
-
-    def _terminal(self, message: Message) -> bool:
-        record = self.record
-        data: dict[str, Any] = message.data if isinstance(message.data, dict) else {}
-        record.status = TERMINAL_STATUS[EventName(message.sig)].value
-        record.ended_at = message.ts
-        record.exit_code = data.get("exit_code")
-        record.signal = data.get("signal")
-        if data.get("usage") is not None:
-            record.usage = data["usage"]
-        if data.get("extra"):
-            record.extra.update(data["extra"])
-        if message.sig != EventName.DONE and record.error is None and data.get("error"):
-            record.error = {"traceback": None, **data["error"]}
-        if record.verdict is None:
-            record.verdict = self.judge.judge(
-                message.sig,
-                exit_code=record.exit_code,
-                signum=record.signal,
-                usage=record.usage,
-                error=record.error,
-            )
-        return True
-
-    def _log(self, message: Message) -> bool:
-        self.judge.observe(message)
-        return False
 
 
 class _EventLogger:

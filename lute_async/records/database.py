@@ -1,0 +1,185 @@
+"""The records database connection: opening, transactions, reading, decoding and row writes.
+
+Plain synchronous :mod:`sqlite3` in WAL mode, safe to share between threads (one connection
+under a lock) and between processes on one host. Each row keeps the record as a JSON document
+plus a few indexed columns to query on; the result is kept apart as msgpack (see codec).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+from lute_async.errors import RecordStoreError
+from lute_async.logs import get_logger
+from lute_async.records.codec import StoredRecord, document_json, record_from_stored, stored_record
+from lute_async.records.model import AnalysisRecord
+from lute_async.records.schema import migrate, open_error
+
+__all__ = ["DEFAULT_BUSY_TIMEOUT", "RecordDatabase"]
+
+DEFAULT_BUSY_TIMEOUT: Final = 30.0
+"""Seconds a write waits for another process's write lock before failing."""
+
+
+class RecordDatabase:
+    """One sqlite connection to the records database at ``path``, migrated to the schema.
+
+    Writes go through :meth:`write` (the thread lock and one IMMEDIATE transaction), reads
+    through :meth:`read`; sqlite errors become :class:`RecordStoreError` naming the file.
+    """
+
+    path: Path
+    """The database file (or ``:memory:``)."""
+    max_result_bytes: int
+    """The largest result (its msgpack encoding) written whole; larger ones are summarised."""
+
+    def __init__(self, path: Path, *, busy_timeout: float, max_result_bytes: int) -> None:
+        self.path = path
+        self.max_result_bytes = max_result_bytes
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = self._connect(busy_timeout)
+        try:
+            migrate(self.connection(), self.path)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether this is an in-memory database (no file, no journal)."""
+        return str(self.path) == ":memory:"
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the connection is still open."""
+        return self._conn is not None
+
+    def close(self) -> None:
+        """Close the connection; further calls raise :class:`RecordStoreError`."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
+        try:
+            if not self.in_memory:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: no implicit transactions; every write opens its own
+            # BEGIN IMMEDIATE so the write lock is taken up front, not upgraded mid-way.
+            conn = sqlite3.connect(
+                self.path,
+                timeout=busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise RecordStoreError(
+                f"cannot open records database {self.path}: {exc}; "
+                "check the path and its permissions, or set LUTE_ASYNC_DB"
+            ) from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = OFF")
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise open_error(self.path, exc) from exc
+        if not self.in_memory and str(mode).lower() != "wal":
+            get_logger().warning("records_wal_unavailable", path=str(self.path), journal_mode=mode)
+        return conn
+
+    def connection(self) -> sqlite3.Connection:
+        """The open connection; :class:`RecordStoreError` once closed."""
+        if self._conn is None:
+            raise RecordStoreError(f"records database {self.path} is closed")
+        return self._conn
+
+    @contextlib.contextmanager
+    def write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """Hold the thread lock and one IMMEDIATE transaction; commit, or roll back on error."""
+        with self._lock:
+            conn = self.connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    # sqlite has already rolled back after SQLITE_FULL and some I/O errors; a
+                    # second ROLLBACK would hide the real error behind "no transaction".
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise RecordStoreError(
+                    f"cannot {what} in records database {self.path}: {exc}"
+                ) from exc
+
+    def read(self, sql: str, args: Iterable[Any], what: str) -> list[Any]:
+        """All rows of one query, under the thread lock."""
+        with self._lock:
+            conn = self.connection()
+            try:
+                return conn.execute(sql, tuple(args)).fetchall()
+            except sqlite3.Error as exc:
+                raise RecordStoreError(
+                    f"cannot {what} in records database {self.path}: {exc}"
+                ) from exc
+
+    def decode(self, run_id: str, doc: str, result: bytes | None) -> AnalysisRecord:
+        """The record in a row's ``doc`` and ``result`` columns; RecordStoreError if damaged."""
+        try:
+            return record_from_stored(json.loads(doc), result)
+        except (ValueError, TypeError) as exc:
+            raise RecordStoreError(
+                f"run {run_id} in records database {self.path} is unreadable: {exc}"
+            ) from exc
+
+    def upsert(self, conn: sqlite3.Connection, record: AnalysisRecord) -> None:
+        """Insert or replace *record* and its tags, inside the transaction of *conn*."""
+        self.upsert_stored(conn, stored_record(record, self.max_result_bytes))
+
+    @staticmethod
+    def upsert_stored(conn: sqlite3.Connection, stored: StoredRecord) -> None:
+        """Insert or replace a record already in its stored form, and its tags."""
+        document = stored.document
+        conn.execute(
+            """
+            INSERT INTO runs (id, name, status, submitted_at, ended_at,
+                              executor_pid, executor_host, doc, result)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (id) DO UPDATE SET
+                name = excluded.name,
+                status = excluded.status,
+                submitted_at = excluded.submitted_at,
+                ended_at = excluded.ended_at,
+                executor_pid = excluded.executor_pid,
+                executor_host = excluded.executor_host,
+                doc = excluded.doc,
+                result = excluded.result
+            """,
+            (
+                document["id"],
+                document["name"],
+                document["status"],
+                document["submitted_at"],
+                document["ended_at"],
+                document["executor_pid"],
+                document["executor_host"],
+                document_json(document),
+                stored.result,
+            ),
+        )
+        conn.execute("DELETE FROM run_tags WHERE run_id = ?", (document["id"],))
+        conn.executemany(
+            "INSERT OR IGNORE INTO run_tags (run_id, tag) VALUES (?, ?)",
+            [(document["id"], str(tag)) for tag in document["tags"]],
+        )

@@ -1,0 +1,148 @@
+"""The run record: what ran, how and how it ended (:class:`AnalysisRecord`), in plain JSON types."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+from lute_async.status import TERMINAL_STATUSES, status_value
+
+__all__ = ["AnalysisRecord", "default_db_path", "new_run_id", "to_jsonable"]
+
+
+def default_db_path() -> Path:
+    """Return where runs are recorded by default: ``$LUTE_ASYNC_DB`` or the user data dir."""
+    configured = os.environ.get("LUTE_ASYNC_DB")
+    if configured:
+        return Path(configured).expanduser()
+    import platformdirs  # imported here: only needed when no database path was given
+
+    return platformdirs.user_data_path("lute-async") / "runs.db"
+
+
+def new_run_id() -> str:
+    """A fresh, unique run id (32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+def to_jsonable(value: Any, keep_bytes: bool = False) -> Any:
+    """Convert *value* to plain JSON types: enums, paths, tuples, sets, bytes, numpy values...
+
+    With *keep_bytes*, bytes-like values become ``bytes`` instead of text (for msgpack).
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, enum.Enum):
+        return to_jsonable(value.value, keep_bytes)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, Mapping):
+        return {
+            (key if isinstance(key, str) else str(to_jsonable(key))): to_jsonable(
+                item, keep_bytes
+            )
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [to_jsonable(item, keep_bytes) for item in value]
+    if isinstance(value, set | frozenset):
+        return sorted((to_jsonable(item, keep_bytes) for item in value), key=repr)
+    if isinstance(value, bytes | bytearray | memoryview):
+        if keep_bytes:
+            return bytes(value)  # no copy for bytes itself
+        return bytes(value).decode("utf-8", errors="backslashreplace")
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value), keep_bytes)
+    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
+    if callable(tolist):
+        return to_jsonable(tolist(), keep_bytes)
+    return repr(value)
+
+
+@dataclass(slots=True, kw_only=True)
+class AnalysisRecord:
+    """One run, as recorded: its definition, where and how it ran, and how it ended.
+
+    ``env`` must already be redacted by whoever builds the record (see
+    :func:`lute_async.redaction.redact_env`); :meth:`RecordStore.save` redacts it again anyway.
+    """
+
+    name: str
+    id: str = field(default_factory=new_run_id)
+    command: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    communicators: list[dict[str, Any]] = field(default_factory=list)
+    launcher: dict[str, Any] = field(default_factory=dict)
+    status: str = "PENDING"
+    result: dict[str, Any] | None = None
+    """``{"payload": ..., "summary": ...}`` once the task reported a result."""
+    exit_code: int | None = None
+    signal: int | None = None
+    error: dict[str, Any] | None = None
+    """``{"type": ..., "message": ..., "traceback": ...}`` when the run failed."""
+    submitted_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    ended_at: float | None = None
+    host: str = field(default_factory=socket.gethostname)
+    """Host the task ran on (the first node for multi-node runs)."""
+    pid: int | None = None
+    """The task's pid (rank 0, or the launcher process for MPI and SLURM)."""
+    executor_pid: int = field(default_factory=os.getpid)
+    executor_host: str = field(default_factory=socket.gethostname)
+    slurm_job_id: str | None = None
+    ranks: int | None = None
+    hook_errors: list[dict[str, Any]] = field(default_factory=list)
+    """One ``{"event", "hook", "type", "message", "traceback"}`` per hook that raised."""
+    tags: list[str] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
+    """Resource usage at exit (cpu times, max rss...)."""
+    verdict: dict[str, Any] | None = None
+    """``{"kind": ..., "detail": ...}``: why the run ended the way it did."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Launcher-specific facts: slurm_state, node_list, batch_script, launch_command..."""
+    cwd: str | None = None
+
+    def __post_init__(self) -> None:
+        self.status = status_value(self.status)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the run has ended for good (COMPLETED, FAILED, CANCELLED, TIMEDOUT, LOST)."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, or None until the run has both started and ended."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the record as a new dict of plain JSON types (a deep copy)."""
+        document: dict[str, Any] = {
+            f.name: to_jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)
+        }
+        return document
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Build a record from :meth:`to_dict` output, ignoring keys this version doesn't know.
+
+        Unknown keys (written by a newer version) are dropped and missing ones take their
+        defaults, so rows written by older and newer versions both load.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        values.setdefault("name", "")
+        return cls(**values)

@@ -1,0 +1,105 @@
+"""Recovery on open: replay the journal into the database, and mark LOST the runs whose
+executor on this host has died."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+from lute_async.errors import RecordStoreError
+from lute_async.logs import get_logger
+from lute_async.records.database import RecordDatabase
+from lute_async.records.filters import status_rank
+from lute_async.records.journal import RecordJournal
+from lute_async.records.liveness import dead_executors, local_pid_is_alive, mark_executor_lost
+from lute_async.status import ACTIVE_STATUSES
+
+__all__ = ["mark_lost", "replay_journal"]
+
+
+def replay_journal(database: RecordDatabase, journal: RecordJournal) -> list[str]:
+    """Write the records spilled to *journal* into *database*; return their ids.
+
+    A journal entry never moves a run backwards (a finished run is not made RUNNING again).
+    A journal that cannot be replayed now is kept for the next open.
+    """
+    replayed: list[str] = []
+    for path in journal.pending():
+        try:
+            taken = journal.take(path)
+        except FileNotFoundError:
+            continue  # another process opening the same database took it first
+        except OSError as exc:
+            get_logger().error(
+                "journal_replay_failed", path=str(path), db=str(database.path), error=str(exc)
+            )
+            continue
+        try:
+            records = journal.read(taken)
+            with database.write(f"replay journal {taken}") as conn:
+                for record in records:
+                    row = conn.execute(
+                        "SELECT status FROM runs WHERE id = ?", (record.id,)
+                    ).fetchone()
+                    if row is not None and status_rank(row[0]) > status_rank(record.status):
+                        continue
+                    database.upsert(conn, record)
+                    replayed.append(record.id)
+            taken.unlink(missing_ok=True)
+        except FileNotFoundError:
+            continue  # a leftover another process is replaying right now
+        except (OSError, RecordStoreError) as exc:
+            get_logger().error(
+                "journal_replay_failed", path=str(path), db=str(database.path), error=str(exc)
+            )
+            continue
+        get_logger().warning(
+            "journal_replayed", path=str(path), db=str(database.path), runs=len(records)
+        )
+    return replayed
+
+
+def mark_lost(
+    database: RecordDatabase, is_alive: Callable[[str, int], bool] | None = None
+) -> list[str]:
+    """Mark LOST the active runs in *database* whose executor on this host has died; return
+    their ids (see :meth:`RecordStore.mark_lost`)."""
+    host = socket.gethostname()
+    active = sorted(status.value for status in ACTIVE_STATUSES)
+    placeholders = ", ".join("?" * len(active))
+    candidates = database.read(
+        f"SELECT id, executor_pid FROM runs WHERE executor_host = ? "
+        f"AND status IN ({placeholders})",
+        [host, *active],
+        "look for lost runs",
+    )
+    dead = dead_executors(candidates, host, is_alive or local_pid_is_alive)
+    if not dead:
+        return []
+    lost: list[str] = []
+    now = time.time()
+    with database.write("mark runs lost") as conn:
+        for run_id, pid in dead:
+            # Re-read under the write lock: the run may have ended meanwhile.
+            row = conn.execute(
+                f"SELECT doc, result FROM runs WHERE id = ? AND executor_pid IS ? "
+                f"AND status IN ({placeholders})",
+                (run_id, pid, *active),
+            ).fetchone()
+            if row is None:
+                continue
+            try:
+                record = database.decode(run_id, *row)
+            except RecordStoreError as exc:
+                # One damaged row must not make the whole database unopenable.
+                get_logger().error(
+                    "run_unreadable", run_id=run_id, path=str(database.path), error=str(exc)
+                )
+                continue
+            mark_executor_lost(record, pid, host, now)
+            database.upsert(conn, record)
+            lost.append(run_id)
+    for run_id in lost:
+        get_logger().warning("run_lost", run_id=run_id, path=str(database.path))
+    return lost

@@ -1,0 +1,248 @@
+"""The record store: what ran, how and how it ended, in a sqlite database that outlives the
+executor.
+
+:class:`RecordStore` writes a run's :class:`~lute_async.records.model.AnalysisRecord` at submit
+and at every status change and finds it again. Connection and row plumbing live in
+:mod:`~lute_async.records.database`, recovery on open (journal replay, LOST runs) in
+:mod:`~lute_async.records.recovery`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from lute_async.errors import RecordNotFound, RecordStoreError
+from lute_async.records import recovery
+from lute_async.records.codec import DEFAULT_MAX_RESULT_BYTES, stored_record
+from lute_async.records.database import DEFAULT_BUSY_TIMEOUT, RecordDatabase
+from lute_async.records.filters import RunFilter
+from lute_async.records.journal import RecordJournal
+from lute_async.records.model import AnalysisRecord, default_db_path
+from lute_async.status import RUN_STATUSES, status_value
+
+__all__ = ["RecordStore"]
+
+
+class RecordStore:
+    """The sqlite database of run records, shared safely by threads and processes on one host.
+
+    Open it with ``RecordStore(path)`` (or as a context manager). Opening creates the parent
+    directory and the schema, migrates an older schema, and refuses a newer one or a file that
+    is not sqlite. With ``mark_lost=True`` (the default) runs left active by an executor that
+    has since died are marked LOST on open; their ids are in :attr:`lost_on_open`.
+
+    A result whose msgpack encoding exceeds *max_result_bytes* is recorded as
+    ``{"payload": None, "summary": ..., "omitted": {"type", "size", "sha256", ...}}`` with a
+    ``result_not_recorded`` warning; the record object passed to :meth:`save` keeps its payload.
+    Records are a history, not a data store: keep large outputs in files and record their paths.
+    """
+
+    path: Path
+    """The database file."""
+    lost_on_open: list[str]
+    """Ids of the runs :meth:`mark_lost` marked LOST when the store was opened."""
+    replayed_on_open: list[str]
+    """Ids of the runs :meth:`replay_journal` wrote from the journal when the store was opened."""
+    journal: RecordJournal | None
+    """Where records the database cannot take are spilled (None for an in-memory database)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        mark_lost: bool = True,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        journal_dir: str | os.PathLike[str] | None = None,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+    ) -> None:
+        if max_result_bytes < 1:
+            raise ValueError(f"max_result_bytes must be at least 1, got {max_result_bytes}")
+        self.path = Path(path)
+        self.lost_on_open = []
+        self.replayed_on_open = []
+        self._database = RecordDatabase(
+            self.path, busy_timeout=busy_timeout, max_result_bytes=max_result_bytes
+        )
+        try:
+            self.journal = (
+                None
+                if self._database.in_memory
+                else RecordJournal(self.path, journal_dir, max_result_bytes=max_result_bytes)
+            )
+            self.replayed_on_open = self.replay_journal()
+            if mark_lost:
+                self.lost_on_open = self.mark_lost()
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None, *, mark_lost: bool = True) -> Self:
+        """Open the store at *path*, or at :func:`default_db_path` when *path* is None."""
+        return cls(default_db_path() if path is None else path, mark_lost=mark_lost)
+
+    @property
+    def max_result_bytes(self) -> int:
+        """The largest result (its msgpack encoding) recorded whole; larger ones are summarised."""
+        return self._database.max_result_bytes
+
+    @max_result_bytes.setter
+    def max_result_bytes(self, value: int) -> None:
+        self._database.max_result_bytes = value
+
+    def __repr__(self) -> str:
+        state = "open" if self._database.is_open else "closed"
+        return f"<RecordStore {str(self.path)!r} ({state})>"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the database connection; further calls raise :class:`RecordStoreError`."""
+        self._database.close()
+
+    # --- public operations -----------------------------------------------------------------
+
+    def save(self, record: AnalysisRecord) -> None:
+        """Insert or replace *record* (tags included) in one transaction, env redacted again.
+
+        When the database cannot take it (full disk, read-only file), the record is spilled to
+        the :attr:`journal` and :class:`RecordStoreError` still raises, saying where it went.
+        A result larger than :attr:`max_result_bytes` is stored as a summary (see the class).
+        """
+        status = status_value(record.status)
+        if status not in RUN_STATUSES:
+            raise ValueError(
+                f"run {record.id} has unknown status {status!r}; "
+                f"expected one of {', '.join(sorted(RUN_STATUSES))}"
+            )
+        stored = stored_record(record, self.max_result_bytes)
+        try:
+            with self._database.write(f"save run {record.id}") as conn:
+                self._database.upsert_stored(conn, stored)
+        except RecordStoreError as exc:
+            if self.journal is None:
+                raise
+            try:
+                where = self.journal.append_stored(record.id, stored)
+            except RecordStoreError as spill:
+                raise RecordStoreError(f"{exc}; {spill}") from exc
+            raise RecordStoreError(
+                f"{exc}; run {record.id} was spilled to the journal {where}, "
+                "replayed when the database is next opened"
+            ) from exc
+
+    def replay_journal(self) -> list[str]:
+        """Write the records spilled to the journal into the database; return their ids.
+
+        Runs on open. A journal entry never moves a run backwards (a finished run is not made
+        RUNNING again). A journal that cannot be replayed now is kept for the next open.
+        """
+        if self.journal is None:
+            return []
+        return recovery.replay_journal(self._database, self.journal)
+
+    def get(self, run_id: str) -> AnalysisRecord:
+        """Return the run with id *run_id*, or raise :class:`RecordNotFound` (a KeyError)."""
+        rows = self._database.read(
+            "SELECT doc, result FROM runs WHERE id = ?", (run_id,), f"read run {run_id}"
+        )
+        if not rows:
+            raise RecordNotFound(run_id, str(self.path))
+        return self._database.decode(run_id, *rows[0])
+
+    def query(
+        self,
+        *,
+        name: str | None = None,
+        status: str | Iterable[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        tags: str | Iterable[str] | None = None,
+        limit: int | None = None,
+        newest_first: bool = True,
+    ) -> list[AnalysisRecord]:
+        """Return runs matching every given filter, ordered by submission time.
+
+        *status* is one status or several (any matches); *since* <= submitted_at < *until*
+        (epoch seconds); a run matches *tags* when it has all of them.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        runs = RunFilter(name, status, since, until, tags)
+        found = self.iterate(runs, newest_first=newest_first, page=max(limit or 256, 1))
+        return list(itertools.islice(found, limit))
+
+    def iterate(
+        self,
+        runs: RunFilter | None = None,
+        *,
+        newest_first: bool = True,
+        page: int = 256,
+    ) -> Iterator[AnalysisRecord]:
+        """The runs ``runs`` matches (all by default), like :meth:`query` without a limit,
+        read ``page`` at a time: memory stays bounded by a page however many runs match
+        (``records export`` uses it)."""
+        if page < 1:
+            raise ValueError(f"page must be >= 1, got {page}")
+        where, args = (runs or RunFilter()).where()
+        direction, after = ("DESC", "<") if newest_first else ("ASC", ">")
+        order = f" ORDER BY submitted_at {direction}, rowid {direction} LIMIT ?"
+        last: tuple[float, int] | None = None
+        while True:
+            # Keyset paging: each page starts after the last row of the one before.
+            clause, page_args = where, list(args)
+            if last is not None:
+                keyset = f"(submitted_at, rowid) {after} (?, ?)"
+                clause = f"{where} AND {keyset}" if where else f" WHERE {keyset}"
+                page_args.extend(last)
+            rows = self._database.read(
+                f"SELECT id, doc, result, submitted_at, rowid FROM runs{clause}{order}",
+                [*page_args, page],
+                "query runs",
+            )
+            for run_id, doc, result, _, _ in rows:
+                yield self._database.decode(run_id, doc, result)
+            if len(rows) < page:
+                return
+            last = (rows[-1][3], rows[-1][4])
+
+    def latest(self, name: str, status: str | None = "COMPLETED") -> AnalysisRecord | None:
+        """Return the last-submitted run called *name* with *status* (any if None), or None."""
+        found = self.query(name=name, status=status, limit=1)
+        return found[0] if found else None
+
+    def find_ids(self, prefix: str, limit: int = 10) -> list[str]:
+        """Return up to *limit* run ids starting with *prefix* (for short ids typed by users)."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._database.read(
+            "SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT ?",
+            (escaped + "%", limit),
+            "look up run ids",
+        )
+        return [row[0] for row in rows]
+
+    def mark_lost(self, is_alive: Callable[[str, int], bool] | None = None) -> list[str]:
+        """Mark LOST the active runs whose executor on this host has died; return their ids.
+
+        A run is active while PENDING, QUEUED, RUNNING or STOPPED. Only runs whose
+        ``executor_host`` is this host are checked, with ``is_alive(host, executor_pid)``
+        (default: the pid exists and is not a zombie). QUEUED SLURM runs are marked LOST too:
+        nobody is watching the job any more, though SLURM may still run it (``scancel`` it
+        by its ``slurm_job_id``). A recycled pid makes a dead executor look alive, so the
+        check errs towards leaving a run alone.
+        """
+        return recovery.mark_lost(self._database, is_alive)
