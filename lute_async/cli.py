@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -18,11 +17,12 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from lute_async.app.supervise import Job, cancel_on_signal, run_loop, supervise
 from lute_async.errors import LuteAsyncError
 from lute_async.messages import TaskStatus
 
 if TYPE_CHECKING:
-    from lute_async.executor import Executor, Run
+    from lute_async.executor import Executor
     from lute_async.records import AnalysisRecord, RecordStore, RunFilter
 
 #: The process exit code for each final status of a run.
@@ -124,79 +124,6 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 # --- running under an executor ------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Job:
-    """One thing to run: the command and the options for ``Executor.start``."""
-
-    argv: list[str]
-    options: dict[str, Any]
-
-
-@dataclass(slots=True)
-class _Supervision:
-    runs: list[Run] = field(default_factory=list)
-    interrupts: int = 0
-
-
-async def _watch_signals(state: _Supervision, *, task_status: Any) -> None:
-    """First SIGINT/SIGTERM cancels every run (SIGTERM, then SIGKILL after the grace period);
-    a second one kills them at once."""
-    import anyio
-
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        task_status.started()
-        async with anyio.create_task_group() as tg:
-            async for _ in signals:
-                state.interrupts += 1
-                if state.interrupts == 1:
-                    click.echo(
-                        f"lute-async: cancelling {len(state.runs)} run(s); "
-                        "press Ctrl-C again to kill",
-                        err=True,
-                    )
-                    for run in state.runs:
-                        tg.start_soon(run.cancel)
-                else:
-                    click.echo("lute-async: killing", err=True)
-                    for run in state.runs:
-                        tg.start_soon(run.kill)
-
-
-async def supervise(executor: Executor, jobs: Sequence[Job]) -> list[AnalysisRecord]:
-    """Run ``jobs`` concurrently under ``executor`` with Ctrl-C handling; return their records
-    in the order given."""
-    import anyio
-
-    state = _Supervision()
-    records: list[AnalysisRecord | None] = [None] * len(jobs)
-
-    async def one(index: int, job: Job) -> None:
-        async with executor.start(job.argv, **job.options) as run:
-            state.runs.append(run)
-            if state.interrupts:
-                await run.cancel()
-            records[index] = await run.wait()
-
-    async with executor, anyio.create_task_group() as outer:
-        await outer.start(_watch_signals, state)
-        async with anyio.create_task_group() as tg:
-            for index, job in enumerate(jobs):
-                tg.start_soon(one, index, job)
-        outer.cancel_scope.cancel()
-    return [record for record in records if record is not None]
-
-
-def run_loop(fn: Callable[[], Any]) -> Any:
-    """Run the async ``fn`` on asyncio with uvloop when it is installed."""
-    import anyio
-
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return anyio.run(fn)
-    return anyio.run(fn, backend_options={"use_uvloop": True})
 
 
 def configure_logging(settings: Settings) -> None:
@@ -836,14 +763,7 @@ def run_graph(
 
     async def main() -> None:
         async with executor, anyio.create_task_group() as tg:
-
-            async def cancel_on_signal() -> None:
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for _ in signals:
-                        click.echo("lute-async: cancelling the graph", err=True)
-                        tg.cancel_scope.cancel()
-
-            tg.start_soon(cancel_on_signal)
+            tg.start_soon(cancel_on_signal, tg.cancel_scope, "the graph")
             results.update(
                 await run_graph_from_config(
                     graph_path, executor, max_concurrency=max_concurrency, on_state=show_state
