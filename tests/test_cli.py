@@ -456,3 +456,41 @@ def test_run_graph_runs_dependants_with_results_and_cancels_after_a_failure(
     }
     assert "gain=2" in out.stderr
     assert records["needs_broken"]["started_at"] is None
+
+
+@pytest.mark.parametrize(
+    ("graph", "message"),
+    [
+        (
+            '[graph.a]\ncommand = ["true"]\nafter = ["b"]\n'
+            '[graph.b]\ncommand = ["true"]\nafter = ["a"]\n',
+            "workflow has a dependency cycle: a -> b -> a",
+        ),
+        (
+            '[graph.a]\ncommand = ["true"]\nafter = ["zz"]\n',
+            "task 'a' runs after unknown task 'zz'",
+        ),
+        (
+            '[graph.a]\ncommand = ["true"]\nbogus = 1\n',
+            "graph.toml: [graph.a] has unknown keys ['bogus']",
+        ),
+    ],
+    ids=["cycle", "unknown-dependency", "unknown-key"],
+)
+def test_run_graph_of_an_invalid_graph_exits_2_with_the_error_not_a_traceback(
+    lute: Lute, tmp_path: Path, graph: str, message: str
+) -> None:
+    (tmp_path / "graph.toml").write_text(graph)
+    out = lute("run-graph", "--config", "graph.toml")
+    assert out.returncode == 2, out.stderr
+    assert f"lute-async: error: {message}" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert "ExceptionGroup" not in out.stderr
+
+
+def test_lute_errors_leave_a_group_holding_other_exceptions_alone() -> None:
+    from lute_async.cli.common import lute_errors
+    from lute_async.errors import ConfigError
+
+    with pytest.raises(ExceptionGroup), lute_errors():
+        raise ExceptionGroup("mixed", [ConfigError("ours"), ValueError("a bug")])

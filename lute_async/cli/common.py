@@ -176,13 +176,27 @@ def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+def _leaves(group: BaseExceptionGroup[LuteAsyncError]) -> Iterator[LuteAsyncError]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
 @contextmanager
 def lute_errors() -> Iterator[None]:
-    """Turn lute-async's own errors into the usage error exit with their message."""
+    """Turn lute-async's own errors into the usage error exit with their message, also when
+    they come out of a task group (an exception group holding nothing else)."""
     try:
         yield
     except LuteAsyncError as exc:
         fail(str(exc))
+    except BaseExceptionGroup as group:
+        ours, others = group.split(LuteAsyncError)
+        if ours is None or others is not None:
+            raise
+        fail("; ".join(dict.fromkeys(str(exc) for exc in _leaves(ours))))
 
 
 @contextmanager
