@@ -184,6 +184,16 @@ def test_emit_outside_an_executor_exits_2_with_a_clear_message(
     assert "cannot emit 'peaks': this process was not started by lute-async" in done.stderr
 
 
+@pytest.mark.parametrize("data", ['{"fraction": "half"}', '{"fraction": null}'])
+def test_emit_of_a_progress_without_a_numeric_fraction_exits_2_without_a_traceback(
+    lute: Lute, data: str
+) -> None:
+    done = lute("emit", "progress", data)
+    assert done.returncode == 2, done.stderr
+    assert "lute-async: error: cannot emit 'progress': its fraction must be a number" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 # --- call ----------------------------------------------------------------------------------------
 
 

@@ -198,6 +198,10 @@ def emit(event: str, data: str | None) -> None:
 
     # a bare word or sentence is sent as a string
     value: Any = None if data is None else json_or_text(data)
+    if event == "progress" and isinstance(value, dict):
+        fraction = value.get("fraction", 0.0)
+        if not _is_number(fraction):
+            fail(f"cannot emit 'progress': its fraction must be a number, got {fraction!r}")
     try:
         reporter = Reporter.connect(prefer=("socket", "tcp", "pipe"), required=True)
     except NotInExecutorError as exc:
@@ -205,7 +209,7 @@ def emit(event: str, data: str | None) -> None:
     except OSError as exc:
         fail(f"cannot emit {event!r}: the executor's channel is unreachable: {exc}")
     with reporter:
-        if event == "progress" and isinstance(value, int | float) and not isinstance(value, bool):
+        if event == "progress" and _is_number(value):
             reporter.progress(float(value))
         elif event == "progress" and isinstance(value, dict):
             reporter.progress(float(value.get("fraction", 0.0)), str(value.get("message", "")))
@@ -215,3 +219,8 @@ def emit(event: str, data: str | None) -> None:
             reporter.result(value)
         else:
             reporter.emit(event, value, flush=True)
+
+
+def _is_number(value: Any) -> bool:
+    """An int or float from JSON (``true`` is not a number here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
