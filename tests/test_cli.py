@@ -286,6 +286,14 @@ def test_records_commands_show_binary_and_summarised_results(
     assert lute("records", "export", "-f", "csv").returncode == 0
 
 
+@pytest.mark.parametrize("command", ["list", "export"])
+def test_records_with_a_negative_limit_exit_2_without_a_traceback(lute: Lute, command: str) -> None:
+    done = lute("records", command, "--limit", "-1")
+    assert done.returncode == 2, done.stderr
+    assert "Invalid value for '--limit': must be 0 or more, got -1" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_records_show_of_an_unknown_id_exits_2(lute: Lute) -> None:
     done = lute("records", "show", "ffffffff")
     assert done.returncode == 2

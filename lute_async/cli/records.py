@@ -74,6 +74,13 @@ def _runs(
     )
 
 
+def _not_negative(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """Refuse a negative ``--limit`` as bad usage (the help text stays a plain INTEGER)."""
+    if value is not None and value < 0:
+        raise click.BadParameter(f"must be 0 or more, got {value}")
+    return value
+
+
 def _newest(store: RecordStore, runs: RunFilter, limit: int) -> list[AnalysisRecord]:
     """The newest ``limit`` runs that ``runs`` matches, newest first."""
     return store.query(**dataclasses.asdict(runs), limit=limit)
@@ -81,7 +88,14 @@ def _newest(store: RecordStore, runs: RunFilter, limit: int) -> list[AnalysisRec
 
 @records.command(name="list")
 @filter_options
-@click.option("--limit", type=int, default=20, show_default=True, help="At most this many runs.")
+@click.option(
+    "--limit",
+    type=int,
+    default=20,
+    show_default=True,
+    callback=_not_negative,
+    help="At most this many runs.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON record per line.")
 @click.pass_context
 def records_list(
@@ -217,7 +231,9 @@ def _csv_row(record: AnalysisRecord) -> list[Any]:
 
 @records.command(name="export")
 @filter_options
-@click.option("--limit", type=int, help="At most this many runs [default: all].")
+@click.option(
+    "--limit", type=int, callback=_not_negative, help="At most this many runs [default: all]."
+)
 @click.option(
     "-f",
     "--format",
