@@ -141,9 +141,8 @@ def param_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def tag_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--tag`` (repeatable): tags for the run's record, into the ``tags`` argument."""
-    return click.option("--tag", "tags", multiple=True, help="Tag the run's record (repeatable).")(
-        fn
-    )
+    option = click.option("--tag", "tags", multiple=True, help="Tag the run's record (repeatable).")
+    return option(fn)
 
 
 def timeout_option(fn: Callable[..., Any]) -> Callable[..., Any]:
