@@ -125,7 +125,7 @@ def run_demo(db: Path | None = None) -> int:
     task ended as intended."""
     import tempfile
 
-    from lute_async.cli import Job, run_loop, supervise
+    from lute_async.app.supervise import Job, run_loop, supervise
     from lute_async.display import make_console, records_table
     from lute_async.executor import Executor
 

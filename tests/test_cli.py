@@ -184,6 +184,16 @@ def test_emit_outside_an_executor_exits_2_with_a_clear_message(
     assert "cannot emit 'peaks': this process was not started by lute-async" in done.stderr
 
 
+@pytest.mark.parametrize("data", ['{"fraction": "half"}', '{"fraction": null}'])
+def test_emit_of_a_progress_without_a_numeric_fraction_exits_2_without_a_traceback(
+    lute: Lute, data: str
+) -> None:
+    done = lute("emit", "progress", data)
+    assert done.returncode == 2, done.stderr
+    assert "lute-async: error: cannot emit 'progress': its fraction must be a number" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 # --- call ----------------------------------------------------------------------------------------
 
 
@@ -274,6 +284,14 @@ def test_records_commands_show_binary_and_summarised_results(
     assert omitted["omitted"]["size"] == 100  # type: ignore[index]
     assert lute("records", "show", large.id).returncode == 0
     assert lute("records", "export", "-f", "csv").returncode == 0
+
+
+@pytest.mark.parametrize("command", ["list", "export"])
+def test_records_with_a_negative_limit_exit_2_without_a_traceback(lute: Lute, command: str) -> None:
+    done = lute("records", command, "--limit", "-1")
+    assert done.returncode == 2, done.stderr
+    assert "Invalid value for '--limit': must be 0 or more, got -1" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_records_show_of_an_unknown_id_exits_2(lute: Lute) -> None:
@@ -456,3 +474,41 @@ def test_run_graph_runs_dependants_with_results_and_cancels_after_a_failure(
     }
     assert "gain=2" in out.stderr
     assert records["needs_broken"]["started_at"] is None
+
+
+@pytest.mark.parametrize(
+    ("graph", "message"),
+    [
+        (
+            '[graph.a]\ncommand = ["true"]\nafter = ["b"]\n'
+            '[graph.b]\ncommand = ["true"]\nafter = ["a"]\n',
+            "workflow has a dependency cycle: a -> b -> a",
+        ),
+        (
+            '[graph.a]\ncommand = ["true"]\nafter = ["zz"]\n',
+            "task 'a' runs after unknown task 'zz'",
+        ),
+        (
+            '[graph.a]\ncommand = ["true"]\nbogus = 1\n',
+            "graph.toml: [graph.a] has unknown keys ['bogus']",
+        ),
+    ],
+    ids=["cycle", "unknown-dependency", "unknown-key"],
+)
+def test_run_graph_of_an_invalid_graph_exits_2_with_the_error_not_a_traceback(
+    lute: Lute, tmp_path: Path, graph: str, message: str
+) -> None:
+    (tmp_path / "graph.toml").write_text(graph)
+    out = lute("run-graph", "--config", "graph.toml")
+    assert out.returncode == 2, out.stderr
+    assert f"lute-async: error: {message}" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert "ExceptionGroup" not in out.stderr
+
+
+def test_lute_errors_leave_a_group_holding_other_exceptions_alone() -> None:
+    from lute_async.cli.common import lute_errors
+    from lute_async.errors import ConfigError
+
+    with pytest.raises(ExceptionGroup), lute_errors():
+        raise ExceptionGroup("mixed", [ConfigError("ours"), ValueError("a bug")])

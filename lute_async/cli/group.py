@@ -1,0 +1,70 @@
+"""The ``lute-async`` command group, its global options, and the console script ``main``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from lute_async.cli.common import Settings
+from lute_async.cli.demo import demo
+from lute_async.cli.graph import run_graph
+from lute_async.cli.records import records
+from lute_async.cli.submit import submit
+from lute_async.cli.tasks import call, emit, exec_, run
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="Start with `lute-async demo`. Run `lute-async COMMAND --help` for each command.",
+)
+@click.version_option(package_name="lute-async")
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="LUTE_ASYNC_DB",
+    help="Records database [env LUTE_ASYNC_DB; default: the config's [executor] db, "
+    "else the user data dir].",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json"]),
+    default="console",
+    show_default=True,
+    help="How lute-async's own logs (on stderr) are rendered.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="warning",
+    show_default=True,
+    help="Level of lute-async's own logs on stderr.",
+)
+@click.option(
+    "--log-events", is_flag=True, help="Also log every event as a structured line on stderr."
+)
+@click.pass_context
+def cli(
+    ctx: click.Context, db: Path | None, log_format: str, log_level: str, log_events: bool
+) -> None:
+    """lute-async: run analysis tasks as subprocesses, MPI programs or SLURM jobs, watch their
+    events live, and keep a queryable history of every run."""
+    # Logging is configured when an executor is made: `emit` and `records` stay light.
+    ctx.obj = Settings(db=db, log_events=log_events, log_format=log_format, log_level=log_level)
+
+
+cli.add_command(run)
+cli.add_command(exec_)
+cli.add_command(call)
+cli.add_command(call, name="run-task")  # the architecture's name for it; `call` is the short one
+cli.add_command(emit)
+cli.add_command(records)
+cli.add_command(demo)
+cli.add_command(run_graph)
+cli.add_command(submit)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The ``lute-async`` console script."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="lute-async")

@@ -1,0 +1,226 @@
+"""The commands that run one thing: ``run`` (a defined task), ``exec`` (an ad-hoc command),
+``call``/``run-task`` (a ``@task`` function) and ``emit`` (from inside a task)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from lute_async.app.supervise import Job
+from lute_async.cli.common import (
+    EXIT_HELP,
+    config_errors,
+    config_option,
+    fail,
+    json_option,
+    json_or_text,
+    param_option,
+    parse_env,
+    parse_params,
+    settings_of,
+    tag_option,
+    timeout_option,
+)
+from lute_async.cli.execute import execute_and_report
+
+
+@click.command(epilog=EXIT_HELP, short_help="Run a task defined in TOML (or installed).")
+@click.argument("name")
+@config_option
+@param_option
+@tag_option
+@json_option
+@click.pass_context
+def run(
+    ctx: click.Context,
+    name: str,
+    config_path: Path | None,
+    params: tuple[str, ...],
+    tags: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Run the task NAME defined in the config file (or by an installed package).
+
+    Shows a progress bar per running task, its log lines and status changes, then the record.
+    """
+    from lute_async.config import load_config
+
+    settings = settings_of(ctx)
+    with config_errors():
+        config = load_config(config_path)
+        db = settings.db or config.executor.db
+        resolved = _resolve(config, name, parse_params(params), db)
+    options = resolved.run_options()
+    options["tags"] = [*options["tags"], *tags]
+    executor_options: dict[str, Any] = {}
+    if config.executor.max_concurrency:
+        executor_options["max_concurrency"] = config.executor.max_concurrency
+    if config.executor.grace:
+        executor_options["grace"] = config.executor.grace
+    execute_and_report(
+        settings,
+        [Job(resolved.argv, options)],
+        as_json=as_json,
+        db=db,
+        executor_options=executor_options,
+    )
+
+
+def _resolve(config: Any, name: str, params: dict[str, Any], db: Path | None) -> Any:
+    """Resolve task ``name``, opening the records database only if a template needs it."""
+    from lute_async.records import RecordStore
+
+    opened: list[RecordStore] = []
+
+    def store() -> RecordStore:
+        if not opened:
+            opened.append(RecordStore.open(db, mark_lost=False))
+        return opened[0]
+
+    try:
+        return config.resolve(name, params, store=store)
+    finally:
+        for one in opened:
+            one.close()
+
+
+@click.command(
+    name="exec", epilog=EXIT_HELP, short_help="Run an ad-hoc command under the executor."
+)
+@click.argument("command", nargs=-1, required=True)
+@click.option("-n", "--name", help="Name of the run [default: the program's name].")
+@timeout_option
+@param_option
+@click.option("-e", "--env", "env", multiple=True, metavar="NAME=VALUE", help="Set a variable.")
+@click.option("--cwd", type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
+@tag_option
+@json_option
+@click.pass_context
+def exec_(
+    ctx: click.Context,
+    command: tuple[str, ...],
+    name: str | None,
+    timeout: float | None,
+    params: tuple[str, ...],
+    env: tuple[str, ...],
+    cwd: Path | None,
+    tags: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Run an ad-hoc COMMAND under the executor: `lute-async exec -- ./analyse --fast`.
+
+    Its stdout and stderr lines become log events; it may report with `lute-async emit`.
+    """
+    options: dict[str, Any] = {
+        "name": name,
+        "timeout": timeout,
+        "params": parse_params(params),
+        "env": parse_env(env),
+        "cwd": cwd,
+        "tags": list(tags),
+    }
+    execute_and_report(settings_of(ctx), [Job(list(command), options)], as_json=as_json)
+
+
+@click.command(epilog=EXIT_HELP, short_help="Run a @task function: params JSON in, record out.")
+@click.argument("target", metavar="PKG.MOD:FUNC")
+@click.option(
+    "--params",
+    "params_file",
+    type=click.File("r"),
+    help="JSON object of params; '-' or no option with piped stdin reads stdin.",
+)
+@param_option
+@click.option("-n", "--name", help="Name of the run [default: the function's name].")
+@timeout_option
+@click.option("-q", "--quiet", is_flag=True, help="No live display on stderr.")
+@click.pass_context
+def call(
+    ctx: click.Context,
+    target: str,
+    params_file: IO[str] | None,
+    params: tuple[str, ...],
+    name: str | None,
+    timeout: float | None,
+    quiet: bool,
+) -> None:
+    """Run the @task function PKG.MOD:FUNC in a worker: params JSON in, record JSON out.
+
+    `echo '{"n": 3}' | lute-async call mypkg.tasks:find_peaks > record.json`. The record is
+    printed on stdout as one JSON object; the live display goes to stderr.
+    """
+    from lute_async.executor import Executor
+
+    if params_file is None and not sys.stdin.isatty():
+        params_file = sys.stdin
+    values: dict[str, Any] = {}
+    if params_file is not None:
+        text = params_file.read()
+        if text.strip():
+            try:
+                values = json.loads(text)
+            except ValueError as exc:
+                fail(f"params are not valid JSON: {exc}")
+            if not isinstance(values, dict):
+                fail(f"params must be a JSON object, got {type(values).__name__}")
+    values.update(parse_params(params))
+    options = {
+        "name": name or target.rpartition(":")[2],
+        "params": values,
+        "timeout": timeout,
+    }
+    job = Job(Executor.function_command(target), options)
+    execute_and_report(settings_of(ctx), [job], as_json=True, quiet=quiet)
+
+
+@click.command(short_help="Send an event from inside a task to its executor.")
+@click.argument("event")
+@click.argument("data", required=False)
+def emit(event: str, data: str | None) -> None:
+    """Send EVENT with optional DATA (JSON) to the executor running this task.
+
+    For shell scripts and compiled programs started by lute-async:
+
+    \b
+      lute-async emit progress 0.5            # or '{"fraction": 0.5, "message": "half"}'
+      lute-async emit log "calibrated"
+      lute-async emit peaks '{"n": 42}'       # fires hooks on "peaks"
+      lute-async emit result '{"peaks": 42}'
+
+    Outside an executor it fails with exit code 2.
+    """
+    from lute_async.errors import NotInExecutorError
+    from lute_async.task import Reporter
+
+    # a bare word or sentence is sent as a string
+    value: Any = None if data is None else json_or_text(data)
+    if event == "progress" and isinstance(value, dict):
+        fraction = value.get("fraction", 0.0)
+        if not _is_number(fraction):
+            fail(f"cannot emit 'progress': its fraction must be a number, got {fraction!r}")
+    try:
+        reporter = Reporter.connect(prefer=("socket", "tcp", "pipe"), required=True)
+    except NotInExecutorError as exc:
+        fail(f"cannot emit {event!r}: {exc}")
+    except OSError as exc:
+        fail(f"cannot emit {event!r}: the executor's channel is unreachable: {exc}")
+    with reporter:
+        if event == "progress" and _is_number(value):
+            reporter.progress(float(value))
+        elif event == "progress" and isinstance(value, dict):
+            reporter.progress(float(value.get("fraction", 0.0)), str(value.get("message", "")))
+        elif event == "log" and isinstance(value, str):
+            reporter.log(value)
+        elif event == "result":
+            reporter.result(value)
+        else:
+            reporter.emit(event, value, flush=True)
+
+
+def _is_number(value: Any) -> bool:
+    """An int or float from JSON (``true`` is not a number here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
