@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import signal
 
+import anyio
 import pytest
 
 from lute_async.launchers.base import ExitStatus
+from lute_async.run.enforcement import Deadline
 from lute_async.run.lifecycle import (
     OWNER_CANCELLED,
     EndCause,
@@ -134,3 +136,35 @@ def test_payload_carries_the_status_and_an_owner_error_overrides() -> None:
         "extra": {"node_list": "n1"},
     }
     assert terminal_payload("cancelled", None)["exit_code"] is None
+
+
+async def test_a_deadline_paused_before_it_is_armed_stays_paused_until_resumed() -> None:
+    # A hook on "started" may stop the task before the supervisor arms the deadline: the
+    # stopped time must still be free.
+    deadline = Deadline(0.01)
+    deadline.pause()
+    with anyio.fail_after(10):  # a bound for a broken deadline, not a timing assertion
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(deadline.wait)
+            await anyio.wait_all_tasks_blocked()
+            assert deadline.left == 0.01  # armed, but its clock is stopped
+            deadline.resume()
+            left = deadline.left
+            assert left is not None and left <= 0.01
+    assert deadline.left is None  # it passed and is no longer armed
+
+
+async def test_a_deadline_paused_while_armed_keeps_what_was_left() -> None:
+    deadline = Deadline(3600)
+    assert deadline.left is None  # not armed yet
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(deadline.wait)
+        await anyio.wait_all_tasks_blocked()
+        deadline.pause()
+        left = deadline.left
+        await anyio.wait_all_tasks_blocked()
+        assert deadline.left == left
+        deadline.resume()
+        resumed = deadline.left
+        assert left is not None and resumed is not None and 0 < resumed <= left
+        tg.cancel_scope.cancel()

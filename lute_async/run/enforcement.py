@@ -19,18 +19,24 @@ if TYPE_CHECKING:
 
 class Deadline:
     """A run's wall-time deadline: a cancel scope that stopping parks and resuming moves, so
-    time spent stopped is free. :meth:`wait` returns when it passes."""
+    time spent stopped is free (also when the task is stopped before the deadline is armed).
+    :meth:`wait` returns when it passes."""
 
-    __slots__ = ("_paused_left", "_scope", "seconds")
+    __slots__ = ("_armed", "_paused_left", "_scope", "seconds")
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._scope: anyio.CancelScope | None = None  # set while armed (the process runs)
+        self._armed = False
         self._paused_left: float | None = None
 
     async def wait(self) -> None:
-        """Arm the deadline ``seconds`` from now and sleep until it passes (no polling)."""
-        with anyio.CancelScope(deadline=anyio.current_time() + self.seconds) as scope:
+        """Arm the deadline ``seconds`` from now (or parked, if paused already) and sleep
+        until it passes (no polling)."""
+        self._armed = True
+        paused = self._paused_left is not None
+        deadline = math.inf if paused else anyio.current_time() + self.seconds
+        with anyio.CancelScope(deadline=deadline) as scope:
             self._scope = scope
             try:
                 await anyio.sleep_forever()
@@ -39,19 +45,27 @@ class Deadline:
 
     def pause(self) -> None:
         """Stop the clock (the task was stopped)."""
-        if self._scope is not None and self._paused_left is None:
+        if self._paused_left is not None:
+            return
+        if self._scope is not None:
             self._paused_left = self._scope.deadline - anyio.current_time()
             self._scope.deadline = math.inf
+        elif not self._armed:
+            self._paused_left = self.seconds
 
     def resume(self) -> None:
         """Restart the clock with the time that was left when it was paused."""
-        if self._scope is not None and self._paused_left is not None:
+        if self._paused_left is None:
+            return
+        if self._scope is not None:
             self._scope.deadline = anyio.current_time() + self._paused_left
+            self._paused_left = None
+        elif not self._armed:  # its clock starts, in full, when it is armed
             self._paused_left = None
 
     @property
     def left(self) -> float | None:
-        """Seconds left (constant while paused), or None when the deadline is not armed."""
+        """Seconds left (constant while paused), or None while it is neither armed nor paused."""
         if self._paused_left is not None:
             return self._paused_left
         if self._scope is None:
