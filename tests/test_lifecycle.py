@@ -3,12 +3,15 @@ event and its payload."""
 
 from __future__ import annotations
 
+import ast
 import signal
+from pathlib import Path
 
 import anyio
 import pytest
 
 from lute_async.launchers.base import ExitStatus
+from lute_async.run import lifecycle
 from lute_async.run.enforcement import Deadline
 from lute_async.run.lifecycle import (
     OWNER_CANCELLED,
@@ -168,3 +171,23 @@ async def test_a_deadline_paused_while_armed_keeps_what_was_left() -> None:
         resumed = deadline.left
         assert left is not None and resumed is not None and 0 < resumed <= left
         tg.cancel_scope.cancel()
+
+
+def test_the_lifecycle_rules_do_no_io_and_know_no_engine() -> None:
+    # Pure rules (layer L2): no event loop, no processes, no executor, workflow or config.
+    tree = ast.parse(Path(lifecycle.__file__).read_text())
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert imported <= {
+        "__future__",
+        "dataclasses",
+        "enum",
+        "signal",
+        "typing",
+        "lute_async.launchers.base",
+        "lute_async.messages",
+    }
