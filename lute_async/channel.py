@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -25,11 +25,20 @@ from lute_async.communicators.base import ChildSetup, RunChannel
 from lute_async.communicators.fdio import close_fd, read_chunk, set_nonblocking
 from lute_async.errors import LuteAsyncError
 
-if TYPE_CHECKING:
-    from lute_async.executor import Run
-    from lute_async.workflow import Node
-
 DEFAULT_BUFFER = 64 * 1024
+
+
+class LimitedRun(Protocol):
+    """The source run of a channel, as far as the channel needs it: something to end."""
+
+    def end_for_limit(self, kind: str, detail: str) -> None: ...
+
+
+class ChannelNode(Protocol):
+    """A workflow task a channel end is given to: the channel sets its stdin/stdout option."""
+
+    @property
+    def options(self) -> dict[str, Any]: ...
 
 
 @dataclass(slots=True)
@@ -44,8 +53,8 @@ class Channel:
 
     def __init__(
         self,
-        source: tuple[Node, str] | None = None,
-        target: tuple[Node, str] | None = None,
+        source: tuple[ChannelNode, str] | None = None,
+        target: tuple[ChannelNode, str] | None = None,
         *,
         buffer_size: int = DEFAULT_BUFFER,
         limit: int | None = None,
@@ -58,7 +67,7 @@ class Channel:
         self.bytes = 0
         #: Set when the limit was exceeded: ``{"kind": "output_limit", "detail": ...}``.
         self.verdict: dict[str, Any] | None = None
-        self._source: Run | None = None
+        self._source: LimitedRun | None = None
         # The two pipes' fds while open: producer -> executor (src), executor -> consumer (dst).
         self._fds: dict[str, int] | None = None
         for end, side in ((source, "stdout"), (target, "stdin")):
@@ -68,7 +77,7 @@ class Channel:
                     raise LuteAsyncError(f"a channel's {side} end cannot be a task's {stream}")
                 node.options[side] = self
 
-    def attach(self, run: Run, side: str) -> ChannelEnd:
+    def attach(self, run: LimitedRun, side: str) -> ChannelEnd:
         """The communicator-like end that connects ``run``'s ``side`` (stdin or stdout)."""
         if side == "stdout":
             if self._source is not None:

@@ -4,58 +4,27 @@ from __future__ import annotations
 
 import inspect
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import anyio
 
+from lute_async.hooks.events import ANY_EVENT, Event, Hook, HookError, RunView, hook_name
+
 if TYPE_CHECKING:
-    from lute_async.executor import Run
     from lute_async.hooks.watchdog import HookWatchdog
-    from lute_async.messages import Message
 
-Hook: TypeAlias = Callable[["Event"], Awaitable[None] | None]
-#: The event name that matches every event.
-ANY_EVENT = "*"
-
-
-@dataclass(slots=True)
-class Event:
-    """What a hook receives: the event's name, the run it belongs to and the message's data."""
-
-    name: str
-    run: Run
-    data: Any
-    rank: int | None
-    ts: float
-    message: Message
-
-
-@dataclass(slots=True)
-class HookError:
-    """A hook that raised (or timed out): what to log and to note in the record."""
-
-    event: str
-    hook: str
-    type: str
-    message: str
-    traceback: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {
-            "event": self.event,
-            "hook": self.hook,
-            "type": self.type,
-            "message": self.message,
-            "traceback": self.traceback,
-        }
-
-
-def hook_name(fn: Callable[..., Any]) -> str:
-    """A readable name for a hook: ``module.qualname``."""
-    module = getattr(fn, "__module__", None) or "?"
-    return f"{module}.{getattr(fn, '__qualname__', repr(fn))}"
+__all__ = [
+    "ANY_EVENT",
+    "Event",
+    "Hook",
+    "HookError",
+    "HookRegistry",
+    "RunView",
+    "call_hooks",
+    "hook_error",
+    "hook_name",
+]
 
 
 class HookRegistry:

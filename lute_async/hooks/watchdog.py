@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lute_async.hooks.registry import hook_name
+from lute_async.hooks.events import hook_name
 from lute_async.logs import get_logger
 
 

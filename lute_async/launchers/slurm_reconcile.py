@@ -21,6 +21,7 @@ from lute_async.launchers.base import ExitStatus
 from lute_async.launchers.slurm import ACTIVE_STATES, QUEUED_STATES, SlurmJob, exit_status
 from lute_async.messages import Message, TaskStatus
 from lute_async.records import AnalysisRecord, RecordStore, RunFilter
+from lute_async.run.lifecycle import terminal_payload
 
 
 @dataclass(slots=True)
@@ -74,15 +75,10 @@ def _settle(record: AnalysisRecord, status: ExitStatus, ended_at: float | None) 
     records a run's terminal event when its executor is alive."""
     lost_error = record.error
     record.error = None
-    data = {
-        "exit_code": status.exit_code,
-        "signal": status.signal,
-        "usage": None,
-        "error": status.error,
-        "extra": status.extra,
-    }
+    event = status.terminal_event()
+    data = terminal_payload(event, status)
     ts = ended_at if ended_at is not None else time.time()
-    terminal = Message(status.terminal_event(), data, 0, ts, None, None)
+    terminal = Message(event, data, 0, ts, None, None)
     RecordKeeper(record, limits=record.extra.get("limits")).apply(terminal)
     record.extra["reconciled"] = {
         "was": TaskStatus.LOST.value,

@@ -1,0 +1,1 @@
+"""The run engine: one run's lifecycle, enforcement, dispatch and supervision."""

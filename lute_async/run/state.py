@@ -1,0 +1,113 @@
+"""RunState: the state one run's parts share, declared once.
+
+:class:`~lute_async.run.handle.Run` is built from two parts that work on the same run: the
+supervisor (launch, wait, drain, terminate) and the dispatcher (the ordered stream into the
+record, the hooks and the tap). This declares what they share; ``Run.__init__`` sets it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+if TYPE_CHECKING:
+    import anyio
+
+    from lute_async.communicators.base import Batch
+    from lute_async.errors import ProtocolError
+    from lute_async.hooks.builtin import RecordKeeper
+    from lute_async.hooks.events import Hook
+    from lute_async.hooks.registry import HookRegistry
+    from lute_async.launchers.base import ExitStatus, Launcher, TaskProcess
+    from lute_async.limits import Limits
+    from lute_async.messages import Message
+    from lute_async.records import AnalysisRecord
+    from lute_async.run.context import RunContext
+    from lute_async.run.enforcement import Deadline
+    from lute_async.run.lifecycle import Lifecycle
+
+#: A run's message tap: what :meth:`Run.messages` reads, fed by the dispatcher.
+Tap = tuple[MemoryObjectSendStream["Message"], MemoryObjectReceiveStream["Message"]]
+
+
+class RunState:
+    """The attributes of a run that its supervisor and dispatcher both use."""
+
+    id: str
+    name: str
+    record: AnalysisRecord
+    hooks: HookRegistry
+    launcher: Launcher
+    timeout: float | None
+    grace: float
+    progress: dict[str, Any] | None
+    _context: RunContext
+    _lifecycle: Lifecycle
+    _deadline: Deadline | None
+    _keeper: RecordKeeper
+    _argv: list[str]
+    _params: dict[str, Any]
+    _env_overrides: dict[str, str]
+    _cwd: str | None
+    _limits: Limits | None
+    _secret: str
+    _communicator_specs: tuple[Any, ...]
+    _channel_ends: list[Any]
+    # The stream from the readers to the dispatcher, and the tap after it.
+    _send: MemoryObjectSendStream[Batch]
+    _receive: MemoryObjectReceiveStream[Batch]
+    _tap: Tap | None
+    _tap_taken: bool
+    # The process, how it exited, and when: exited, drained, finished (record final).
+    _process: TaskProcess | None
+    _exit: ExitStatus | None
+    _exited: anyio.Event
+    _finished: anyio.Event
+    _readers_left: int
+    _drained: anyio.Event
+    _queued: anyio.CancelScope | None  # set while waiting for a slot
+    # The dispatcher: working on a batch, when it last finished one, what it has fired.
+    _dispatching: bool
+    _last_progress: float
+    _started_fired: bool
+    _terminal_fired: bool
+    _special_events: frozenset[str] | set[str]
+    _plain_hooks: dict[str, tuple[Hook, ...] | None]
+    _plain_version: int
+
+    if TYPE_CHECKING:
+        # Run's public face, declared for the type checker only, so that each part is the
+        # RunView it hands to hooks and to the executor's save.
+        @property
+        def status(self) -> str: ...
+        @property
+        def pid(self) -> int | None: ...
+        @property
+        def done(self) -> bool: ...
+        @property
+        def time_left(self) -> float | None: ...
+        def on(self, event: str, fn: Hook | None = None) -> Any: ...
+        async def stop(self) -> None: ...
+        async def resume(self) -> None: ...
+        async def cancel(self) -> None: ...
+        async def kill(self) -> None: ...
+        async def wait(self) -> AnalysisRecord: ...
+
+    # Each part's methods the other calls, declared here (the last base) so that they resolve
+    # to the part that defines them.
+    async def _dispatch(self) -> None:
+        """Dispatch the stream until it ends (the dispatcher's)."""
+        raise NotImplementedError
+
+    async def _handle(self, message: Message) -> None:
+        """Dispatch one message (the dispatcher's; the supervisor's abort uses it)."""
+        raise NotImplementedError
+
+    def _protocol_error(self, source: str, conn: int, error: ProtocolError) -> None:
+        """Note a broken frame stream in the record (the dispatcher's)."""
+        raise NotImplementedError
+
+    def end_for_limit(self, kind: str, detail: str) -> None:
+        """End the run for an exceeded limit (the handle's)."""
+        raise NotImplementedError

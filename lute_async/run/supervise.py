@@ -1,0 +1,265 @@
+"""The supervisor of a run: launch the process, serve its communicators, wait for its exit
+(on a pidfd or the scheduler) under its deadline, drain its stream, end it with the terminal
+event; and end the process (SIGTERM, then SIGKILL after the grace period) when asked."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+
+from lute_async.communicators import RunChannel, make_communicator
+from lute_async.communicators.base import Communicator
+from lute_async.errors import LaunchError
+from lute_async.launchers.base import ExitStatus, LaunchSpec, TaskProcess
+from lute_async.logs import get_logger
+from lute_async.messages import EventName, Message
+from lute_async.redaction import redact_env
+from lute_async.run.enforcement import Deadline, OutputBudget
+from lute_async.run.lifecycle import OWNER_CANCELLED, Phase, terminal_payload
+from lute_async.run.state import RunState
+from lute_async.wire import (
+    ENV_EXECUTOR_PID,
+    ENV_NAME,
+    ENV_PARAMS,
+    ENV_PARAMS_FILE,
+    ENV_RUN,
+    ENV_SECRET,
+)
+
+#: Params larger than this go to the task in a file instead of the environment.
+MAX_ENV_PARAMS = 64 * 1024
+
+
+async def terminate(
+    process: TaskProcess, grace: float, exited: Callable[[], Awaitable[object]]
+) -> bool:
+    """SIGTERM ``process`` (or the scheduler's cancel), then SIGKILL if ``exited`` has not
+    returned after ``grace`` seconds; True if it ended within the grace period."""
+    await process.terminate()
+    with anyio.move_on_after(grace):
+        await exited()
+        return True
+    await process.kill()
+    return False
+
+
+class Supervisor(RunState):
+    """Launches, waits for, drains and ends one run's process."""
+
+    async def _execute(self) -> None:
+        """Run to the end: supervise the process and dispatch its stream concurrently."""
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._dispatch)
+                try:
+                    await self._supervise()
+                finally:
+                    self._send.close()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True) as scope:
+                scope.deadline = anyio.current_time() + self.grace + 10
+                await self._abort()
+            raise
+
+    async def _supervise(self) -> None:
+        context, lifecycle = self._context, self._lifecycle
+        await context.save(self)
+        async with AsyncExitStack() as slot:
+            if context.limiter is not None:
+                # Waiting for a max_concurrency slot: cancel() ends the wait at once.
+                with anyio.CancelScope() as self._queued:
+                    if not lifecycle.ending:
+                        await slot.enter_async_context(context.limiter)
+                self._queued = None
+            if lifecycle.ending:  # cancelled before it could start
+                await self._end(ExitStatus(exit_code=None))
+                return
+            lifecycle.advance(Phase.LAUNCHING)
+            channel = RunChannel(
+                self.id,
+                self._secret,
+                self._send,
+                max_frame=context.max_frame,
+                on_protocol_error=self._protocol_error,
+                on_output=self._output_budget(),
+            )
+            communicators = [
+                make_communicator(spec)
+                for spec in self.launcher.communicators(self._communicator_specs)
+            ] + list(self._channel_ends)
+            try:
+                status = await self._launch_and_wait(channel, communicators)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    for communicator in communicators:
+                        await communicator.aclose()
+                    self._remove_params_file()
+        if status is not None:
+            await self._end(status)
+
+    async def _launch_and_wait(
+        self, channel: RunChannel, communicators: list[Communicator]
+    ) -> ExitStatus | None:
+        spec = self._launch_spec()
+        try:
+            for communicator in communicators:
+                setup = await communicator.open(channel)
+                spec.env.update(setup.env)
+                spec.pass_fds += setup.pass_fds
+                spec.stdout = setup.stdout if setup.stdout is not None else spec.stdout
+                spec.stderr = setup.stderr if setup.stderr is not None else spec.stderr
+                spec.stdin = getattr(setup, "stdin", None) or spec.stdin  # a channel's end
+            self.record.communicators = [c.describe() for c in communicators]
+            self.record.env = self._recorded_env(spec.env)
+            self._process = await self.launcher.launch(spec, self._notify)
+            self._lifecycle.advance(Phase.RUNNING)
+        except (LaunchError, OSError) as exc:
+            kind = type(exc).__name__ if isinstance(exc, LaunchError) else "LaunchError"
+            error = {"type": kind, "message": str(exc), "traceback": None}
+            self._lifecycle.launch_failed()
+            await self._end(ExitStatus(exit_code=None, error=error))
+            return None
+        for communicator in communicators:
+            communicator.child_started()
+        self.record.extra.update(self._process.describe())
+        if self._lifecycle.ending:  # cancel() arrived while launching
+            await self._process.terminate()
+        async with anyio.create_task_group() as readers:
+            self._readers_left = len(communicators)
+            for communicator in communicators:
+                readers.start_soon(self._serve, communicator)
+            async with anyio.create_task_group() as waiting:
+                if self._deadline is not None:
+                    waiting.start_soon(self._enforce_timeout, self._deadline)
+                status = await self._process.wait()
+                waiting.cancel_scope.cancel()
+            self._exit = status
+            self._lifecycle.advance(Phase.DRAINING)
+            self._exited.set()
+            await self._drain(readers.cancel_scope)
+        return status
+
+    async def _serve(self, communicator: Communicator) -> None:
+        try:
+            await communicator.serve(self._exited)
+        finally:
+            self._readers_left -= 1
+            if not self._readers_left:
+                self._drained.set()
+
+    async def _drain(self, readers: anyio.CancelScope) -> None:
+        """After the exit, let the readers reach end of stream while messages keep moving.
+
+        What the task wrote before it exited may take a while to read on a loaded executor,
+        so the limit is on *silence*: ``drain_timeout`` seconds with no batch handled (a
+        process that escaped the group may hold a pipe open forever) ends the readers.
+        """
+        timeout = self._context.drain_timeout
+        self._last_progress = anyio.current_time()
+        while not self._drained.is_set():
+            # Not a poll: this wakes once per drain_timeout of silence, or when drained.
+            with anyio.move_on_after(self._last_progress + timeout - anyio.current_time()):
+                await self._drained.wait()
+            silent = anyio.current_time() - self._last_progress >= timeout
+            if silent and not self._dispatching and not self._drained.is_set():
+                readers.cancel()
+                get_logger().warning(
+                    "drain_timeout", run_id=self.id, run=self.name, seconds=timeout
+                )
+                return
+            if self._dispatching:  # a slow hook is still working through what was read
+                self._last_progress = anyio.current_time()
+
+    def _launch_spec(self) -> LaunchSpec:
+        context = self._context
+        env = dict(os.environ) if context.inherit_env else {}
+        env.setdefault("PYTHONUNBUFFERED", "1")  # live log lines from Python tasks
+        env.update(self._env_overrides)
+        env[ENV_RUN] = self.id
+        env[ENV_NAME] = self.name
+        env[ENV_SECRET] = self._secret
+        env[ENV_EXECUTOR_PID] = str(os.getpid())
+        run_dir = context.workdir / self.id
+        if self._params:
+            text = json.dumps(self._params)
+            if len(text) <= MAX_ENV_PARAMS:
+                env[ENV_PARAMS] = text
+            else:
+                run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                path = run_dir / "params.json"
+                path.write_text(text)
+                env[ENV_PARAMS_FILE] = os.fspath(path)
+        return LaunchSpec(
+            argv=list(self._argv),
+            env=env,
+            run_id=self.id,
+            name=self.name,
+            run_dir=run_dir,
+            cwd=self._cwd,
+            limits=self._limits,
+        )
+
+    def _remove_params_file(self) -> None:
+        path = self._context.workdir / self.id / "params.json"
+        if path.exists():
+            path.unlink(missing_ok=True)
+
+    def _recorded_env(self, env: Mapping[str, str]) -> dict[str, str]:
+        recorded = redact_env(env)
+        recorded.pop(ENV_PARAMS, None)  # the params are recorded on their own
+        return recorded
+
+    def _output_budget(self) -> OutputBudget | None:
+        limit = self._limits.output_bytes if self._limits is not None else None
+        return None if limit is None else OutputBudget(limit, self.record, self.end_for_limit)
+
+    async def _enforce_timeout(self, deadline: Deadline) -> None:
+        await deadline.wait()  # wakes once, when the (movable) deadline passes
+        self._lifecycle.time_out()
+        await self._terminate()
+
+    async def _terminate(self) -> None:
+        """SIGTERM (or the scheduler's cancel), then SIGKILL if still running after ``grace``."""
+        if self._process is not None:
+            await terminate(self._process, self.grace, self._exited.wait)
+
+    async def _notify(self, sig: str, data: dict[str, Any]) -> None:
+        await self._inject(sig, data)
+
+    async def _inject(self, sig: str, data: Any) -> None:
+        await self._send.send([Message(str(sig), data, 0, time.time(), None, os.getpid())])
+
+    async def _end(self, status: ExitStatus) -> None:
+        """Send the terminal event of the run's first-wins end, the last message of the
+        stream."""
+        event = self._lifecycle.finish(status)
+        data = self._lifecycle.payload(event, status)
+        await self._send.send([Message(event, data, 0, time.time(), None, os.getpid())])
+
+    async def _abort(self) -> None:
+        """The owner of this run was cancelled: end the process, then record and fire
+        ``cancelled`` directly (the dispatcher is gone; whatever else was ending the run, its
+        stream is cut, so it ends cancelled)."""
+        if self._terminal_fired:
+            return
+        self._lifecycle.cancel()
+        status, process = self._exit, self._process
+        if process is not None and not self._exited.is_set():
+
+            async def exited() -> None:
+                nonlocal status
+                status = await process.wait()
+
+            if not await terminate(process, self.grace, exited):
+                with anyio.move_on_after(5):
+                    status = await process.wait()
+        self._lifecycle.advance(Phase.ENDED)
+        event = EventName.CANCELLED.value
+        data = terminal_payload(event, status, error=OWNER_CANCELLED)
+        await self._handle(Message(event, data, 0, time.time(), None, os.getpid()))
