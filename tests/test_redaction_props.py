@@ -49,11 +49,28 @@ def test_ordinary_arguments_pass_unchanged(argv: list[str]) -> None:
     assert redact_argv(argv) == argv
 
 
+def _strings(value: Any) -> list[str]:
+    """Every string in *value*, keys included."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for key, item in value.items() for s in (*_strings(key), *_strings(item))]
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
 @given(json_values, secrets)
-def test_no_value_under_a_secret_key_survives(value: Any, secret: str) -> None:
-    data = {"params": value, "api_token": secret, "nested": [{"password": secret}]}
-    stored = json.dumps(redact_mapping(data))
-    assert secret not in stored
+def test_values_under_secret_keys_are_masked_whatever_they_are(value: Any, secret: str) -> None:
+    stored = redact_mapping({"params": value, "api_token": value, "nested": [{"password": secret}]})
+    assert stored["api_token"] == (value if value is None or isinstance(value, bool) else REDACTED)
+    assert stored["nested"] == [{"password": REDACTED}]
+
+
+@given(json_values, secrets, st.text(max_size=6))
+def test_no_known_secret_survives_in_a_mapping(value: Any, secret: str, around: str) -> None:
+    data = {"params": value, around + secret: [around + secret + around, {"k": secret}]}
+    assert all(secret not in s for s in _strings(redact_mapping(data, [secret])))
 
 
 @given(st.dictionaries(words, json_scalars, max_size=6))
