@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import os
 import sys
 import textwrap
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from lute_async import Executor
+from lute_async import Executor, logs
 
 PYTHON = sys.executable
 #: Test modules whose tests run on uvloop's event loop instead of stdlib asyncio's.
@@ -58,3 +60,25 @@ def process_exists(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def log_events(text: str) -> list[dict[str, Any]]:
+    """The JSON log lines in captured stderr."""
+    events = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+    return events
+
+
+@pytest.fixture
+def json_logs(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    """lute-async's logs as JSON lines, written where the test can read them back."""
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.setattr(logs, "_logger", logs._logger)  # the old logger comes back after
+    logs.configure(renderer="json")
+    return stream

@@ -14,11 +14,10 @@ import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
-from conftest import PYTHON, process_exists
+from conftest import PYTHON, log_events, process_exists
 
 from lute_async import AnalysisRecord, Event, Executor, RecordStore, logs
 from lute_async.hooks.registry import Hook
@@ -29,28 +28,6 @@ RESULT_TASK = """
         report.progress(0.5, "half way")
         report.result({"answer": 42}, summary="42")
 """
-
-
-def log_events(text: str) -> list[dict[str, Any]]:
-    """The JSON log lines in captured stderr."""
-    events = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue
-    return events
-
-
-@pytest.fixture
-def json_logs(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
-    """lute-async's logs as JSON lines, written where the test can read them back."""
-    stream = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", stream)
-    monkeypatch.setattr(logs, "_logger", logs._logger)  # the old logger comes back after
-    logs.configure(renderer="json")
-    return stream
 
 
 @pytest.fixture

@@ -32,10 +32,13 @@ class _EventLogger:
 
     def __call__(self, event: Event) -> None:
         log = get_logger()
+        run = event.run
+        message = event.message
         fields: dict[str, Any] = {
-            "run_id": event.run.id,
-            "run": event.run.name,
-            "pid": event.message.pid,
+            "run_id": run.id,
+            "run": run.name,
+            # The executor's own messages (started, done...) are about the task's process.
+            "pid": run.pid if message.source == "executor" else message.pid,
             "rank": event.rank,
         }
         if event.name in LIFECYCLE_EVENTS:
@@ -48,12 +51,18 @@ class _EventLogger:
                     fields["error"] = record.error.get("message")
                 log.info(event.name, **fields)
             elif event.name == EventName.ERROR:
-                data = event.data if isinstance(event.data, dict) else {}
-                log.warning("task_error", error=data.get("message"), **fields)
+                sent = event.data if isinstance(event.data, dict) else {}
+                error = run.redactor.text(str(sent.get("message")))
+                log.warning("task_error", error=error, **fields)
             else:
                 log.info(event.name, **fields)
         else:
-            log.debug(event.name, data=event.data, **fields)
+            data = event.data
+            if isinstance(data, dict):
+                data = run.redactor.mapping(data)
+            elif isinstance(data, str):
+                data = run.redactor.text(data)
+            log.debug(event.name, data=data, **fields)
 
     def register(self, registry: HookRegistry) -> None:
         """Add this logger to ``registry``: for every event when debug logging is on, else

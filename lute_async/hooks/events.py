@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 if TYPE_CHECKING:
     from lute_async.messages import Message
-    from lute_async.records import AnalysisRecord
+    from lute_async.records.model import AnalysisRecord
+    from lute_async.redaction import Redactor
 
 Hook: TypeAlias = Callable[["Event"], Awaitable[None] | None]
 #: The event name that matches every event.
@@ -37,6 +38,10 @@ class RunView(Protocol):
     def progress(self) -> dict[str, Any] | None: ...
     @property
     def time_left(self) -> float | None: ...
+    @property
+    def redactor(self) -> Redactor:
+        """Masks this run's secrets in a text, an argv or a mapping before it is kept."""
+        ...
 
     def on(self, event: str, fn: Hook | None = None) -> Any:
         """Register a hook for this run only."""

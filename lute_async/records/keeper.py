@@ -7,6 +7,7 @@ from typing import Any
 
 from lute_async.messages import TERMINAL_STATUS, EventName, Message
 from lute_async.records.model import AnalysisRecord
+from lute_async.redaction import Redactor
 from lute_async.status import TaskStatus
 from lute_async.verdicts import VerdictJudge
 
@@ -22,8 +23,12 @@ class RecordKeeper:
         *,
         limits: dict[str, Any] | None = None,
         timeout: float | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.record = record
+        #: Masks secrets in what the record keeps of results and errors (the hooks and the
+        #: caller's events still see the task's data as sent).
+        self.redactor = redactor if redactor is not None else Redactor({})
         self.judge = VerdictJudge(limits, timeout)
         self._handlers: dict[str, Callable[[Message], bool]] = {
             EventName.QUEUED: self._queued,
@@ -85,21 +90,23 @@ class RecordKeeper:
     def _result(self, message: Message) -> bool:
         data = message.data
         if isinstance(data, dict) and "payload" in data:
-            self.record.result = {"payload": data.get("payload"), "summary": data.get("summary")}
+            result = {"payload": data.get("payload"), "summary": data.get("summary")}
         else:
-            self.record.result = {"payload": data, "summary": None}
+            result = {"payload": data, "summary": None}
+        self.record.result = self.redactor.mapping(result)
         return False
 
     def _error(self, message: Message) -> bool:
         data = message.data
         if isinstance(data, dict):
-            self.record.error = {
+            error = {
                 "type": str(data.get("type") or "TaskError"),
                 "message": str(data.get("message") or ""),
                 "traceback": data.get("traceback"),
             }
         else:
-            self.record.error = {"type": "TaskError", "message": str(data), "traceback": None}
+            error = {"type": "TaskError", "message": str(data), "traceback": None}
+        self.record.error = self.redactor.mapping(error)
         return False
 
     def _stopped(self, message: Message) -> bool:
@@ -122,7 +129,7 @@ class RecordKeeper:
         if data.get("extra"):
             record.extra.update(data["extra"])
         if message.sig != EventName.DONE and record.error is None and data.get("error"):
-            record.error = {"traceback": None, **data["error"]}
+            record.error = self.redactor.mapping({"traceback": None, **data["error"]})
         if record.verdict is None:
             record.verdict = self.judge.judge(
                 message.sig,

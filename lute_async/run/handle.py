@@ -24,14 +24,15 @@ import anyio
 from lute_async.communicators import CommunicatorSpec
 from lute_async.communicators.base import Batch
 from lute_async.errors import LuteAsyncError
-from lute_async.hooks.builtin import RecordKeeper
 from lute_async.hooks.events import Hook
 from lute_async.hooks.registry import HookRegistry
 from lute_async.launchers.base import Launcher, TaskProcess
 from lute_async.launchers.local import Local
 from lute_async.limits import Limits
 from lute_async.messages import TERMINAL_EVENTS, EventName, Message, TaskStatus
-from lute_async.records import AnalysisRecord
+from lute_async.records.keeper import RecordKeeper
+from lute_async.records.model import AnalysisRecord
+from lute_async.redaction import Redactor
 from lute_async.run import enforcement
 from lute_async.run.context import RunContext
 from lute_async.run.dispatch import Dispatcher
@@ -92,11 +93,16 @@ class Run(Supervisor, Dispatcher):
             communicators if communicators is not None else context.communicators
         )
         self._secret = secrets.token_urlsafe(24)
+        # What the record and the logs may keep: the secret values the task can see (its
+        # environment and its TCP secret) and secret-looking keys and flags masked.
+        known = dict(os.environ) if context.inherit_env else {}
+        known.update(self._env_overrides)
+        self.redactor = Redactor(known, (self._secret,))
         self.record = AnalysisRecord(
             id=self.id,
             name=name,
-            command=list(argv),
-            params=self._params,
+            command=self.redactor.argv(argv),
+            params=self.redactor.mapping(self._params),
             cwd=self._cwd,
             launcher=self.launcher.describe(),
             tags=list(tags or ()),
@@ -106,7 +112,10 @@ class Run(Supervisor, Dispatcher):
         if limits is not None:
             self.record.extra["limits"] = limits.to_dict()
         self._keeper = RecordKeeper(
-            self.record, limits=self.record.extra.get("limits"), timeout=self.timeout
+            self.record,
+            limits=self.record.extra.get("limits"),
+            timeout=self.timeout,
+            redactor=self.redactor,
         )
         self._lifecycle = Lifecycle(self.timeout)
         # The wall-time deadline, armed while the process runs; stop() parks it.

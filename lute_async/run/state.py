@@ -16,13 +16,14 @@ if TYPE_CHECKING:
 
     from lute_async.communicators.base import Batch
     from lute_async.errors import ProtocolError
-    from lute_async.hooks.builtin import RecordKeeper
     from lute_async.hooks.events import Hook
     from lute_async.hooks.registry import HookRegistry
     from lute_async.launchers.base import ExitStatus, Launcher, TaskProcess
     from lute_async.limits import Limits
     from lute_async.messages import Message
-    from lute_async.records import AnalysisRecord
+    from lute_async.records.keeper import RecordKeeper
+    from lute_async.records.model import AnalysisRecord
+    from lute_async.redaction import Redactor
     from lute_async.run.context import RunContext
     from lute_async.run.enforcement import Deadline
     from lute_async.run.lifecycle import Lifecycle
@@ -42,6 +43,7 @@ class RunState:
     timeout: float | None
     grace: float
     progress: dict[str, Any] | None
+    redactor: Redactor
     _context: RunContext
     _lifecycle: Lifecycle
     _deadline: Deadline | None

@@ -19,7 +19,6 @@ from lute_async.errors import LaunchError
 from lute_async.launchers.base import ExitStatus, LaunchSpec, TaskProcess
 from lute_async.logs import get_logger
 from lute_async.messages import EventName, Message
-from lute_async.redaction import redact_env
 from lute_async.run.enforcement import Deadline, OutputBudget
 from lute_async.run.lifecycle import OWNER_CANCELLED, Phase, terminal_payload
 from lute_async.run.state import RunState
@@ -121,13 +120,16 @@ class Supervisor(RunState):
             self._lifecycle.advance(Phase.RUNNING)
         except (LaunchError, OSError) as exc:
             kind = type(exc).__name__ if isinstance(exc, LaunchError) else "LaunchError"
-            error = {"type": kind, "message": str(exc), "traceback": None}
+            error = {"type": kind, "message": self.redactor.text(str(exc)), "traceback": None}
             self._lifecycle.launch_failed()
             await self._end(ExitStatus(exit_code=None, error=error))
             return None
         for communicator in communicators:
             communicator.child_started()
-        self.record.extra.update(self._process.describe())
+        described = self._process.describe()
+        if isinstance(described.get("launch_command"), list):
+            described["launch_command"] = self.redactor.argv(described["launch_command"])
+        self.record.extra.update(described)
         if self._lifecycle.ending:  # cancel() arrived while launching
             await self._process.terminate()
         async with anyio.create_task_group() as readers:
@@ -211,7 +213,7 @@ class Supervisor(RunState):
             path.unlink(missing_ok=True)
 
     def _recorded_env(self, env: Mapping[str, str]) -> dict[str, str]:
-        recorded = redact_env(env)
+        recorded = self.redactor.env(env)
         recorded.pop(ENV_PARAMS, None)  # the params are recorded on their own
         return recorded
 
