@@ -512,3 +512,44 @@ def test_lute_errors_leave_a_group_holding_other_exceptions_alone() -> None:
 
     with pytest.raises(ExceptionGroup), lute_errors():
         raise ExceptionGroup("mixed", [ConfigError("ours"), ValueError("a bug")])
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["plain", "debug"])
+def test_an_unexpected_error_is_one_line_and_exit_70_unless_debug_shows_the_traceback(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    debug: bool,
+) -> None:
+    # A bug inside lute-async (not bad input): the store fails in a way nothing expects.
+    from lute_async.cli import main
+
+    def broken(self: RecordStore, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("the disk is on fire")
+
+    monkeypatch.setattr(RecordStore, "iterate", broken)
+    args = ["--db", os.fspath(tmp_path / "runs.db"), "records", "list"]
+    if debug:
+        with pytest.raises(RuntimeError, match="the disk is on fire"):
+            main(["--debug", *args])
+        return
+    with pytest.raises(SystemExit) as ended:
+        main(args)
+    assert ended.value.code == 70
+    assert capsys.readouterr().err == (
+        "lute-async: internal error: RuntimeError: the disk is on fire "
+        "(run with --debug for the traceback)\n"
+    )
+
+
+def test_the_readme_command_block_is_the_help_of_today() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("### Commands\n", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    shown = subprocess.run(
+        [*CLI, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert shown.stdout == block

@@ -30,6 +30,8 @@ EXIT_CODES: dict[str, int] = {
 }
 #: Bad usage, a bad config file, or `emit` outside an executor.
 EXIT_USAGE = 2
+#: An unexpected error inside lute-async itself (EX_SOFTWARE); --debug shows its traceback.
+EXIT_INTERNAL = 70
 
 EXIT_HELP = """\b
 Exit codes of run, exec and call:
@@ -38,6 +40,8 @@ Exit codes of run, exec and call:
   2  bad usage or an invalid task definition
   3  the run TIMEDOUT
   4  the run was CANCELLED (Ctrl-C: once cancels cleanly, twice kills)
+  5  the run was LOST (its executor died while it ran)
+  70 an unexpected error in lute-async (--debug shows its traceback)
 """
 
 PARAM_HELP = "Set a param (repeatable); VALUE is read as JSON when it parses, else as a string."

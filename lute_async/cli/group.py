@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
-from lute_async.cli.common import Settings
+from lute_async.cli.common import EXIT_INTERNAL, Settings
 from lute_async.cli.demo import demo
 from lute_async.cli.graph import run_graph
 from lute_async.cli.records import records
 from lute_async.cli.submit import submit
 from lute_async.cli.tasks import call, emit, exec_, run
+
+#: Set by the group's --debug for main(), which sees an unexpected error after click's
+#: context is gone (one CLI invocation per process).
+_debug: list[bool] = []
 
 
 @click.group(
@@ -44,14 +49,27 @@ from lute_async.cli.tasks import call, emit, exec_, run
 @click.option(
     "--log-events", is_flag=True, help="Also log every event as a structured line on stderr."
 )
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="LUTE_ASYNC_DEBUG",
+    help="Show the traceback of an unexpected error [env LUTE_ASYNC_DEBUG].",
+)
 @click.pass_context
 def cli(
-    ctx: click.Context, db: Path | None, log_format: str, log_level: str, log_events: bool
+    ctx: click.Context,
+    db: Path | None,
+    log_format: str,
+    log_level: str,
+    log_events: bool,
+    debug: bool,
 ) -> None:
     """lute-async: run analysis tasks as subprocesses, MPI programs or SLURM jobs, watch their
     events live, and keep a queryable history of every run."""
     # Logging is configured when an executor is made: `emit` and `records` stay light.
     ctx.obj = Settings(db=db, log_events=log_events, log_format=log_format, log_level=log_level)
+    if debug:
+        _debug.append(True)
 
 
 cli.add_command(run)
@@ -66,5 +84,17 @@ cli.add_command(submit)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """The ``lute-async`` console script."""
-    cli.main(args=list(argv) if argv is not None else None, prog_name="lute-async")
+    """The ``lute-async`` console script: an unexpected error is one line on stderr and exit
+    code 70, its traceback only with ``--debug``."""
+    _debug.clear()
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="lute-async")
+    except Exception as exc:
+        if _debug:
+            raise
+        click.echo(
+            f"lute-async: internal error: {type(exc).__name__}: {exc} "
+            "(run with --debug for the traceback)",
+            err=True,
+        )
+        sys.exit(EXIT_INTERNAL)
