@@ -29,6 +29,8 @@ __all__ = [
     "check_options",
     "check_run_options",
     "describe",
+    "expected",
+    "key_error",
 ]
 
 #: Communicator kinds a run may name.
@@ -75,7 +77,7 @@ class Option:
         if self.accepts is not None and self.accepts(value):
             return value
         if self.type is None:
-            raise _expected(where, key, self.expected, value)
+            raise expected(where, key, self.expected, value)
         try:
             converted = msgspec.convert(value, self.type)
         except msgspec.ValidationError as exc:
@@ -86,14 +88,14 @@ class Option:
         unknown = re.match(r"Object contains unknown field `([^`]*)`", detail)
         if unknown is not None and self.parts:
             name = unknown.group(1)
-            return _error(
+            return key_error(
                 where, f"{key}.{name}", f"unknown key; expected one of {', '.join(self.parts)}"
             )
         part = re.search(r"at `\$\.(\w+)`$", detail)
         if part is not None and part.group(1) in self.parts and isinstance(value, Mapping):
             name = part.group(1)
-            return _expected(where, f"{key}.{name}", self.parts[name], value[name])
-        return _expected(where, key, self.expected, value)
+            return expected(where, f"{key}.{name}", self.parts[name], value[name])
+        return expected(where, key, self.expected, value)
 
 
 def _is_hooks(value: Any) -> bool:
@@ -173,22 +175,22 @@ def check_options(
     options: Mapping[str, Option],
     *,
     where: str = "",
-    unknown: str = "unknown key",
+    prefix: str = "",
+    unknown: str = "unknown key; expected one of",
 ) -> dict[str, Any]:
     """``values`` checked against ``options``: each converted, ``None`` kept (the default).
 
-    Unknown keys are refused, all named, before any value is checked.
+    Unknown keys are refused, all named, before any value is checked; ``prefix`` goes before
+    every key in messages (``"launcher."``), ``unknown`` before the list of known keys.
     """
     extra = [key for key in values if key not in options]
     if extra:
-        keys = ", ".join(repr(key) for key in extra)
+        keys = ", ".join(repr(prefix + key) for key in extra)
         label = f"key {keys}" if len(extra) == 1 else f"keys {keys}"
-        raise ConfigError(
-            f"{where + ': ' if where else ''}{label}: {unknown}; "
-            f"expected one of {', '.join(options)}"
-        )
+        listing = ", ".join(options) or "no options"
+        raise ConfigError(f"{where + ': ' if where else ''}{label}: {unknown} {listing}")
     return {
-        key: None if value is None else options[key].check(key, value, where)
+        key: None if value is None else options[key].check(prefix + key, value, where)
         for key, value in values.items()
     }
 
@@ -200,7 +202,9 @@ def check_run_options(options: Mapping[str, Any], *, where: str = "") -> dict[st
     ``communicators`` a tuple, a ``limits`` table as :class:`Limits`; live objects as given.
     Raises :class:`ConfigError` naming the key, the value and what was expected.
     """
-    return check_options(options, RUN_OPTIONS, where=where, unknown="unknown option")
+    return check_options(
+        options, RUN_OPTIONS, where=where, unknown="unknown option; expected one of"
+    )
 
 
 def describe(value: Any) -> str:
@@ -218,9 +222,13 @@ def describe(value: Any) -> str:
     return f"{kind} ({text if len(text) <= 60 else text[:57] + '...'})"
 
 
-def _error(where: str, key: str, problem: str) -> ConfigError:
-    return ConfigError(f"{where + ': ' if where else ''}key {key!r}: {problem}")
+def key_error(where: str, key: str | None, problem: str) -> ConfigError:
+    """``where: key 'key': problem`` (``key`` None: no key part)."""
+    if key is not None:
+        problem = f"key {key!r}: {problem}"
+    return ConfigError(f"{where + ': ' if where else ''}{problem}")
 
 
-def _expected(where: str, key: str, what: str, value: Any) -> ConfigError:
-    return _error(where, key, f"expected {what}, got {describe(value)}")
+def expected(where: str, key: str, what: str, value: Any) -> ConfigError:
+    """``where: key 'key': expected what, got value``."""
+    return key_error(where, key, f"expected {what}, got {describe(value)}")
