@@ -7,6 +7,7 @@ resolved. Every error is a :class:`ConfigError` naming the file, the task, the k
 expected.
 """
 
+from lute_async.config.graph import GraphNodeDef, parse_graph
 from lute_async.config.load import DEFAULT_CONFIG, ENV_CONFIG, load_config, parse_config
 from lute_async.config.model import (
     EnvSetting,
@@ -26,6 +27,7 @@ __all__ = [
     "TASKS_GROUP",
     "EnvSetting",
     "ExecutorSettings",
+    "GraphNodeDef",
     "LauncherDef",
     "ResolvedTask",
     "TaskConfig",
@@ -35,4 +37,5 @@ __all__ = [
     "load_hook",
     "parse_config",
     "parse_env_file",
+    "parse_graph",
 ]
