@@ -344,3 +344,29 @@ async def test_run_options_are_checked_when_a_task_is_added(executor: Executor) 
     with pytest.raises(ConfigError, match=re.escape(message)):
         graph.add("b", ["true"], timeout="1")
     assert graph.nodes == {}
+
+
+async def test_a_result_that_cannot_be_formatted_ends_its_dependant_unstarted(
+    executor: Executor,
+) -> None:
+    # Before the one template engine, the ValueError from format() escaped the workflow.
+    graph = executor.graph()
+    report = "import lute_async.task as t; t.Reporter.connect().result({'x': 'ab'})"
+    graph.add("a", [sys.executable, "-c", report])
+    graph.add("b", ["echo", "{{ a.result.payload.x:04d }}"], after=["a"])
+    records = await graph.run()
+    assert records["a"].status == "COMPLETED" and records["b"].status == "CANCELLED"
+    error = records["b"].error or {}
+    assert "cannot format {{ a.result.payload.x:04d }}" in error["message"]
+    assert records["b"].started_at is None
+
+
+async def test_a_graph_command_string_is_split_like_a_shell_as_in_a_task_table(
+    executor: Executor, tmp_path: Path
+) -> None:
+    # It used to be run as one program named "echo split 'like a' shell".
+    path = tmp_path / "graph.toml"
+    path.write_text("[graph.a]\ncommand = \"echo split 'like a' shell\"\n")
+    records = await run_graph_from_config(path, executor)
+    assert records["a"].status == "COMPLETED"
+    assert records["a"].command == ["echo", "split", "like a", "shell"]
