@@ -19,7 +19,14 @@ from lute_async.errors import ConfigError
 from lute_async.launchers.base import Launcher
 from lute_async.options import Option, check_options
 
-__all__ = ["LauncherKind", "build_launcher", "check_launcher_options", "kinds", "register"]
+__all__ = [
+    "LauncherKind",
+    "build_launcher",
+    "check_launcher_options",
+    "kinds",
+    "register",
+    "unregister",
+]
 
 _StrList = Option("a list of strings", list[str])
 
@@ -40,6 +47,11 @@ _KINDS: dict[str, LauncherKind] = {}
 def register(kind: LauncherKind) -> None:
     """Make ``kind.name`` a launcher kind task files may name (replacing one of that name)."""
     _KINDS[kind.name] = kind
+
+
+def unregister(name: str) -> None:
+    """Forget the launcher kind ``name`` (nothing if it is not registered)."""
+    _KINDS.pop(name, None)
 
 
 def kinds() -> list[str]:
