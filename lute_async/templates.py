@@ -18,13 +18,22 @@ answer :data:`LEAVE` to keep the template as written for a later pass.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from lute_async.errors import ConfigError
 
-__all__ = ["LEAVE", "Reference", "Resolver", "TemplateError", "references", "render"]
+__all__ = [
+    "LEAVE",
+    "NothingThere",
+    "Reference",
+    "Resolver",
+    "TemplateError",
+    "references",
+    "render",
+    "walk",
+]
 
 _SCAN = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _REFERENCE = re.compile(
@@ -76,6 +85,26 @@ LEAVE: Final = _Leave()
 
 #: Gives a reference's value; ``key`` names where the string was written (``params.x``).
 Resolver = Callable[[Reference, str], Any]
+
+
+class NothingThere(LookupError):
+    """:func:`walk` found nothing at ``part``."""
+
+    def __init__(self, part: str) -> None:
+        super().__init__(part)
+        self.part = part
+
+
+def walk(document: Any, parts: Iterable[str]) -> Any:
+    """What a reference's path reaches in ``document``: table keys, list indexes (digits)."""
+    for part in parts:
+        if isinstance(document, Mapping) and part in document:
+            document = document[part]
+        elif isinstance(document, list) and part.isdigit() and int(part) < len(document):
+            document = document[int(part)]
+        else:
+            raise NothingThere(part)
+    return document
 
 
 def _parse(inner: str, key: str, strict: bool) -> Reference | None:

@@ -27,7 +27,7 @@ from lute_async.errors import ConfigError, LuteAsyncError
 from lute_async.messages import TaskStatus
 from lute_async.options import check_run_options
 from lute_async.records import AnalysisRecord, RecordStore
-from lute_async.templates import LEAVE, Reference, references, render
+from lute_async.templates import LEAVE, NothingThere, Reference, references, render, walk
 
 #: Record fields a template may read from a finished task.
 TEMPLATE_FIELDS = ("result", "status", "exit_code", "verdict", "usage", "id")
@@ -307,15 +307,12 @@ def _references(value: Any) -> set[str]:
 
 
 def _lookup(record: AnalysisRecord, fieldname: str, path: tuple[str, ...], template: str) -> Any:
-    value: Any = getattr(record, fieldname)
-    for key in path:
-        if isinstance(value, Mapping) and key in value:
-            value = value[key]
-        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
-            value = value[int(key)]
-        else:
-            raise GraphError(f"{template}: task {record.name!r} has no {key!r} there")
-    return value
+    try:
+        return walk(getattr(record, fieldname), path)
+    except NothingThere as missing:
+        raise GraphError(
+            f"{template}: task {record.name!r} has no {missing.part!r} there"
+        ) from None
 
 
 def resolve_templates(value: Any, records: Mapping[str, AnalysisRecord]) -> Any:

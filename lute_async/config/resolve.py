@@ -19,7 +19,7 @@ from lute_async.config.parse import parse_env_file, task_where
 from lute_async.config.plugins import installed_task, installed_tasks, load_hook
 from lute_async.errors import ConfigError
 from lute_async.options import key_error
-from lute_async.templates import Reference, TemplateError, render
+from lute_async.templates import NothingThere, Reference, TemplateError, render, walk
 
 if TYPE_CHECKING:
     from lute_async.records import RecordStore
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["TaskConfig"]
 
 StoreOpener = Callable[[], "RecordStore | None"]
+#: Makes the error for one problem at the key being filled in.
+_Fail = Callable[[str], ConfigError]
 
 
 @dataclass(slots=True)
@@ -248,15 +250,8 @@ class _Resolver:
         return _walk(document, parts, template, where)
 
 
-_Fail = Callable[[str], ConfigError]
-
-
 def _walk(document: Any, parts: list[str], template: str, where: _Fail) -> Any:
-    for part in parts:
-        if isinstance(document, Mapping) and part in document:
-            document = document[part]
-        elif isinstance(document, list) and part.isdigit() and int(part) < len(document):
-            document = document[int(part)]
-        else:
-            raise where(f"template {template}: nothing at {part!r}")
-    return document
+    try:
+        return walk(document, parts)
+    except NothingThere as missing:
+        raise where(f"template {template}: nothing at {missing.part!r}") from None
