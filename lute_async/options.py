@@ -85,6 +85,7 @@ class Option:
         return self.build(converted) if self.build is not None else converted
 
     def _explain(self, key: str, value: Any, where: str, detail: str) -> ConfigError:
+        """Our message for msgspec's ``detail``: it names the failing entry of a table."""
         unknown = re.match(r"Object contains unknown field `([^`]*)`", detail)
         if unknown is not None and self.parts:
             name = unknown.group(1)
