@@ -14,28 +14,43 @@ node runs after, directly or not; a string that is exactly one template takes th
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 
+from lute_async.config import TaskConfig, parse_config, parse_graph
 from lute_async.errors import ConfigError, LuteAsyncError
 from lute_async.messages import TaskStatus
-from lute_async.records import AnalysisRecord
-
-if TYPE_CHECKING:
-    from lute_async.config import TaskConfig
-    from lute_async.executor import Executor
+from lute_async.options import check_run_options
+from lute_async.records import AnalysisRecord, RecordStore
+from lute_async.templates import LEAVE, NothingThere, Reference, references, render, walk
 
 #: Record fields a template may read from a finished task.
 TEMPLATE_FIELDS = ("result", "status", "exit_code", "verdict", "usage", "id")
-_TEMPLATE = re.compile(
-    r"\{\{\s*([A-Za-z_][\w-]*)\.(" + "|".join(TEMPLATE_FIELDS) + r")((?:\.[\w-]+)*)"
-    r"\s*(?::\s*([^}]*?))?\s*\}\}"
-)
+
+
+class StartedRun(Protocol):
+    """What a workflow needs of a started run: its record, and a way to cancel it."""
+
+    record: AnalysisRecord
+
+    async def cancel(self) -> None: ...
+
+
+class Runner(Protocol):
+    """What a workflow needs of an executor (:class:`~lute_async.executor.Executor` is one)."""
+
+    async def run(self, cmd: list[str], **options: Any) -> AnalysisRecord: ...
+
+    def start(self, cmd: list[str], **options: Any) -> AbstractAsyncContextManager[StartedRun]: ...
+
+    def function_command(self, target: str, *, python: str | None = None) -> list[str]: ...
+
+    async def store(self) -> RecordStore: ...
 
 
 class GraphError(LuteAsyncError, ValueError):
@@ -91,7 +106,7 @@ class Workflow:
 
     def __init__(
         self,
-        executor: Executor,
+        executor: Runner,
         *,
         max_concurrency: int | None = None,
         on_state: StateListener | None = None,
@@ -113,8 +128,13 @@ class Workflow:
         """Add task ``name`` running ``cmd``; ``options`` are those of :meth:`Executor.run`."""
         if name in self.nodes:
             raise GraphError(f"workflow already has a task named {name!r}")
+        if isinstance(after, str):
+            raise GraphError(
+                f"task {name!r}: 'after' takes a list of task names, got a string ({after!r})"
+            )
+        options = check_run_options(options, where=f"workflow task {name!r}")
         argv = [cmd] if isinstance(cmd, str) else [str(part) for part in cmd]
-        node = Node(name, argv, tuple(after), after_any, dict(options))
+        node = Node(name, argv, tuple(after), after_any, options)
         self.nodes[name] = node
         return node
 
@@ -273,69 +293,43 @@ def _with_state_hooks(hooks: Any, set_state: Callable[[str], None]) -> dict[str,
     return merged
 
 
+def _record_reference(reference: Reference) -> tuple[str, str, tuple[str, ...]] | None:
+    """``(task, field, path)`` for ``{{ task.field.path }}`` naming a record field, else None."""
+    path = reference.path
+    if len(path) >= 2 and path[1] in TEMPLATE_FIELDS:
+        return path[0], path[1], path[2:]
+    return None
+
+
 def _references(value: Any) -> set[str]:
-    found: set[str] = set()
-    if isinstance(value, str):
-        found.update(m.group(1) for m in _TEMPLATE.finditer(value))
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            found |= _references(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            found |= _references(item)
-    return found
+    """The tasks whose records the templates in ``value`` read."""
+    return {found[0] for found in map(_record_reference, references(value)) if found is not None}
 
 
-def _lookup(record: AnalysisRecord, fieldname: str, path: str, template: str) -> Any:
-    value: Any = getattr(record, fieldname)
-    for key in filter(None, path.split(".")):
-        if isinstance(value, Mapping) and key in value:
-            value = value[key]
-        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
-            value = value[int(key)]
-        else:
-            raise GraphError(f"{template}: task {record.name!r} has no {key!r} there")
-    return value
+def _lookup(record: AnalysisRecord, fieldname: str, path: tuple[str, ...], template: str) -> Any:
+    try:
+        return walk(getattr(record, fieldname), path)
+    except NothingThere as missing:
+        raise GraphError(
+            f"{template}: task {record.name!r} has no {missing.part!r} there"
+        ) from None
 
 
 def resolve_templates(value: Any, records: Mapping[str, AnalysisRecord]) -> Any:
     """``value`` with ``{{ task.result... }}`` templates of finished ``records`` filled in;
     templates naming other things are left for the config module."""
-    if isinstance(value, str):
-        whole = _TEMPLATE.fullmatch(value.strip())
-        if whole and whole.group(1) in records and not whole.group(4):
-            return _lookup(records[whole.group(1)], whole.group(2), whole.group(3), value)
 
-        def fill(match: re.Match[str]) -> str:
-            name, fieldname, path, spec = match.groups()
-            if name not in records:
-                return match.group(0)
-            found = _lookup(records[name], fieldname, path, match.group(0))
-            return format(found, spec or "")
+    def resolve(reference: Reference, key: str) -> Any:
+        found = _record_reference(reference)
+        if found is None or found[0] not in records:
+            return LEAVE
+        name, fieldname, path = found
+        return _lookup(records[name], fieldname, path, reference.text)
 
-        return _TEMPLATE.sub(fill, value)
-    if isinstance(value, Mapping):
-        return {key: resolve_templates(item, records) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [resolve_templates(item, records) for item in value]
-    return value
+    return render(value, resolve, strict=False)
 
 
-#: Keys of a ``[graph.NAME]`` table in a graph file.
-GRAPH_KEYS = (
-    "command",
-    "function",
-    "task",
-    "after",
-    "after_any",
-    "params",
-    "timeout",
-    "cwd",
-    "tags",
-)
-
-
-def load_graph(path: str | Path, executor: Executor, **options: Any) -> Workflow:
+def load_graph(path: str | Path, executor: Runner, **options: Any) -> Workflow:
     """A workflow from a TOML graph file, one table per task::
 
     [graph.peaks]
@@ -349,43 +343,27 @@ def load_graph(path: str | Path, executor: Executor, **options: Any) -> Workflow
     it defines (launcher, env, limits, hooks...); the graph's ``params`` override its defaults
     and are filled in from upstream results before the definition's templates are.
     """
-    from lute_async.config import parse_config
-
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the graph: {exc}") from None
     config = parse_config(text, str(path), Path(path).resolve().parent)
-    if not config.graph:
-        raise ConfigError(f"{path}: expected [graph.NAME] tables, one per task")
     workflow = Workflow(executor, **options)
-    for name, table in config.graph.items():
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: [graph.{name}] must be a table")
-        unknown = set(table) - set(GRAPH_KEYS)
-        if unknown:
-            raise ConfigError(
-                f"{path}: [graph.{name}] has unknown keys {sorted(unknown)}; "
-                f"expected {', '.join(GRAPH_KEYS)}"
-            )
-        run_options = {k: table[k] for k in ("params", "timeout", "cwd", "tags") if k in table}
-        edges = {"after": table.get("after", ()), "after_any": bool(table.get("after_any"))}
-        if sum(key in table for key in ("command", "function", "task")) != 1:
-            raise ConfigError(
-                f"{path}: [graph.{name}] needs exactly one of command, function or task"
-            )
-        if "function" in table:
-            workflow.add_function(name, str(table["function"]), **edges, **run_options)
-        elif "command" in table:
-            workflow.add(name, table["command"], **edges, **run_options)
+    for node in parse_graph(config):
+        edges: dict[str, Any] = {"after": node.after, "after_any": node.after_any}
+        if node.function is not None:
+            workflow.add_function(node.name, node.function, **edges, **node.options)
+        elif node.command is not None:
+            workflow.add(node.name, node.command, **edges, **node.options)
         else:
-            workflow.add_defined(name, config, str(table["task"]), **edges, **run_options)
+            assert node.task is not None
+            workflow.add_defined(node.name, config, node.task, **edges, **node.options)
     return workflow
 
 
 async def run_graph_from_config(
     path: str | Path,
-    executor: Executor,
+    executor: Runner,
     *,
     max_concurrency: int | None = None,
     on_state: StateListener | None = None,

@@ -364,3 +364,54 @@ def test_an_installed_hook_is_loaded_by_name() -> None:
 def test_an_unknown_hook_name_is_an_error() -> None:
     with pytest.raises(ConfigError, match="hook 'no_such_hook' is neither"):
         load_hook("no_such_hook")
+
+
+# --- the shared template grammar and run-option spec -------------------------------------------
+
+
+def test_a_malformed_template_is_an_error_naming_the_key_and_the_grammar() -> None:
+    message = error_of('[tasks.a]\ncommand = ["echo", "{{ not a ref }}"]\n', "a")
+    assert message == (
+        "tasks.toml: task 'a': key 'command[1]': template {{ not a ref }}: expected NAME, "
+        "NAME.PATH or $VARIABLE, optionally followed by :FORMAT"
+    )
+
+
+def test_a_format_spec_may_have_spaces_and_another_tasks_list_item_is_reached_by_index() -> None:
+    parsed = config(
+        """
+        [tasks.setup]
+        command = ["true"]
+        params = { dets = ["epix", "jungfrau"] }
+
+        [tasks.a]
+        command = ["echo", "{{ run : 04d }}", "{{ setup.dets.1 }}"]
+        params = { run = 7 }
+        """
+    )
+    assert parsed.resolve("a").argv == ["echo", "0007", "jungfrau"]
+
+
+def test_an_infinite_timeout_is_refused() -> None:
+    assert error_of('[tasks.a]\ncommand = ["true"]\ntimeout = inf\n') == (
+        "tasks.toml: task 'a': key 'timeout': expected a positive number of seconds, "
+        "got a number (inf)"
+    )
+
+
+def test_an_unknown_launcher_kind_lists_the_registered_kinds() -> None:
+    assert error_of('[tasks.a]\ncommand = ["true"]\nlauncher = "k8s"\n') == (
+        "tasks.toml: task 'a': key 'launcher.kind': expected one of local, mpi, slurm, got 'k8s'"
+    )
+
+
+def test_a_registered_launcher_kind_is_built_from_its_factory() -> None:
+    from lute_async.launchers import registry
+
+    registry.register(registry.LauncherKind("plain", "lute_async.launchers.local:Local"))
+    try:
+        parsed = config('[tasks.a]\ncommand = ["true"]\nlauncher = "plain"\n')
+        launcher = parsed.resolve("a").launcher
+        assert launcher is not None and launcher.kind == "local"
+    finally:
+        registry.unregister("plain")

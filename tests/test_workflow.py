@@ -300,3 +300,73 @@ async def test_the_example_graph_runs_and_its_defined_task_gets_the_upstream_gai
     records = await run_graph_from_config(example, executor)
     assert {r.status for r in records.values()} == {"COMPLETED"}
     assert records["report"].params == {"greeting": "hello", "gain": 2}
+
+
+@pytest.mark.parametrize(
+    ("table", "error"),
+    [
+        ('after = "calib"', "key 'after': expected a list of task names, got a string ('calib')"),
+        (
+            'timeout = "soon"',
+            "key 'timeout': expected a positive number of seconds, got a string ('soon')",
+        ),
+        ('tags = "nightly"', "key 'tags': expected a list of strings, got a string ('nightly')"),
+        ("after_any = 1", "key 'after_any': expected true or false, got an integer (1)"),
+        ("retries = 3", "key 'retries': unknown key; expected one of command, function, task, "),
+    ],
+)
+async def test_a_bad_graph_value_names_the_node_the_key_and_the_value(
+    executor: Executor, tmp_path: Path, table: str, error: str
+) -> None:
+    path = tmp_path / "graph.toml"
+    path.write_text(f'[graph.calib]\ncommand = ["true"]\n[graph.b]\ncommand = ["true"]\n{table}\n')
+    with pytest.raises(ConfigError) as caught:
+        await run_graph_from_config(path, executor)
+    assert str(caught.value).startswith(f"{path}: graph node 'b': {error}")
+    assert (await executor.store()).query() == []
+
+
+async def test_a_string_after_is_refused_rather_than_read_letter_by_letter(
+    executor: Executor,
+) -> None:
+    graph = executor.graph()
+    graph.add("calib", ["true"])
+    with pytest.raises(GraphError, match="'after' takes a list of task names, got a string"):
+        graph.add("b", ["true"], after="calib")
+
+
+async def test_run_options_are_checked_when_a_task_is_added(executor: Executor) -> None:
+    graph = executor.graph()
+    message = (
+        "workflow task 'b': key 'timeout': expected a positive number of seconds, "
+        "got a string ('1')"
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        graph.add("b", ["true"], timeout="1")
+    assert graph.nodes == {}
+
+
+async def test_a_result_that_cannot_be_formatted_ends_its_dependant_unstarted(
+    executor: Executor,
+) -> None:
+    # Before the one template engine, the ValueError from format() escaped the workflow.
+    graph = executor.graph()
+    report = "import lute_async.task as t; t.Reporter.connect().result({'x': 'ab'})"
+    graph.add("a", [sys.executable, "-c", report])
+    graph.add("b", ["echo", "{{ a.result.payload.x:04d }}"], after=["a"])
+    records = await graph.run()
+    assert records["a"].status == "COMPLETED" and records["b"].status == "CANCELLED"
+    error = records["b"].error or {}
+    assert "cannot format {{ a.result.payload.x:04d }}" in error["message"]
+    assert records["b"].started_at is None
+
+
+async def test_a_graph_command_string_is_split_like_a_shell_as_in_a_task_table(
+    executor: Executor, tmp_path: Path
+) -> None:
+    # It used to be run as one program named "echo split 'like a' shell".
+    path = tmp_path / "graph.toml"
+    path.write_text("[graph.a]\ncommand = \"echo split 'like a' shell\"\n")
+    records = await run_graph_from_config(path, executor)
+    assert records["a"].status == "COMPLETED"
+    assert records["a"].command == ["echo", "split", "like a", "shell"]

@@ -1,0 +1,76 @@
+"""What installed packages provide: tasks (``lute_async.tasks``) and hooks (``lute_async.hooks``)
+entry points, and hooks imported from ``"package.module:function"``."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from lute_async.config.model import TaskDef
+from lute_async.config.parse import parse_task
+from lute_async.errors import ConfigError
+from lute_async.options import describe
+
+if TYPE_CHECKING:
+    from lute_async.hooks.registry import Hook
+
+__all__ = ["HOOKS_GROUP", "TASKS_GROUP", "installed_task", "installed_tasks", "load_hook"]
+
+#: Entry-point group of installed tasks: ``name = "pkg.mod:func"`` (a ``@task``) or a dict.
+TASKS_GROUP = "lute_async.tasks"
+#: Entry-point group of installed hooks: ``name = "pkg.mod:fn"``.
+HOOKS_GROUP = "lute_async.hooks"
+
+
+def _entry_point(group: str, name: str) -> metadata.EntryPoint | None:
+    for entry in metadata.entry_points(group=group, name=name):
+        return entry
+    return None
+
+
+def load_hook(spec: str, where: str = "") -> Hook:
+    """Import a hook from ``"pkg.mod:fn"`` or by its ``lute_async.hooks`` entry-point name."""
+    prefix = f"{where}: " if where else ""
+    if ":" not in spec:
+        entry = _entry_point(HOOKS_GROUP, spec)
+        if entry is None:
+            raise ConfigError(
+                f"{prefix}hook {spec!r} is neither 'package.module:function' nor an installed "
+                f"{HOOKS_GROUP} entry point"
+            )
+        spec = entry.value
+    module_name, _, attr = spec.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{prefix}cannot load hook {spec!r}: {exc}") from None
+    if not callable(obj):
+        raise ConfigError(f"{prefix}hook {spec!r} is not callable")
+    hook: Hook = obj
+    return hook
+
+
+def installed_tasks() -> list[str]:
+    """Names of the tasks installed packages register under ``lute_async.tasks``."""
+    return sorted({entry.name for entry in metadata.entry_points(group=TASKS_GROUP)})
+
+
+def installed_task(name: str) -> TaskDef | None:
+    """The task an installed package registers as ``name``, or None."""
+    entry = _entry_point(TASKS_GROUP, name)
+    if entry is None:
+        return None
+    source = f"entry point {TASKS_GROUP}:{name} ({entry.value})"
+    try:
+        obj = entry.load()
+    except Exception as exc:
+        raise ConfigError(f"{source}: cannot load: {exc}") from None
+    if isinstance(obj, Mapping):
+        return parse_task(name, dict(obj), source, None)
+    if callable(obj):
+        return TaskDef(name=name, source=source, function=entry.value)
+    raise ConfigError(f"{source}: expected a @task function or a task table, got {describe(obj)}")
