@@ -31,7 +31,7 @@ from lute_async.launchers.slurm import (
     parse_slurm_time,
     submit_executor,
 )
-from lute_async.launchers.slurm_queue import JobBoard, parse_rows
+from lute_async.launchers.slurm import JobBoard, parse_rows
 from lute_async.launchers.slurm_reconcile import reconcile_lost_jobs
 from lute_async.workflow import run_graph_from_config
 

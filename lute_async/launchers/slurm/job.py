@@ -35,7 +35,7 @@ from lute_async.communicators.tcp import TcpCommunicator
 from lute_async.errors import LaunchError
 from lute_async.launchers.base import ExitStatus, LaunchSpec, Notify
 from lute_async.launchers.mpi import own_python
-from lute_async.launchers.slurm_queue import Row, board_for
+from lute_async.launchers.slurm.queue import Row, board_for
 from lute_async.logs import get_logger
 
 #: Back-off between scheduler queries: first delay, factor and ceiling (seconds).
