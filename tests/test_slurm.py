@@ -22,16 +22,17 @@ from lute_async.launchers.base import LaunchSpec
 from lute_async.launchers.slurm import (
     ERROR_STREAM,
     OUTPUT_STREAM,
+    JobBoard,
     OutputFollower,
     Slurm,
     SlurmJob,
     exit_status,
     job_info_from_row,
     parse_job_fields,
+    parse_rows,
     parse_slurm_time,
     submit_executor,
 )
-from lute_async.launchers.slurm import JobBoard, parse_rows
 from lute_async.launchers.slurm_reconcile import reconcile_lost_jobs
 from lute_async.workflow import run_graph_from_config
 
