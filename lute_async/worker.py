@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
-from lute_async.task import AsyncReporter, Reporter, read_params
+from lute_async.task.params import read_params
+from lute_async.task.reporter import Reporter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ def load_task(target: str) -> Callable[..., Any]:
     """Import ``pkg.mod:func`` (or ``pkg.mod:Class.method``) and check it is a ``@task``."""
     import importlib
 
+    from lute_async.task.decorator import is_task
+
     module_name, sep, attr_path = target.partition(":")
     if not sep or not module_name or not attr_path:
         raise TaskLoadError(f"task target {target!r} is not of the form 'package.module:function'")
@@ -52,7 +55,7 @@ def load_task(target: str) -> Callable[..., Any]:
             obj = getattr(obj, part)
         except AttributeError:
             raise TaskLoadError(f"module {module_name!r} has no attribute {attr_path!r}") from None
-    if not callable(obj) or not getattr(obj, "__lute_task__", False):
+    if not is_task(obj):
         raise TaskLoadError(
             f"{target!r} is not marked as a task: decorate it with @lute_async.task.task"
         )
@@ -101,6 +104,8 @@ def _run_async(fn: Callable[..., Any], params: dict[str, Any], report: Reporter)
 
     kwargs = dict(params)
     if _wants_report(fn):
+        from lute_async.task.async_reporter import AsyncReporter
+
         kwargs["report"] = AsyncReporter(report)
     try:
         import uvloop
