@@ -302,4 +302,12 @@ class Reporter:
         import json
 
         record = {"event": sig, "ts": time.time(), "rank": self.rank, "data": data}
-        sys.stderr.write(json.dumps(record, default=to_wire) + "\n")
+        sys.stderr.write(json.dumps(record, default=_log_value) + "\n")
+
+
+def _log_value(obj: Any) -> Any:
+    """JSON for a value of a standalone log line: bytes as text (as a record's JSON shows
+    them), anything else as it would go to the executor."""
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return bytes(obj).decode("utf-8", "backslashreplace")
+    return to_wire(obj)
