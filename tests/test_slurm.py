@@ -468,6 +468,21 @@ async def test_submit_executor_runs_a_defined_task_in_a_batch_job(
     assert record.params["who"] == "slurm"
 
 
+async def test_a_job_only_asked_how_it_ended_is_not_put_on_the_board(tmp_path: Path) -> None:
+    # Reconciling asks scontrol/sacct about old jobs: later squeues must not list them.
+    job = SlurmJob(
+        "999999",
+        batch_script=tmp_path / "job.sbatch",
+        output=tmp_path / "slurm-999999.out",
+        ntasks=None,
+        env={"PATH": os.fspath(tmp_path)},  # no squeue here: the board must not need one
+        notify=_ignore,
+        run_id="r",
+    )
+    answer = await job.board.observe()
+    assert answer.rows == {} and answer.error is None and job.board.widest == 0
+
+
 @pytest.mark.slurm
 async def test_a_job_no_source_knows_is_not_taken_for_finished(slurm_cluster: SlurmCluster) -> None:
     job = SlurmJob(

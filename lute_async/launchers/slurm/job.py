@@ -75,9 +75,9 @@ class SlurmJob:
         self._wake = anyio.Event()
         #: The job's output files, followed once it runs (the scheduler names them then).
         self._outputs = [OutputFollower(output, notify)]
-        #: The board this job's state is read from, with every job on the same cluster.
+        #: The board this job's state is read from, with every job on the same cluster; the
+        #: job is on it from its first :meth:`observe` until :meth:`wait` returns.
         self.board = board_for(self._env)
-        self.board.add(job_id)
         #: The last scontrol failure other than "unknown job" (controller down, timeout).
         self.controller_error: str | None = None
 
@@ -178,6 +178,7 @@ class SlurmJob:
         it is queued or running; once it has ended (or squeue does not know it), the whole
         story from :meth:`query`. None when squeue failed (``controller_error`` says why) or
         no source knows the job."""
+        self.board.add(self.job_id)
         answer = await self.board.observe()
         if answer.error is not None:
             # Not an answer (controller down, bad config): every job asks again later, rather
