@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from lute_async.task.params import read_params
+from lute_async.task.function import is_task, read_params
 from lute_async.task.reporter import Reporter
 
 TYPE_CHECKING = False
@@ -36,8 +36,6 @@ class TaskLoadError(Exception):
 def load_task(target: str) -> Callable[..., Any]:
     """Import ``pkg.mod:func`` (or ``pkg.mod:Class.method``) and check it is a ``@task``."""
     import importlib
-
-    from lute_async.task.decorator import is_task
 
     module_name, sep, attr_path = target.partition(":")
     if not sep or not module_name or not attr_path:

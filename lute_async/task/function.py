@@ -1,4 +1,5 @@
-"""What the executor hands a task process: its params and its MPI rank."""
+"""Task functions: the ``@task`` mark (which functions a worker may run) and what the executor
+hands a task process, its params and its MPI rank."""
 
 from __future__ import annotations
 
@@ -8,7 +9,24 @@ from lute_async.wire import ENV_PARAMS, ENV_PARAMS_FILE, RANK_VARIABLES
 
 TYPE_CHECKING = False  # typing costs every task start milliseconds
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    F = TypeVar("F", bound=Callable[..., Any])
+
+#: The attribute ``@task`` sets on a function.
+TASK_MARK = "__lute_task__"
+
+
+def task(fn: F) -> F:
+    """Mark ``fn`` as a task function that ``run_function`` and ``lute-async call`` may run."""
+    setattr(fn, TASK_MARK, True)
+    return fn
+
+
+def is_task(obj: object) -> bool:
+    """True for a callable marked with ``@task``."""
+    return callable(obj) and bool(getattr(obj, TASK_MARK, False))
 
 
 def current_rank(environ: dict[str, str] | os._Environ[str] | None = None) -> int | None:
