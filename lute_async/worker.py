@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
-from lute_async.task import AsyncReporter, Reporter, read_params
+from lute_async.task.function import is_task, read_params
+from lute_async.task.reporter import Reporter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def load_task(target: str) -> Callable[..., Any]:
             obj = getattr(obj, part)
         except AttributeError:
             raise TaskLoadError(f"module {module_name!r} has no attribute {attr_path!r}") from None
-    if not callable(obj) or not getattr(obj, "__lute_task__", False):
+    if not is_task(obj):
         raise TaskLoadError(
             f"{target!r} is not marked as a task: decorate it with @lute_async.task.task"
         )
@@ -101,6 +102,8 @@ def _run_async(fn: Callable[..., Any], params: dict[str, Any], report: Reporter)
 
     kwargs = dict(params)
     if _wants_report(fn):
+        from lute_async.task.async_reporter import AsyncReporter
+
         kwargs["report"] = AsyncReporter(report)
     try:
         import uvloop

@@ -567,6 +567,26 @@ def test_task_script_runs_standalone_logging_to_stderr(tmp_path: Path) -> None:
     assert lines[1]["data"]["payload"] == {"x": 1}
 
 
+def test_task_script_sending_bytes_runs_standalone(tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    path = tmp_path / "alone.py"
+    path.write_text(
+        "from lute_async.task import Reporter\n"
+        "with Reporter.connect() as r:\n"
+        "    r.emit('chunk', bytearray(b'raw'))\n"
+        "    r.result(b'ab\\xff')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUTE_ASYNC_")}
+    out = subprocess.run([sys.executable, path], env=env, capture_output=True, check=True)
+    lines = [json.loads(line) for line in out.stderr.decode().splitlines()]
+    assert [line["data"] for line in lines] == [
+        "raw",
+        {"payload": "ab\\xff", "summary": None},
+    ]
+
+
 async def test_reporter_falls_back_to_the_pipe_when_the_socket_is_gone(
     executor: Executor, script: Callable[[str], list[str]]
 ) -> None:

@@ -22,16 +22,18 @@ from lute_async.launchers.base import LaunchSpec
 from lute_async.launchers.slurm import (
     ERROR_STREAM,
     OUTPUT_STREAM,
+    JobBoard,
     OutputFollower,
     Slurm,
     SlurmJob,
     exit_status,
     job_info_from_row,
     parse_job_fields,
+    parse_rows,
     parse_slurm_time,
     submit_executor,
 )
-from lute_async.launchers.slurm_queue import JobBoard, parse_rows
+from lute_async.launchers.slurm.states import jobcomp_file, parse_jobcomp, parse_sacct
 from lute_async.launchers.slurm_reconcile import reconcile_lost_jobs
 from lute_async.workflow import run_graph_from_config
 
@@ -157,6 +159,30 @@ def test_slurm_times_are_local_wall_clock_seconds_or_none() -> None:
         assert parse_slurm_time(unknown) is None
     info = parse_job_fields("JobState=COMPLETED StartTime=2026-11-23T14:11:29 EndTime=Unknown")
     assert info is not None and (info.start_time, info.end_time) == (expected, None)
+
+
+def test_a_finished_job_is_read_from_sacct_or_the_job_completion_file() -> None:
+    # sacct -n -P lists the job, then its steps; only the job's own line counts.
+    sacct = "7|CANCELLED by 0|0:15|n1|None|2026-11-23T14:11:29|2026-11-23T14:11:31\n7.batch|x|0:0\n"
+    info = parse_sacct(sacct, "7")
+    assert info is not None and (info.state, info.signal, info.node_list) == ("CANCELLED", 15, "n1")
+    assert info.end_time is not None and info.start_time == info.end_time - 2
+    assert parse_sacct(sacct, "8") is None
+    config = "JobCompHost = localhost\nJobCompLoc = /var/log/slurm/jobcomp.txt\n"
+    assert jobcomp_file(config) == "/var/log/slurm/jobcomp.txt"
+    assert jobcomp_file("JobCompLoc = mysql\n") is None  # not a file
+    jobcomp = (
+        "JobId=70 UserId=u JobState=COMPLETED ExitCode=0:0\n"
+        "JobId=7 UserId=u JobState=REQUEUED ExitCode=0:0\n"
+        "JobId=7 UserId=u JobState=FAILED ExitCode=2:0 NodeList=n1\n"
+    )
+    last = parse_jobcomp(jobcomp, "7")
+    assert last is not None and (last.state, last.exit_code, last.source) == (
+        "FAILED",
+        2,
+        "jobcomp",
+    )
+    assert last.ran and parse_jobcomp(jobcomp, "71") is None
 
 
 # -- against the cluster ----------------------------------------------------------------
@@ -465,6 +491,21 @@ async def test_submit_executor_runs_a_defined_task_in_a_batch_job(
         (record,) = store.query(name="greet")
     assert record.status == "COMPLETED", job_output
     assert record.params["who"] == "slurm"
+
+
+async def test_a_job_only_asked_how_it_ended_is_not_put_on_the_board(tmp_path: Path) -> None:
+    # Reconciling asks scontrol/sacct about old jobs: later squeues must not list them.
+    job = SlurmJob(
+        "999999",
+        batch_script=tmp_path / "job.sbatch",
+        output=tmp_path / "slurm-999999.out",
+        ntasks=None,
+        env={"PATH": os.fspath(tmp_path)},  # no squeue here: the board must not need one
+        notify=_ignore,
+        run_id="r",
+    )
+    answer = await job.board.observe()
+    assert answer.rows == {} and answer.error is None and job.board.widest == 0
 
 
 @pytest.mark.slurm

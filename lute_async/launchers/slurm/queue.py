@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from lute_async.errors import LaunchError
+from lute_async.launchers.slurm.client import run_client
 
 #: Least time between the starts of two squeue queries of one board (seconds).
 MIN_GAP = 0.2
@@ -88,12 +88,7 @@ class JobBoard:
 
     async def _squeue(self, jobs: list[str]) -> Answer:
         argv = ["squeue", f"--jobs={','.join(jobs)}", "--states=all", "-h", "-O", _FORMAT]
-        try:
-            done = await anyio.run_process(argv, check=False, env=self._env)
-        except FileNotFoundError as exc:
-            raise LaunchError(
-                "squeue not found on PATH; install the SLURM client tools (slurm-client)"
-            ) from exc
+        done = await run_client(argv, self._env)
         error = done.stderr.decode("utf-8", "replace").strip()
         if done.returncode != 0:
             # Every job listed is unknown to the controller: an answer, not a failure.

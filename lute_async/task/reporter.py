@@ -1,12 +1,12 @@
-"""The task side: ``Reporter`` / ``AsyncReporter`` send messages to the executor, ``@task`` marks
-functions a worker may call.
+"""``Reporter``: sends a task's messages to the executor that started it, through a
+:class:`Sink` (the pipe, Unix socket or TCP address the executor named).
 
-Imports here are paid by every task start, so this module loads light stdlib modules only, not
-even msgpack: a reporter packs its first messages with :mod:`lute_async.plain_msgpack` and
-imports msgpack when it switches to the C packer (``_PLAIN_MESSAGES``). Sending is buffered: a
-message goes out at once when the channel has been quiet for ``linger`` seconds (low latency for
-sparse messages), otherwise it joins a batch that a background thread flushes within ``linger``
-(few syscalls for bursts). ``result``, ``error``, ``flush`` and ``close`` always flush.
+Sending is buffered: a message goes out at once when the channel has been quiet for ``linger``
+seconds (low latency for sparse messages), otherwise it joins a batch that a background thread
+flushes within ``linger`` (few syscalls for bursts). ``result``, ``error``, ``flush`` and
+``close`` always flush. Messages are packed by :class:`MessagePacker`: the first few with
+:mod:`lute_async.plain_msgpack` (no msgpack import, most of a short task's start-up cost), then
+with msgpack's C packer.
 """
 
 from __future__ import annotations
@@ -17,70 +17,25 @@ import time
 from _thread import allocate_lock  # threading itself costs a task start ~5 ms; loaded lazily
 
 from lute_async.plain_msgpack import NotPlain, pack_plain
-from lute_async.wire import (
-    ENV_FD,
-    ENV_PARAMS,
-    ENV_PARAMS_FILE,
-    ENV_RUN,
-    ENV_SECRET,
-    ENV_SOCKET,
-    ENV_TCP,
-    PROTOCOL_VERSION,
-    RANK_VARIABLES,
-)
+from lute_async.task.function import current_rank
+from lute_async.wire import ENV_FD, ENV_RUN, ENV_SECRET, ENV_SOCKET, ENV_TCP, PROTOCOL_VERSION
 
 TYPE_CHECKING = False  # typing and collections.abc cost every task start milliseconds
 if TYPE_CHECKING:
     import threading
     from collections.abc import Callable
     from types import TracebackType
-    from typing import Any, TypeVar
-
-    F = TypeVar("F", bound=Callable[..., Any])
+    from typing import Any
 
 _FLUSH_BYTES = 64 * 1024
 _DEFAULT_LINGER = 0.0005
 #: Messages (the hello included) a reporter packs with plain_msgpack before it imports msgpack
 #: and uses its C packer: enough for a short task (hello, started, a few logs and progress,
 #: result) to never load msgpack, few enough that bulk sends run at the C packer's speed.
-_PLAIN_MESSAGES = 16
+PLAIN_MESSAGES = 16
 
 
-def task(fn: F) -> F:
-    """Mark ``fn`` as a task function that ``run_function`` and ``lute-async call`` may run."""
-    fn.__lute_task__ = True  # type: ignore[attr-defined]
-    return fn
-
-
-def current_rank(environ: dict[str, str] | os._Environ[str] | None = None) -> int | None:
-    """This process's MPI rank from the launcher's variables, or None outside MPI."""
-    env = os.environ if environ is None else environ
-    for name in RANK_VARIABLES:
-        value = env.get(name)
-        if value is not None and value.isdigit():
-            return int(value)
-    return None
-
-
-def read_params(environ: dict[str, str] | os._Environ[str] | None = None) -> dict[str, Any]:
-    """The run's params as the executor passed them (JSON in the environment or a file)."""
-    env = os.environ if environ is None else environ
-    path, text = env.get(ENV_PARAMS_FILE), env.get(ENV_PARAMS)
-    if path is None and text is None:
-        return {}  # no params: skip importing json (and re), a few ms of every worker start
-    import json
-
-    if path is not None:
-        with open(path, "rb") as fh:
-            params = json.load(fh)
-    else:
-        params = json.loads(text)  # type: ignore[arg-type]
-    if not isinstance(params, dict):
-        raise ValueError(f"{ENV_PARAMS} must hold a JSON object, got {type(params).__name__}")
-    return params
-
-
-def _to_wire(obj: Any) -> Any:
+def to_wire(obj: Any) -> Any:
     """Turn common non-msgpack values (numpy arrays and scalars, paths, sets, dataclasses) into
     plain data; anything else is an error naming its type."""
     if hasattr(obj, "tolist"):
@@ -96,15 +51,44 @@ def _to_wire(obj: Any) -> Any:
     raise TypeError(f"cannot send a value of type {type(obj).__name__} to the executor")
 
 
-class _Sink:
+class MessagePacker:
+    """``pack(message)``: plain_msgpack for the first :data:`PLAIN_MESSAGES` messages; after
+    them, or from the first value plain_msgpack does not cover, msgpack's C packer does it
+    all (``pack`` is then the C packer's own method, so bulk sends pay nothing for this)."""
+
+    __slots__ = ("_plain_left", "pack")
+
+    def __init__(self) -> None:
+        self.pack: Callable[[Any], bytes] = self._pack_plain
+        self._plain_left = PLAIN_MESSAGES
+
+    def _pack_plain(self, message: Any) -> bytes:
+        if self._plain_left > 0:
+            self._plain_left -= 1
+            try:
+                return pack_plain(message)
+            except NotPlain:
+                pass
+        import msgpack
+
+        self.pack = msgpack.Packer(use_bin_type=True, default=to_wire).pack
+        return self.pack(message)
+
+
+# -- sinks: where frames go --------------------------------------------------------------
+
+
+class Sink:
     """Where frames go: a file descriptor (pipe) or a connected socket."""
+
+    __slots__ = ("close", "write")
 
     def __init__(self, write: Callable[[bytes | bytearray], None], close: Callable[[], None]):
         self.write = write
         self.close = close
 
 
-def _fd_sink(spec: str) -> _Sink | None:
+def fd_sink(spec: str) -> Sink | None:
     """Open the frame pipe named ``FD:INODE`` if this process really holds that pipe."""
     import stat
 
@@ -125,10 +109,11 @@ def _fd_sink(spec: str) -> _Sink | None:
     def close() -> None:
         os.close(fd)
 
-    return _Sink(write, close)
+    return Sink(write, close)
 
 
-def _socket_sink(address: str, tcp: bool) -> _Sink:
+def socket_sink(address: str, tcp: bool) -> Sink:
+    """Connect to the executor's Unix socket ``address``, or its TCP ``host:port``."""
     import socket
 
     if tcp:
@@ -138,7 +123,31 @@ def _socket_sink(address: str, tcp: bool) -> _Sink:
     else:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(address)
-    return _Sink(sock.sendall, sock.close)
+    return Sink(sock.sendall, sock.close)
+
+
+def open_sink(env: dict[str, str] | os._Environ[str], prefer: tuple[str, ...]) -> Sink | None:
+    """The first channel of ``prefer`` (``pipe``, ``socket``, ``tcp``) that ``env`` names and
+    that opens; None when none does."""
+    for kind in prefer:
+        try:
+            if kind == "pipe" and (spec := env.get(ENV_FD)):
+                sink = fd_sink(spec)
+            elif kind == "socket" and (path := env.get(ENV_SOCKET)):
+                sink = socket_sink(path, tcp=False)
+            elif kind == "tcp" and (address := env.get(ENV_TCP)):
+                sink = socket_sink(address, tcp=True)
+            else:
+                continue
+        except OSError as exc:  # gone or refused: try the next channel
+            sys.stderr.write(f"lute-async: cannot use the {kind} channel: {exc}\n")
+            continue
+        if sink is not None:
+            return sink
+    return None
+
+
+# -- the reporter ----------------------------------------------------------------------------
 
 
 class Reporter:
@@ -150,7 +159,7 @@ class Reporter:
 
     def __init__(
         self,
-        sink: _Sink | None,
+        sink: Sink | None,
         *,
         run_id: str | None = None,
         rank: int | None = None,
@@ -171,8 +180,7 @@ class Reporter:
         self._armed: threading.Event | None = None
         self._closed = False
         self._closing: threading.Event | None = None
-        self._pack: Callable[[Any], bytes] = self._pack_plain
-        self._plain_left = _PLAIN_MESSAGES
+        self._packer = MessagePacker()
 
     # -- construction ---------------------------------------------------------------------
 
@@ -193,20 +201,7 @@ class Reporter:
         env = os.environ
         run_id = env.get(ENV_RUN)
         rank = current_rank(env)
-        sink: _Sink | None = None
-        if run_id is not None:
-            for kind in prefer:
-                try:
-                    if kind == "pipe" and (spec := env.get(ENV_FD)):
-                        sink = _fd_sink(spec)
-                    elif kind == "socket" and (path := env.get(ENV_SOCKET)):
-                        sink = _socket_sink(path, tcp=False)
-                    elif kind == "tcp" and (address := env.get(ENV_TCP)):
-                        sink = _socket_sink(address, tcp=True)
-                except OSError as exc:  # gone or refused: try the next channel
-                    sys.stderr.write(f"lute-async: cannot use the {kind} channel: {exc}\n")
-                if sink is not None:
-                    break
+        sink = open_sink(env, prefer) if run_id is not None else None
         if sink is None and required:
             from lute_async.errors import NotInExecutorError
 
@@ -227,7 +222,7 @@ class Reporter:
             # Sent now, not with the first batch: a TCP listener drops connections that stay
             # silent past its hello timeout, and a task may be busy (or blocked writing to
             # another channel) long before its first flush on this one.
-            reporter._buf += reporter._pack(hello)
+            reporter._buf += reporter._packer.pack(hello)
             reporter._write_locked(time.monotonic())
             import atexit
 
@@ -285,7 +280,8 @@ class Reporter:
             return
         with self._lock:
             self._seq += 1
-            self._buf += self._pack({"sig": sig, "seq": self._seq, "ts": time.time(), "data": data})
+            message = {"sig": sig, "seq": self._seq, "ts": time.time(), "data": data}
+            self._buf += self._packer.pack(message)
             now = time.monotonic()
             # Quiet means no *message* for ``linger``: measured from the last flush instead, a
             # steady 1 kHz sender whose previous message the flusher sent 0.5 ms late never
@@ -340,21 +336,6 @@ class Reporter:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _pack_plain(self, message: Any) -> bytes:
-        # The first _PLAIN_MESSAGES messages skip msgpack's import (most of a task's start-up
-        # cost); after them, or from the first value plain_msgpack does not cover, msgpack's C
-        # packer does it all, so bulk sends pay nothing for this.
-        if self._plain_left > 0:
-            self._plain_left -= 1
-            try:
-                return pack_plain(message)
-            except NotPlain:
-                pass
-        import msgpack
-
-        self._pack = msgpack.Packer(use_bin_type=True, default=_to_wire).pack
-        return self._pack(message)
-
     def _write_locked(self, now: float) -> None:
         self._last_flush = now
         if self._buf and self._sink is not None:
@@ -396,69 +377,12 @@ class Reporter:
         import json
 
         record = {"event": sig, "ts": time.time(), "rank": self.rank, "data": data}
-        sys.stderr.write(json.dumps(record, default=_to_wire) + "\n")
+        sys.stderr.write(json.dumps(record, default=_log_value) + "\n")
 
 
-class AsyncReporter:
-    """The :class:`Reporter` API for async tasks: sends never block the event loop."""
-
-    def __init__(self, reporter: Reporter) -> None:
-        self.sync = reporter
-
-    @classmethod
-    def connect(cls, **kwargs: Any) -> AsyncReporter:
-        """Connect like :meth:`Reporter.connect`."""
-        return cls(Reporter.connect(**kwargs))
-
-    @property
-    def connected(self) -> bool:
-        return self.sync.connected
-
-    async def _call(self, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
-        import asyncio
-
-        # Buffering is a memory append; only a flush may block on a full pipe, so run the
-        # flushing calls in a thread and keep the buffered path on the loop.
-        if kwargs.pop("_flushes", False):
-            await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
-        else:
-            fn(*args, **kwargs)
-
-    async def started(self, params: Any = None) -> None:
-        await self._call(self.sync.started, params)
-
-    async def log(self, message: str, level: str = "info") -> None:
-        await self._call(self.sync.log, message, level)
-
-    async def progress(
-        self, fraction: float, message: str = "", *, total: float | None = None
-    ) -> None:
-        await self._call(self.sync.progress, fraction, message, total=total)
-
-    async def emit(self, sig: str, data: Any = None) -> None:
-        await self._call(self.sync.emit, sig, data)
-
-    async def result(self, payload: Any, summary: str | None = None) -> None:
-        await self._call(self.sync.result, payload, summary, _flushes=True)
-
-    async def error(self, exc: BaseException | str) -> None:
-        await self._call(self.sync.error, exc, _flushes=True)
-
-    async def flush(self) -> None:
-        await self._call(self.sync.flush, _flushes=True)
-
-    async def aclose(self) -> None:
-        await self._call(self.sync.close, _flushes=True)
-
-    async def __aenter__(self) -> AsyncReporter:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is not None and not isinstance(exc, KeyboardInterrupt | SystemExit):
-            await self.error(exc)
-        await self.aclose()
+def _log_value(obj: Any) -> Any:
+    """JSON for a value of a standalone log line: bytes as text (as a record's JSON shows
+    them), anything else as it would go to the executor."""
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return bytes(obj).decode("utf-8", "backslashreplace")
+    return to_wire(obj)

@@ -1,0 +1,144 @@
+"""The SLURM launcher: a run becomes a batch job; its ranks report back over TCP.
+
+The launcher writes a batch script into the run's directory (only the ``#SBATCH`` options the
+user gave), submits it with ``sbatch --parsable`` and hands the job to :class:`SlurmJob` to
+follow. The run's secret reaches the job through sbatch's environment (``--export=ALL``),
+never through the script.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from lute_async.communicators.tcp import TcpCommunicator
+from lute_async.errors import LaunchError
+from lute_async.launchers.base import LaunchSpec, Notify
+from lute_async.launchers.mpi import own_python
+from lute_async.launchers.slurm.client import run_client, submitted_job_id
+from lute_async.launchers.slurm.job import SlurmJob
+
+
+class Slurm:
+    """Run the command as a SLURM batch job.
+
+    Only the options given become ``#SBATCH`` lines (``extra_sbatch`` verbatim, last). With
+    ``mpi=True`` and more than one task or node the command runs under ``srun --mpi=pmix``
+    (every task runs it), otherwise the batch shell runs it once. Ranks report over TCP to
+    ``tcp_host`` (default: this host's reachable address). A command starting with a bare
+    ``python`` runs with ``python`` (default: this interpreter).
+    """
+
+    kind = "slurm"
+
+    def __init__(
+        self,
+        *,
+        partition: str | None = None,
+        ntasks: int | None = None,
+        nodes: int | str | None = None,
+        cpus_per_task: int | None = None,
+        time: str | None = None,
+        mem: str | None = None,
+        account: str | None = None,
+        qos: str | None = None,
+        job_name: str | None = None,
+        extra_sbatch: Sequence[str] = (),
+        mpi: bool = True,
+        tcp_host: str | None = None,
+        tcp_advertise: str | None = None,
+        python: str | None = None,
+    ) -> None:
+        self.options: dict[str, str] = {
+            key: str(value)
+            for key, value in (
+                ("partition", partition),
+                ("ntasks", ntasks),
+                ("nodes", nodes),
+                ("cpus-per-task", cpus_per_task),
+                ("time", time),
+                ("mem", mem),
+                ("account", account),
+                ("qos", qos),
+                ("job-name", job_name),
+            )
+            if value is not None
+        }
+        self.ntasks = ntasks
+        self.nodes = nodes
+        self.extra_sbatch = list(extra_sbatch)
+        self.mpi = mpi
+        self.tcp_host = tcp_host
+        self.tcp_advertise = tcp_advertise
+        self.python = python
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "sbatch": dict(self.options),
+            "extra_sbatch": list(self.extra_sbatch),
+            "mpi": self.mpi,
+            "host": socket.gethostname(),
+        }
+
+    def communicators(self, requested: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A job's processes run elsewhere: they can reach the executor over TCP only."""
+        if self.tcp_host is None and self.tcp_advertise is None:
+            return ("tcp",)
+        return (TcpCommunicator(self.tcp_host, advertise=self.tcp_advertise),)
+
+    def batch_script(self, spec: LaunchSpec, output: Path) -> str:
+        """The batch script's text: options, working directory and the command, no secrets."""
+        argv = own_python(spec.argv, self.python)
+        argv = spec.limits.wrap(argv) if spec.limits is not None else argv
+        options = {"job-name": spec.name, "output": os.fspath(output), **self.options}
+        lines = [
+            "#!/bin/bash",
+            *(f"#SBATCH --{key}={value}" for key, value in options.items()),
+            *(f"#SBATCH {shlex.quote(arg)}" for arg in self.extra_sbatch),
+            f"# lute-async run {spec.run_id}; the environment comes from sbatch (--export=ALL)",
+        ]
+        if spec.cwd is not None:
+            lines.append(f"cd {shlex.quote(spec.cwd)} || exit 1")
+        many = (self.ntasks or 1) > 1 or str(self.nodes or 1) != "1"
+        prefix = "srun --mpi=pmix " if self.mpi and many else ""
+        lines.append(f"exec {prefix}{shlex.join(argv)}")
+        return "\n".join(lines) + "\n"
+
+    async def launch(self, spec: LaunchSpec, notify: Notify) -> SlurmJob:
+        if not spec.argv:
+            raise LaunchError(f"run {spec.name!r} has an empty command")
+        run_dir = anyio.Path(spec.run_dir)
+        await run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        script = spec.run_dir / "job.sbatch"
+        output = spec.run_dir / "slurm-%j.out"
+        await anyio.Path(script).write_text(self.batch_script(spec, output))
+        # --export=ALL: the job gets sbatch's environment, which carries the run's secret.
+        argv = ["sbatch", "--parsable", "--export=ALL", os.fspath(script)]
+        done = await run_client(argv, spec.env)
+        job_id = submitted_job_id(done, f"run {spec.name!r}")
+        job_output = spec.run_dir / f"slurm-{job_id}.out"
+        job = SlurmJob(
+            job_id,
+            batch_script=script,
+            output=job_output,
+            ntasks=self.ntasks,
+            env=spec.env,
+            notify=notify,
+            run_id=spec.run_id,
+        )
+        await notify(
+            "queued",
+            {
+                "slurm_job_id": job_id,
+                "batch_script": os.fspath(script),
+                "slurm_output": os.fspath(job_output),
+            },
+        )
+        return job
