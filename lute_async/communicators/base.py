@@ -11,7 +11,13 @@ from typing import Any, Protocol
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
-from lute_async.communicators.bounds import HELLO_BUFFER, MAX_DEPTH, HelloDecoder, nesting_exceeds
+from lute_async.communicators.bounds import (
+    CONTAINERS,
+    HELLO_BUFFER,
+    MAX_DEPTH,
+    HelloDecoder,
+    data_too_deep,
+)
 from lute_async.communicators.errorlog import KEPT_ERRORS, ProtocolErrorLog
 from lute_async.communicators.lines import MAX_LINE, LineBuffer, LineSplitter, line_text
 from lute_async.errors import HandshakeError, ProtocolError
@@ -147,6 +153,7 @@ class FrameConnection:
         last_seq, good_sig, source, conn = self._last_seq, self._good_sig, self.source, self.conn
         rank, pid = self._sender()
         new = object.__new__
+        containers, too_deep = CONTAINERS, data_too_deep
         for frame in frames:
             # The usual frame, checked inline: a dict that is no hello, with an int seq, a
             # float ts and a sig equal to one that passed every check on this connection
@@ -168,7 +175,7 @@ class FrameConnection:
                 message.seq = seq
                 message.ts = ts
                 data = message.data = frame.get("data")
-                if (type(data) is dict or type(data) is list) and nesting_exceeds(data):
+                if type(data) in containers and too_deep(data):
                     error = self._too_deep()
                     break
                 message.rank = rank
@@ -245,7 +252,7 @@ class FrameConnection:
         except ProtocolError as exc:
             self.channel.protocol_error(self.source, self.conn, exc)
             return None
-        if (type(data) is dict or type(data) is list) and nesting_exceeds(data):
+        if type(data) in CONTAINERS and data_too_deep(data):
             raise self._too_deep()
         if seq != self._last_seq + 1:
             self._seq_jump(self._last_seq, seq)

@@ -80,19 +80,31 @@ class HelloDecoder:
         return frame, held[:used], held[used:] + bytes(chunk[room:])
 
 
+#: The types that nest.
+CONTAINERS = frozenset({dict, list})
+
+
 def nesting_exceeds(data: dict[Any, Any] | list[Any], limit: int = MAX_DEPTH) -> bool:
     """True when maps and arrays in ``data`` nest more than ``limit`` levels deep.
 
     Walks level by level (no recursion, so no recursion limit), keeping only the containers
-    of each level: a flat map costs one pass over its values.
+    of each level; messages go through :func:`data_too_deep`.
     """
     level: list[Any] = [data]
     for _ in range(limit):
-        below: list[Any] = []
-        for container in level:
-            items = container.values() if type(container) is dict else container
-            below += [item for item in items if type(item) is dict or type(item) is list]
-        if not below:
+        level = [
+            item
+            for container in level
+            for item in (container.values() if type(container) is dict else container)
+            if type(item) in CONTAINERS
+        ]
+        if not level:
             return False
-        level = below
     return True
+
+
+def data_too_deep(data: dict[Any, Any] | list[Any]) -> bool:
+    """True when ``data`` nests more than :data:`MAX_DEPTH` levels deep. Flat data, the usual
+    message, is ruled out at C speed (the types of its items against :data:`CONTAINERS`)."""
+    items = data.values() if type(data) is dict else data
+    return not CONTAINERS.isdisjoint(map(type, items)) and nesting_exceeds(data)
