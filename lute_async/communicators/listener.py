@@ -25,9 +25,23 @@ from lute_async.logs import get_logger
 #: Connections one listener lets wait for their hello at once: strangers (no hello, no
 #: secret yet) can hold no more file descriptors than this for ``hello_timeout``.
 MAX_PENDING_HELLOS = 64
-#: accept() errors that mean "no descriptor for now" rather than "this connection failed".
-FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-#: First and longest pause between accept retries while descriptors are exhausted.
+#: accept() errors that concern only the connection being accepted (its peer went away, or
+#: the network failed under it): take the next one. Any other error (EMFILE, ENFILE, ENOBUFS,
+#: ENOMEM above all) holds for every connection waiting, so the accept loop backs off.
+PEER_GONE = frozenset(
+    {
+        errno.ECONNABORTED,
+        errno.EPROTO,
+        errno.EPERM,
+        errno.ENETDOWN,
+        errno.ENETUNREACH,
+        errno.EHOSTDOWN,
+        errno.EHOSTUNREACH,
+        errno.ENOPROTOOPT,
+        errno.EOPNOTSUPP,
+    }
+)
+#: First and longest pause between accept retries while accept fails (descriptors exhausted).
 RETRY_FIRST = 0.01
 RETRY_LONGEST = 1.0
 
@@ -99,18 +113,18 @@ class ListeningCommunicator:
             delay = min(delay * 2, RETRY_LONGEST)
 
     def _accept_waiting(self, sock: socket.socket, connections: TaskGroup) -> bool:
-        """Accept every connection waiting; False when out of file descriptors."""
+        """Accept every connection waiting; False when accept fails for all of them (out of
+        file descriptors)."""
         while True:
             try:
                 conn, _ = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return True
             except OSError as exc:
-                if exc.errno in FD_EXHAUSTED:
-                    self._note_exhausted(exc)
-                    return False
-                # The peer went away before accept (ECONNABORTED and the like): next one.
-                continue
+                if exc.errno in PEER_GONE:
+                    continue
+                self._note_exhausted(exc)
+                return False
             self._end_exhaustion()
             refusal = self._refusal(conn)
             if refusal is not None:
