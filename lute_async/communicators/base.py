@@ -30,7 +30,8 @@ READ_SIZE = 256 * 1024
 #: collector to run, while thousands from one 256 KiB read cost it ~0.3-1 us a message.
 BATCH_BYTES = 16 * 1024
 #: Connections one run may hold open at once (every rank's reporter, helpers): a task that
-#: leaks connections is refused more before it takes the executor's fd limit from other runs.
+#: leaks connections is refused more at this many, before it can take all of the executor's
+#: file descriptors from the other runs.
 MAX_RUN_CONNECTIONS = 512
 
 Batch = list[Message]
