@@ -1,9 +1,9 @@
 """The Communicator protocol and the pieces every kind shares: turning one connection's bytes
-into Messages (handshake, frame decoding, validation, seq checks) and stdout/stderr into lines."""
+into Messages (handshake, frame decoding, validation, seq checks); stdout/stderr into lines
+lives in :mod:`lute_async.communicators.lines` (re-exported here)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -11,6 +11,15 @@ from typing import Any, Protocol
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
+from lute_async.communicators.bounds import (
+    CONTAINERS,
+    HELLO_BUFFER,
+    MAX_DEPTH,
+    HelloDecoder,
+    data_too_deep,
+)
+from lute_async.communicators.errorlog import KEPT_ERRORS, ProtocolErrorLog
+from lute_async.communicators.lines import MAX_LINE, LineBuffer, LineSplitter, line_text
 from lute_async.errors import HandshakeError, ProtocolError
 from lute_async.messages import FrameDecoder, Hello, Message, parse_hello, parse_message
 
@@ -20,8 +29,10 @@ READ_SIZE = 256 * 1024
 #: the next is decoded, so a few hundred messages are alive at a time: too few for the garbage
 #: collector to run, while thousands from one 256 KiB read cost it ~0.3-1 us a message.
 BATCH_BYTES = 16 * 1024
-#: Longest stdout/stderr line kept whole; longer ones are split into several log messages.
-MAX_LINE = 1024 * 1024
+#: Connections one run may hold open at once (every rank's reporter, helpers): a task that
+#: leaks connections is refused more at this many, before it can take all of the executor's
+#: file descriptors from the other runs.
+MAX_RUN_CONNECTIONS = 512
 
 Batch = list[Message]
 
@@ -40,7 +51,9 @@ class RunChannel:
     """A run's side of the multiplexed stream, shared by all its communicators.
 
     Readers send batches of messages in order; ``protocol_error`` reports a bad frame or
-    connection without touching any other message.
+    connection without touching any other message: the first ``kept_errors`` go to
+    ``on_protocol_error``, the rest are counted in :attr:`error_log`. Listeners hold at most
+    ``max_connections`` connections of the run open at once.
     """
 
     def __init__(
@@ -52,6 +65,8 @@ class RunChannel:
         max_frame: int,
         on_protocol_error: Callable[[str, int, ProtocolError], None],
         on_output: Callable[[int], bool] | None = None,
+        max_connections: int = MAX_RUN_CONNECTIONS,
+        kept_errors: int = KEPT_ERRORS,
     ) -> None:
         self.run_id = run_id
         self.secret = secret
@@ -59,15 +74,30 @@ class RunChannel:
         self.send = send
         self._on_protocol_error = on_protocol_error
         self.on_output = on_output
+        self.max_connections = max_connections
+        self.error_log = ProtocolErrorLog(run_id, kept_errors)
         self._connections = 0
+        self._open_connections = 0
 
     def next_conn(self) -> int:
         """A new connection number for this run."""
         self._connections += 1
         return self._connections
 
+    def connection_opened(self) -> bool:
+        """Count a new connection open; False (nothing counted) when the run is at
+        ``max_connections`` and it must be closed."""
+        if self._open_connections >= self.max_connections:
+            return False
+        self._open_connections += 1
+        return True
+
+    def connection_closed(self) -> None:
+        self._open_connections -= 1
+
     def protocol_error(self, source: str, conn: int, error: ProtocolError) -> None:
-        self._on_protocol_error(source, conn, error)
+        if self.error_log.add(source, error):
+            self._on_protocol_error(source, conn, error)
 
 
 class FrameConnection:
@@ -76,6 +106,7 @@ class FrameConnection:
     __slots__ = (
         "_decoder",
         "_good_sig",
+        "_greeting",
         "_last_seq",
         "channel",
         "conn",
@@ -92,6 +123,8 @@ class FrameConnection:
         self.require_secret = require_secret
         self.hello: Hello | None = None
         self._decoder = FrameDecoder(channel.max_frame)
+        # The first frame is decoded within a hello's small limits; None once it has been.
+        self._greeting: HelloDecoder | None = HelloDecoder(min(HELLO_BUFFER, channel.max_frame))
         self._last_seq = 0
         #: The error that ended decoding, kept until the messages before it are delivered.
         self.fatal: ProtocolError | None = None
@@ -106,12 +139,22 @@ class FrameConnection:
         the stream cannot be resynchronised, so later chunks are ignored."""
         if self.fatal is not None:
             return []
+        if self._greeting is not None:
+            try:
+                rest = self._greet(chunk)
+            except ProtocolError as exc:
+                self.fatal = exc
+                return []
+            if not rest:
+                return []
+            chunk = rest
         frames, error = self._decoder.feed_batch(chunk)
         batch: Batch = []
         append = batch.append
         last_seq, good_sig, source, conn = self._last_seq, self._good_sig, self.source, self.conn
         rank, pid = self._sender()
         new = object.__new__
+        containers, too_deep = CONTAINERS, data_too_deep
         for frame in frames:
             # The usual frame, checked inline: a dict that is no hello, with an int seq, a
             # float ts and a sig equal to one that passed every check on this connection
@@ -132,7 +175,10 @@ class FrameConnection:
                 message.sig = sig
                 message.seq = seq
                 message.ts = ts
-                message.data = frame.get("data")
+                data = message.data = frame.get("data")
+                if type(data) in containers and too_deep(data):
+                    error = self._too_deep()
+                    break
                 message.rank = rank
                 message.pid = pid
                 message.source = source
@@ -154,6 +200,26 @@ class FrameConnection:
         self._good_sig = good_sig
         self.fatal = error
         return batch
+
+    def _greet(self, chunk: bytes | memoryview) -> bytes:
+        """Decode the first frame (which must be the hello) within the hello limits; the bytes
+        after it, b"" while it is incomplete."""
+        assert self._greeting is not None
+        greeted = self._greeting.feed(chunk)
+        if greeted is None:
+            return b""
+        self._greeting = None
+        frame, hello_bytes, rest = greeted
+        self._check_frame(frame)  # raises unless it is a valid hello
+        # The hello's bytes go through the frame decoder too, so its offsets count from the
+        # start of the stream; decoding them again costs nothing next to the connection.
+        self._decoder.feed_batch(hello_bytes)
+        return rest
+
+    def _too_deep(self) -> ProtocolError:
+        return ProtocolError(
+            f"message data nested deeper than {MAX_DEPTH} levels", offset=self._decoder.offset
+        )
 
     def raise_fatal(self) -> None:
         """Raise the error that ended decoding, once what came before it is delivered."""
@@ -187,6 +253,8 @@ class FrameConnection:
         except ProtocolError as exc:
             self.channel.protocol_error(self.source, self.conn, exc)
             return None
+        if type(data) in CONTAINERS and data_too_deep(data):
+            raise self._too_deep()
         if seq != self._last_seq + 1:
             self._seq_jump(self._last_seq, seq)
         self._last_seq = seq
@@ -199,7 +267,8 @@ class FrameConnection:
 
     def finish(self) -> None:
         """At end of stream: a partial frame left over means the sender died mid-message."""
-        pending = self._decoder.pending
+        greeting = self._greeting
+        pending = greeting.pending if greeting is not None else self._decoder.pending
         if pending:
             self.channel.protocol_error(
                 self.source,
@@ -209,62 +278,6 @@ class FrameConnection:
                     offset=self._decoder.offset,
                 ),
             )
-
-
-class LineBuffer:
-    """Cuts a byte stream into lines (without their newline); the last, unfinished line is
-    held for the next chunk, and a line longer than :data:`MAX_LINE` is cut into pieces."""
-
-    __slots__ = ("_partial",)
-
-    def __init__(self) -> None:
-        self._partial = b""
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        data = self._partial + chunk if self._partial else chunk
-        lines = data.split(b"\n")
-        self._partial = lines.pop()
-        while len(self._partial) > MAX_LINE:
-            lines.append(self._partial[:MAX_LINE])
-            self._partial = self._partial[MAX_LINE:]
-        return lines
-
-    def finish(self) -> list[bytes]:
-        """At end of stream: the unfinished last line, if any."""
-        rest, self._partial = self._partial, b""
-        return [rest] if rest else []
-
-
-def line_text(raw: bytes) -> str:
-    """One output line as text: invalid UTF-8 replaced, a CRLF's CR dropped."""
-    return raw.decode("utf-8", "replace").rstrip("\r")
-
-
-class LineSplitter:
-    """Splits a byte stream (stdout or stderr) into ``log`` messages, one per line."""
-
-    __slots__ = ("_lines", "_seq", "conn", "source")
-
-    def __init__(self, channel: RunChannel, source: str) -> None:
-        self.source = source
-        self.conn = channel.next_conn()
-        self._lines = LineBuffer()
-        self._seq = 0
-
-    def feed(self, chunk: bytes) -> Batch:
-        return self._messages(self._lines.feed(chunk))
-
-    def finish(self) -> Batch:
-        return self._messages(self._lines.finish())
-
-    def _messages(self, lines: list[bytes]) -> Batch:
-        now = time.time()
-        batch: Batch = []
-        for raw in lines:
-            self._seq += 1
-            data = {"message": line_text(raw), "level": "info", "stream": self.source}
-            batch.append(Message("log", data, self._seq, now, None, None, self.source, self.conn))
-        return batch
 
 
 async def send_batch(send: MemoryObjectSendStream[Batch], batch: Batch) -> None:
@@ -282,38 +295,52 @@ async def send_batch(send: MemoryObjectSendStream[Batch], batch: Batch) -> None:
         await anyio.lowlevel.checkpoint()
 
 
+async def _deliver(
+    view: memoryview, parser: FrameConnection, send: MemoryObjectSendStream[Batch]
+) -> None:
+    """Decode one read in batches of at most :data:`BATCH_BYTES`, handing each on."""
+    for start in range(0, len(view), BATCH_BYTES):
+        batch = parser.feed(view[start : start + BATCH_BYTES])
+        if batch:
+            await send_batch(send, batch)
+        parser.raise_fatal()
+
+
 async def pump_connection(
     receive: Callable[[], Awaitable[bytes]],
     parser: FrameConnection,
     send: MemoryObjectSendStream[Batch],
     *,
     hello_timeout: float | None = None,
+    on_hello: Callable[[], None] | None = None,
 ) -> None:
     """Read chunks with ``receive`` (b"" at EOF) into ``parser`` until EOF or a fatal protocol
     error, which is reported and ends this connection only. A connection that has not said
-    hello within ``hello_timeout`` seconds is dropped (slow or silent peers hold nothing)."""
+    hello within ``hello_timeout`` seconds is dropped (slow or silent peers hold nothing);
+    ``on_hello`` is called once it has."""
     try:
-        if hello_timeout is not None:
-            # Only the hello is timed: handing on what came with it may wait on back-pressure
-            # from the run's other channels for as long as the dispatcher needs.
-            batch = []
-            with anyio.fail_after(hello_timeout):
-                while parser.hello is None and parser.fatal is None:
-                    chunk = await receive()
-                    if not chunk:
-                        parser.finish()
-                        return
-                    batch = parser.feed(chunk)
-            if batch:
-                await send.send(batch)
-            parser.raise_fatal()
+        # Only the hello is timed: handing on what came with it may wait on back-pressure
+        # from the run's other channels for as long as the dispatcher needs.
+        # The hello fits in the first BATCH_BYTES of a read (the hello decoder's limit is
+        # smaller); what follows it in that read is handed on in batches like any later read.
+        batch: Batch = []
+        rest = memoryview(b"")
+        with anyio.fail_after(hello_timeout):
+            while parser.hello is None and parser.fatal is None:
+                chunk = await receive()
+                if not chunk:
+                    parser.finish()
+                    return
+                view = memoryview(chunk)
+                batch, rest = parser.feed(view[:BATCH_BYTES]), view[BATCH_BYTES:]
+        if parser.hello is not None and on_hello is not None:
+            on_hello()
+        if batch:
+            await send.send(batch)
+        parser.raise_fatal()
+        await _deliver(rest, parser, send)
         while chunk := await receive():
-            view = memoryview(chunk)
-            for start in range(0, len(view), BATCH_BYTES):
-                batch = parser.feed(view[start : start + BATCH_BYTES])
-                if batch:
-                    await send_batch(send, batch)
-                parser.raise_fatal()
+            await _deliver(memoryview(chunk), parser, send)
     except TimeoutError:
         parser.channel.protocol_error(
             parser.source,
@@ -347,3 +374,21 @@ class Communicator(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
     async def aclose(self) -> None: ...
+
+
+__all__ = [
+    "BATCH_BYTES",
+    "MAX_LINE",
+    "MAX_RUN_CONNECTIONS",
+    "READ_SIZE",
+    "Batch",
+    "ChildSetup",
+    "Communicator",
+    "FrameConnection",
+    "LineBuffer",
+    "LineSplitter",
+    "RunChannel",
+    "line_text",
+    "pump_connection",
+    "send_batch",
+]

@@ -1,10 +1,17 @@
 """A listening socket shared by the Unix-socket and TCP communicators: accept connections
-while the task runs, drain the backlog once it has exited, read each connection's frames."""
+while the task runs, drain the backlog once it has exited, read each connection's frames.
+
+Floods are bounded: at most ``max_pending_hellos`` connections wait for their hello and the
+run holds at most its channel's ``max_connections`` (extra ones are closed at once), and when
+the process is out of file descriptors the accept loop backs off instead of spinning.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
+import time
 from typing import Any
 
 import anyio
@@ -15,6 +22,29 @@ from lute_async.communicators.fdio import read_chunk
 from lute_async.errors import HandshakeError
 from lute_async.logs import get_logger
 
+#: Connections one listener lets wait for their hello at once: strangers (no hello, no
+#: secret yet) can hold no more file descriptors than this for ``hello_timeout``.
+MAX_PENDING_HELLOS = 64
+#: accept() errors that concern only the connection being accepted (its peer went away, or
+#: the network failed under it): take the next one. Any other error (EMFILE, ENFILE, ENOBUFS,
+#: ENOMEM above all) holds for every connection waiting, so the accept loop backs off.
+PEER_GONE = frozenset(
+    {
+        errno.ECONNABORTED,
+        errno.EPROTO,
+        errno.EPERM,
+        errno.ENETDOWN,
+        errno.ENETUNREACH,
+        errno.EHOSTDOWN,
+        errno.EHOSTUNREACH,
+        errno.ENOPROTOOPT,
+        errno.EOPNOTSUPP,
+    }
+)
+#: First and longest pause between accept retries while accept fails (descriptors exhausted).
+RETRY_FIRST = 0.01
+RETRY_LONGEST = 1.0
+
 
 class ListeningCommunicator:
     """Base of socket communicators; subclasses bind the socket and name the child's variable."""
@@ -23,10 +53,16 @@ class ListeningCommunicator:
     require_secret = False
     hello_timeout: float | None = None
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_pending_hellos: int = MAX_PENDING_HELLOS) -> None:
+        self.max_pending_hellos = max_pending_hellos
         self._sock: socket.socket | None = None
         self._channel: RunChannel | None = None
         self._open: set[socket.socket] = set()
+        #: Accepted connections that have not completed their hello yet.
+        self._pending_hellos = 0
+        #: Failed accept() calls of the current fd-exhaustion episode, and when it began.
+        self._exhausted = 0
+        self._exhausted_since = 0.0
 
     def _bind(self) -> socket.socket:
         raise NotImplementedError
@@ -63,44 +99,103 @@ class ListeningCommunicator:
             self._close_listener()
 
     async def _accept_forever(self, sock: socket.socket, connections: TaskGroup) -> None:
+        delay = RETRY_FIRST
         while True:
             await anyio.wait_readable(sock)
-            self._accept_waiting(sock, connections)
+            if self._accept_waiting(sock, connections):
+                delay = RETRY_FIRST
+                continue
+            # Out of descriptors. The listener stays readable while connections wait in the
+            # backlog, so waiting on readiness alone would spin, and nothing signals that a
+            # descriptor was freed: only retrying tells. A pause that doubles up to
+            # RETRY_LONGEST keeps the retries few while the process recovers within a second.
+            await anyio.sleep(delay)
+            delay = min(delay * 2, RETRY_LONGEST)
 
-    def _accept_waiting(self, sock: socket.socket, connections: TaskGroup) -> None:
+    def _accept_waiting(self, sock: socket.socket, connections: TaskGroup) -> bool:
+        """Accept every connection waiting; False when accept fails for all of them (out of
+        file descriptors)."""
         while True:
             try:
                 conn, _ = sock.accept()
             except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # EMFILE and friends: refuse this one, keep the run going
-                get_logger().error("accept_failed", kind=self.kind, error=str(exc))
-                return
-            reason = self._admit(conn)
-            if reason is not None:
+                return True
+            except OSError as exc:
+                if exc.errno in PEER_GONE:
+                    continue
+                self._note_exhausted(exc)
+                return False
+            self._end_exhaustion()
+            refusal = self._refusal(conn)
+            if refusal is not None:
                 assert self._channel is not None
-                self._channel.protocol_error(self.kind, 0, HandshakeError(reason))
+                self._channel.protocol_error(self.kind, 0, HandshakeError(refusal))
                 conn.close()
                 continue
             conn.setblocking(False)
             self._open.add(conn)
+            self._pending_hellos += 1
             connections.start_soon(self._read_connection, conn)
+
+    def _refusal(self, conn: socket.socket) -> str | None:
+        """Why ``conn`` is closed at once: refused by :meth:`_admit`, or over a cap."""
+        assert self._channel is not None
+        if self._pending_hellos >= self.max_pending_hellos:
+            return f"{self.max_pending_hellos} connections already wait for their hello"
+        reason = self._admit(conn)
+        if reason is None and not self._channel.connection_opened():
+            reason = f"the run already has {self._channel.max_connections} connections open"
+        return reason
+
+    def _note_exhausted(self, exc: OSError) -> None:
+        """Log the first failed accept of an episode; count the others."""
+        if not self._exhausted:
+            self._exhausted_since = time.monotonic()
+            get_logger().error("accept_failed", kind=self.kind, error=str(exc))
+        self._exhausted += 1
+
+    def _end_exhaustion(self) -> None:
+        """End an fd-exhaustion episode (an accept worked, or the listener closes) with one
+        line saying how many accepts failed."""
+        if self._exhausted:
+            get_logger().warning(
+                "accept_failures",
+                kind=self.kind,
+                failed_accepts=self._exhausted,
+                seconds=round(time.monotonic() - self._exhausted_since, 3),
+            )
+            self._exhausted = 0
 
     async def _read_connection(self, conn: socket.socket) -> None:
         channel = self._channel
         assert channel is not None
         fd = conn.fileno()
         parser = FrameConnection(channel, self.kind, require_secret=self.require_secret)
+        waiting = True
+
+        def greeted() -> None:
+            nonlocal waiting
+            waiting = False
+            self._pending_hellos -= 1
+
         try:
             await pump_connection(
-                lambda: read_chunk(fd), parser, channel.send, hello_timeout=self.hello_timeout
+                lambda: read_chunk(fd),
+                parser,
+                channel.send,
+                hello_timeout=self.hello_timeout,
+                on_hello=greeted,
             )
         finally:
+            if waiting:
+                self._pending_hellos -= 1
+            channel.connection_closed()
             self._open.discard(conn)
             anyio.notify_closing(conn)
             conn.close()
 
     def _close_listener(self) -> None:
+        self._end_exhaustion()
         if self._sock is not None:
             with contextlib.suppress(RuntimeError):
                 anyio.notify_closing(self._sock)

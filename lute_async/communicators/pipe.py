@@ -78,7 +78,7 @@ class PipeCommunicator:
     async def _read_lines(self, fd: int, source: str) -> None:
         channel = self._channel
         assert channel is not None
-        splitter = LineSplitter(channel, source)
+        splitter = LineSplitter(source, channel.next_conn())
         on_output = channel.on_output
         while chunk := await read_chunk(fd):
             if on_output is not None and not on_output(len(chunk)):

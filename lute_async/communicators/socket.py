@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from lute_async.communicators.listener import ListeningCommunicator
+from lute_async.communicators.listener import MAX_PENDING_HELLOS, ListeningCommunicator
 from lute_async.errors import LaunchError
 from lute_async.wire import ENV_SOCKET
 
@@ -24,8 +24,13 @@ class SocketCommunicator(ListeningCommunicator):
 
     kind = "socket"
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        max_pending_hellos: int = MAX_PENDING_HELLOS,
+    ) -> None:
+        super().__init__(max_pending_hellos=max_pending_hellos)
         self.directory = directory
         self.path: Path | None = None
         self._dir: Path | None = None

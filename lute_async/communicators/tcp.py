@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from lute_async.communicators.listener import ListeningCommunicator
+from lute_async.communicators.listener import MAX_PENDING_HELLOS, ListeningCommunicator
 from lute_async.wire import ENV_TCP
 
 
@@ -32,8 +32,9 @@ class TcpCommunicator(ListeningCommunicator):
         *,
         advertise: str | None = None,
         hello_timeout: float = 10.0,
+        max_pending_hellos: int = MAX_PENDING_HELLOS,
     ) -> None:
-        super().__init__()
+        super().__init__(max_pending_hellos=max_pending_hellos)
         self.host = host
         self.port = port
         self.advertise = advertise
