@@ -55,6 +55,10 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'lute_async' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    loaded = importlib.import_module(module)
+    # Bind every name this module exports at once: importing ``lute_async.task`` sets the
+    # package attribute ``task`` to the module, which must not shadow the decorator.
+    for export, source in _EXPORTS.items():
+        if source == module:
+            globals()[export] = getattr(loaded, export)
+    return globals()[name]

@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from lute_async.communicators import CommunicatorSpec
+from lute_async.errors import ConfigError
 from lute_async.hooks.builtin import log_event
 from lute_async.hooks.events import Hook, RunView
 from lute_async.hooks.registry import HookRegistry
 from lute_async.hooks.watchdog import HookWatchdog
 from lute_async.logs import get_logger
 from lute_async.messages import DEFAULT_MAX_FRAME
+from lute_async.options import check_run_options, describe
 from lute_async.records import (
     DEFAULT_MAX_RESULT_BYTES,
     AnalysisRecord,
@@ -43,8 +45,23 @@ __all__ = ["MAX_ENV_PARAMS", "STREAM_BUFFER", "Command", "Executor", "HooksArg",
 Command = str | Sequence[str]
 
 
-def _argument(part: Any) -> str:
-    return os.fspath(part) if isinstance(part, os.PathLike) else str(part)
+def _argv(cmd: Any) -> list[str]:
+    """``cmd`` as an argv: one program name, or a list of arguments (paths and numbers, as a
+    template resolved to an int, are arguments too); anything else is a ConfigError."""
+    if isinstance(cmd, str | os.PathLike):
+        cmd = [cmd]
+    if not isinstance(cmd, Sequence) or isinstance(cmd, bytes) or not cmd:
+        raise ConfigError(
+            "command: expected a program name or a non-empty list of arguments, "
+            f"got {describe(cmd)}"
+        )
+    wrong = [part for part in cmd if not isinstance(part, str | os.PathLike | int | float)]
+    if wrong or any(isinstance(part, bool) for part in cmd):
+        raise ConfigError(
+            "command: expected arguments that are strings, paths or numbers, "
+            f"got {describe(list(cmd))}"
+        )
+    return [os.fspath(part) if isinstance(part, os.PathLike) else str(part) for part in cmd]
 
 
 class Executor:
@@ -124,12 +141,19 @@ class Executor:
             workdir=self.workdir,
         )
 
-    def _make_run(self, cmd: Command, *, name: str | None = None, **options: Any) -> Run:
-        """A Run of ``cmd``; ``options`` are :class:`Run`'s keyword arguments."""
-        # Paths and numbers (a template resolved to an int) are arguments too.
-        argv = [cmd] if isinstance(cmd, str) else [_argument(part) for part in cmd]
-        name = name or (Path(argv[0]).name if argv else "run")
-        return Run(self._run_context(), argv, name=name, **options)
+    def _make_run(self, cmd: Command, options: dict[str, Any], *, tap: bool = False) -> Run:
+        """A Run of ``cmd``; ``options`` are :class:`Run`'s keyword arguments (``tap``: its
+        messages are also kept for :meth:`Run.messages`)."""
+        name = options.pop("name", None)
+        argv = _argv(cmd)
+        if name is None:
+            name = Path(argv[0]).name or "run"
+        # Checked before anything exists: a wrong option is a ConfigError naming it, never a
+        # half-made run or a record left RUNNING.
+        checked = check_run_options({"name": name, **options})
+        if tap:
+            checked["tap"] = True
+        return Run(self._run_context(), argv, **checked)
 
     async def run(self, cmd: Command, **options: Any) -> AnalysisRecord:
         """Run ``cmd`` (argv list, or one program name) to the end and return its record.
@@ -139,7 +163,7 @@ class Executor:
         ``tags``, ``grace``, ``stdin``/``stdout`` (a :class:`~lute_async.channel.Channel`).
         Cancelling the caller cancels the run (its record says CANCELLED).
         """
-        run = self._make_run(cmd, **options)
+        run = self._make_run(cmd, options)
         await run._execute()
         return run.record
 
@@ -166,7 +190,7 @@ class Executor:
 
     @asynccontextmanager
     async def _start(self, cmd: Command, options: dict[str, Any]) -> AsyncIterator[Run]:
-        run = self._make_run(cmd, tap=True, **options)
+        run = self._make_run(cmd, options, tap=True)
         failure: Exception | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(run._execute)

@@ -490,7 +490,7 @@ def test_run_graph_runs_dependants_with_results_and_cancels_after_a_failure(
         ),
         (
             '[graph.a]\ncommand = ["true"]\nbogus = 1\n',
-            "graph.toml: [graph.a] has unknown keys ['bogus']",
+            "graph.toml: graph node 'a': key 'bogus': unknown key; expected one of command,",
         ),
     ],
     ids=["cycle", "unknown-dependency", "unknown-key"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -174,6 +175,40 @@ async def test_raising_hook_is_recorded_and_other_hooks_and_run_continue(
     assert "hook exploded" in error["traceback"]
     stored = (await executor.store()).get(record.id)
     assert stored.hook_errors == record.hook_errors
+
+
+async def test_a_hook_failing_on_every_message_leaves_a_bounded_record(
+    executor: Executor, script: Callable[[str], list[str]], tmp_path: Path
+) -> None:
+    argv = script(
+        """
+        from lute_async.task import Reporter
+        with Reporter.connect() as report:
+            for i in range(2000):
+                report.emit("peaks", {"i": i})
+        """
+    )
+
+    def broken(event: Event) -> None:
+        raise ValueError(f"cannot take peak {event.data['i']}")
+
+    record = await executor.run(argv, hooks={"peaks": broken})
+    assert record.status == "COMPLETED"
+    assert len(record.hook_errors) == 20  # the first ones whole, with their tracebacks
+    assert [e["message"] for e in record.hook_errors[:2]] == [
+        "cannot take peak 0",
+        "cannot take peak 1",
+    ]
+    (kind,) = record.extra["hook_errors_dropped"]["dropped"]
+    assert kind.endswith("broken (peaks)")
+    assert record.extra["hook_errors_dropped"] == {
+        "total": 2000,
+        "kept": 20,
+        "dropped": {kind: 1980},
+    }
+    stored = (await executor.store()).get(record.id)
+    assert stored.extra["hook_errors_dropped"] == record.extra["hook_errors_dropped"]
+    assert len(json.dumps(stored.to_dict())) < 64 * 1024  # 2,000 tracebacks made ~1 MB
 
 
 async def test_malformed_frames_on_the_socket_are_logged_and_the_run_completes(

@@ -22,8 +22,8 @@ import pytest
 from anyio.abc import SocketStream
 
 import lute_async
-from lute_async import Executor
-from lute_async.communicators import RunChannel, SocketCommunicator, TcpCommunicator, errorlog
+from lute_async import Executor, error_budget
+from lute_async.communicators import RunChannel, SocketCommunicator, TcpCommunicator
 from lute_async.communicators.base import Batch, Communicator
 from lute_async.communicators.bounds import MAX_DEPTH
 from lute_async.communicators.listener import ListeningCommunicator
@@ -211,7 +211,7 @@ async def test_a_flood_of_bad_connections_keeps_the_first_errors_and_counts_the_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     recorder = LogRecorder()
-    monkeypatch.setattr(errorlog, "get_logger", lambda: recorder)
+    monkeypatch.setattr(error_budget, "get_logger", lambda: recorder)
     async with serving(SocketCommunicator()) as served:
         for _ in range(150):
             stream = await served.connect()

@@ -18,8 +18,8 @@ from lute_async.communicators.bounds import (
     HelloDecoder,
     data_too_deep,
 )
-from lute_async.communicators.errorlog import KEPT_ERRORS, ProtocolErrorLog
 from lute_async.communicators.lines import MAX_LINE, LineBuffer, LineSplitter, line_text
+from lute_async.error_budget import KEPT_ERRORS, ErrorBudget
 from lute_async.errors import HandshakeError, ProtocolError
 from lute_async.messages import FrameDecoder, Hello, Message, parse_hello, parse_message
 
@@ -75,7 +75,7 @@ class RunChannel:
         self._on_protocol_error = on_protocol_error
         self.on_output = on_output
         self.max_connections = max_connections
-        self.error_log = ProtocolErrorLog(run_id, kept_errors)
+        self.error_log = ErrorBudget("protocol_errors", run_id, kept_errors)
         self._connections = 0
         self._open_connections = 0
 
@@ -96,7 +96,7 @@ class RunChannel:
         self._open_connections -= 1
 
     def protocol_error(self, source: str, conn: int, error: ProtocolError) -> None:
-        if self.error_log.add(source, error):
+        if self.error_log.add(type(error).__name__, last_source=source, last_error=str(error)):
             self._on_protocol_error(source, conn, error)
 
 

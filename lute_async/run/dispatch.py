@@ -140,7 +140,12 @@ class Dispatcher(RunState):
 
     def _hook_errors(self, errors: list[HookError]) -> None:
         log = get_logger()
+        budget = self._hook_budget
         for error in errors:
+            if not budget.add(f"{error.hook} ({error.event})", last_error=error.message):
+                # Past the first few, a hook that fails on every message is only counted.
+                self.record.extra["hook_errors_dropped"] = budget.summary()
+                continue
             self.record.hook_errors.append(error.to_dict())
             log.error(
                 "hook_failed",

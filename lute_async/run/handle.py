@@ -23,6 +23,7 @@ import anyio
 
 from lute_async.communicators import CommunicatorSpec
 from lute_async.communicators.base import Batch
+from lute_async.error_budget import ErrorBudget
 from lute_async.errors import LuteAsyncError
 from lute_async.hooks.events import Hook
 from lute_async.hooks.registry import HookRegistry
@@ -117,6 +118,7 @@ class Run(Supervisor, Dispatcher):
             timeout=self.timeout,
             redactor=self.redactor,
         )
+        self._hook_budget = ErrorBudget("hook_errors", self.id)
         self._lifecycle = Lifecycle(self.timeout)
         # The wall-time deadline, armed while the process runs; stop() parks it.
         self._deadline = Deadline(self.timeout) if self.timeout is not None else None

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import anyio
 
     from lute_async.communicators.base import Batch
+    from lute_async.error_budget import ErrorBudget
     from lute_async.errors import ProtocolError
     from lute_async.hooks.events import Hook
     from lute_async.hooks.registry import HookRegistry
@@ -44,6 +45,7 @@ class RunState:
     grace: float
     progress: dict[str, Any] | None
     redactor: Redactor
+    _hook_budget: ErrorBudget
     _context: RunContext
     _lifecycle: Lifecycle
     _deadline: Deadline | None

@@ -100,6 +100,9 @@ class Supervisor(RunState):
                         await communicator.aclose()
                     self._remove_params_file()
         if status is not None:
+            dropped = channel.error_log.summary()
+            if dropped is not None:  # the first few are in extra["protocol_errors"]
+                self.record.extra["protocol_errors_dropped"] = dropped
             await self._end(status)
 
     async def _launch_and_wait(
