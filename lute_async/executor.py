@@ -24,7 +24,7 @@ from lute_async.hooks.registry import HookRegistry
 from lute_async.hooks.watchdog import HookWatchdog
 from lute_async.logs import get_logger
 from lute_async.messages import DEFAULT_MAX_FRAME
-from lute_async.options import check_run_options, describe
+from lute_async.options import EXECUTOR_ARGUMENTS, check_options, check_run_options, describe
 from lute_async.records import (
     DEFAULT_MAX_RESULT_BYTES,
     AnalysisRecord,
@@ -90,19 +90,30 @@ class Executor:
         workdir: str | os.PathLike[str] | None = None,
         log_events: bool = True,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        record_env: str = "overrides",
     ) -> None:
+        # Every argument checked the one way run options and task files are: a ConfigError
+        # naming the argument, the value and what was expected.
+        given = {key: value for key, value in locals().items() if key != "self"}
+        if isinstance(db, RecordStore):
+            del given["db"]
+        checked = check_options(given, EXECUTOR_ARGUMENTS, where="Executor")
+        hooks = checked["hooks"]
         self.hooks = hooks if isinstance(hooks, HookRegistry) else HookRegistry(hooks)
-        if log_events:
+        if checked["log_events"]:
             log_event.register(self.hooks)
-        self.communicators = tuple(communicators)
-        self.grace = grace
-        self.max_frame = max_frame
-        self.drain_timeout = drain_timeout
-        self.hook_timeout = hook_timeout
-        self.max_result_bytes = max_result_bytes
-        self._watchdog = HookWatchdog(hook_timeout) if hook_timeout is not None else None
-        self.inherit_env = inherit_env
-        self.max_concurrency = max_concurrency
+        self.communicators = tuple(checked["communicators"])
+        self.grace: float = checked["grace"]
+        self.max_frame: int = checked["max_frame"]
+        self.drain_timeout: float = checked["drain_timeout"]
+        self.hook_timeout: float | None = checked["hook_timeout"]
+        self.max_result_bytes: int = checked["max_result_bytes"]
+        self._watchdog = HookWatchdog(self.hook_timeout) if self.hook_timeout is not None else None
+        self.inherit_env: bool = checked["inherit_env"]
+        #: "overrides": a record keeps the env the run was given (and lute-async's own
+        #: variables), redacted; "all": the whole environment the task saw, redacted.
+        self.record_env: str = checked["record_env"]
+        self.max_concurrency: int | None = checked["max_concurrency"]
         self._limiter = anyio.CapacityLimiter(max_concurrency) if max_concurrency else None
         if isinstance(db, RecordStore):
             self._store: RecordStore | None = db
@@ -138,6 +149,7 @@ class Executor:
             max_frame=self.max_frame,
             drain_timeout=self.drain_timeout,
             inherit_env=self.inherit_env,
+            record_env=self.record_env,
             workdir=self.workdir,
         )
 

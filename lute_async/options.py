@@ -233,3 +233,31 @@ def key_error(where: str, key: str | None, problem: str) -> ConfigError:
 def expected(where: str, key: str, what: str, value: Any) -> ConfigError:
     """``where: key 'key': expected what, got value``."""
     return key_error(where, key, f"expected {what}, got {describe(value)}")
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, os.PathLike)
+
+
+#: What the environment of a run's record keeps: the env the run was given, or all of it.
+RECORD_ENV = ("overrides", "all")
+
+#: The keyword arguments of ``Executor(...)`` (a database given as an open store is let
+#: through by the executor itself).
+EXECUTOR_ARGUMENTS: dict[str, Option] = {
+    "db": Option("a database path", str, accepts=_is_path),
+    "hooks": RUN_OPTIONS["hooks"],
+    "max_concurrency": Option("a positive integer", PositiveInt),
+    "communicators": RUN_OPTIONS["communicators"],
+    "grace": RUN_OPTIONS["grace"],
+    "max_frame": Option("a positive number of bytes", PositiveInt),
+    "drain_timeout": Option("a positive number of seconds", Seconds),
+    "hook_timeout": Option("a positive number of seconds", Seconds),
+    "inherit_env": Option("true or false", bool),
+    "workdir": Option("a directory path", str, accepts=_is_path),
+    "log_events": Option("true or false", bool),
+    "max_result_bytes": Option("a positive number of bytes", PositiveInt),
+    "record_env": Option(
+        " or ".join(repr(mode) for mode in RECORD_ENV), Literal["overrides", "all"]
+    ),
+}

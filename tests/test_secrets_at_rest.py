@@ -108,3 +108,34 @@ async def test_a_record_spilled_to_the_journal_is_masked_too(
     assert spilled, "nothing was spilled: the database should have been unreachable"
     assert _files_holding(journal, PLANTED) == {}
     assert any(record.id.encode() in path.read_bytes() for path in spilled)
+
+
+@pytest.mark.parametrize("record_env", ["overrides", "all"])
+async def test_a_record_keeps_the_inherited_environment_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record_env: str
+) -> None:
+    monkeypatch.setenv("INHERITED_SETTING", "from-the-shell")
+    monkeypatch.setenv("INHERITED_API_TOKEN", "inherited-secret-0a9f")
+    async with Executor(db=tmp_path / "runs.db", record_env=record_env) as executor:
+        record = await executor.run(["true"], env={"GIVEN": "by-the-run"})
+    assert record.env["GIVEN"] == "by-the-run"
+    assert record.env["LUTE_ASYNC_SECRET"] == "***"
+    if record_env == "overrides":
+        assert "INHERITED_SETTING" not in record.env and "PATH" not in record.env
+    else:
+        assert record.env["INHERITED_SETTING"] == "from-the-shell"
+        assert record.env["INHERITED_API_TOKEN"] == "***"
+    assert b"inherited-secret-0a9f" not in b"".join(
+        p.read_bytes() for p in tmp_path.glob("runs.db*")
+    )
+
+
+async def test_an_executor_argument_of_the_wrong_kind_is_a_config_error(tmp_path: Path) -> None:
+    from lute_async.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"Executor: key 'record_env': expected 'overrides'"):
+        Executor(db=tmp_path / "runs.db", record_env="everything")
+    with pytest.raises(ConfigError, match=r"key 'max_concurrency': expected a positive integer"):
+        Executor(db=tmp_path / "runs.db", max_concurrency="8")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"key 'grace': expected a number of seconds >= 0"):
+        Executor(db=tmp_path / "runs.db", grace=-1)

@@ -41,5 +41,6 @@ class RunContext:
     drain_timeout: float
     #: Whether a task starts with the executor's environment.
     inherit_env: bool
+    record_env: str
     #: Runs' working directories (params files) live under this one.
     workdir: Path

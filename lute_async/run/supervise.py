@@ -216,6 +216,14 @@ class Supervisor(RunState):
             path.unlink(missing_ok=True)
 
     def _recorded_env(self, env: Mapping[str, str]) -> dict[str, str]:
+        """What the record keeps of the task's environment, redacted: by default only what
+        this run set (its env and lute-async's own variables), not all it inherited."""
+        if self._context.record_env == "overrides":
+            env = {
+                key: value
+                for key, value in env.items()
+                if key in self._env_overrides or key.startswith("LUTE_ASYNC_")
+            }
         recorded = self.redactor.env(env)
         recorded.pop(ENV_PARAMS, None)  # the params are recorded on their own
         return recorded
