@@ -94,6 +94,28 @@ async def test_the_wall_time_still_ends_a_run_after_stop_and_resume(
     assert record.verdict is not None and record.verdict["kind"] == "time_limit"
 
 
+async def test_a_stop_longer_than_the_wall_time_does_not_time_the_run_out(
+    executor: Executor, script: Callable[[str], list[str]], tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    os.mkfifo(release)
+    argv = script(f"print('ready', flush=True); print(open({str(release)!r}).read())")
+    async with executor.start(argv, name="long-pause", timeout=3.0) as run:
+        async for message in run.messages():
+            if message.sig == "log" and message.data["message"] == "ready":
+                await run.stop()
+                break
+        # Stopped for longer than the whole wall time: the run must still be waiting.
+        with anyio.move_on_after(4.0) as waited:
+            await run.wait()
+        assert waited.cancelled_caught and run.status == "STOPPED"
+        await run.resume()
+        await anyio.to_thread.run_sync(release.write_text, "go")
+        record = await run.wait()
+    assert record.status == "COMPLETED", record.error
+    assert record.verdict is None or record.verdict.get("kind") != "time_limit"
+
+
 EXECUTOR_SCRIPT = """
     import sys
     import anyio

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio
 import pytest
 
 from lute_async import Event, Executor
@@ -48,26 +49,53 @@ async def test_a_diamond_runs_its_middle_pair_concurrently(
 
 
 async def test_max_concurrency_bounds_independent_branches(
-    executor: Executor, script: Callable[[str], list[str]]
+    executor: Executor, script: Callable[[str], list[str]], tmp_path: Path
 ) -> None:
+    # Each task blocks on its own FIFO until the test releases it, and the test releases the
+    # started tasks only once two run at the same time (or the last one has started): a graph
+    # that ran its branches one by one would leave each task blocked (SIGALRM ends it FAILED),
+    # one that ran three at once would show most == 3.
+    total = 4
     running = 0
     most = 0
+    started_names: list[str] = []
+    released: set[str] = set()
 
-    def started(event: Event) -> None:
+    def release(name: str) -> None:
+        with open(tmp_path / name, "w") as fifo:  # blocks until the task opens its end
+            fifo.write("go")
+
+    async def started(event: Event) -> None:
         nonlocal running, most
         running += 1
         most = max(most, running)
+        started_names.append(event.run.name)
+        if running == 2 or len(started_names) == total:
+            for name in started_names:
+                if name not in released:
+                    released.add(name)
+                    await anyio.to_thread.run_sync(release, name)
 
     def ended(event: Event) -> None:
         nonlocal running
         running -= 1
 
     graph = Workflow(executor, max_concurrency=2)
-    for i in range(5):
-        graph.add(f"t{i}", script("print('x')"), hooks={"started": started, "done": ended})
+    for i in range(total):
+        os.mkfifo(tmp_path / f"t{i}")
+        task = script(
+            f"""
+            import signal
+            signal.alarm(30)  # a hang guard: never released means the bound was not used
+            print(open({str(tmp_path / f"t{i}")!r}).read())
+            """
+        )
+        graph.add(f"t{i}", task, hooks={"started": started, "done": ended, "failed": ended})
     records = await graph.run()
-    assert all(r.status == "COMPLETED" for r in records.values())
-    assert most <= 2
+    assert {name: r.status for name, r in records.items()} == {
+        f"t{i}": "COMPLETED" for i in range(total)
+    }
+    assert most == 2
 
 
 async def test_a_failed_dependency_cancels_its_dependants_with_the_reason(
