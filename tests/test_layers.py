@@ -144,3 +144,10 @@ def test_the_checks_see_a_cycle_and_an_upward_import() -> None:
         graphlib.TopologicalSorter(graph).prepare()
     assert layer_of("lute_async.records.model") == 1
     assert layer_of("lute_async.records.store") == 3
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    readme = (PACKAGE.parent / "README.md").read_text()
+    layout = readme.split("## Layout\n", 1)[1].split("```", 2)[1]
+    stems = {path.stem for path in PACKAGE.rglob("*.py")} - {"__init__", "__main__"}
+    assert sorted(stem for stem in stems if stem not in layout) == []
