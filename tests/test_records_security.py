@@ -1,6 +1,6 @@
 """Attacks on the records at rest (issue 21): planted journals, world-readable databases,
 unsavable nested values, a squatted fallback journal directory. Each test plays the attack on
-real files; "another user" is uid/gid 65534 (nobody), files chowned to it (the tests run as
+real files; "another user" is uid/gid 65534 (nobody), files chowned to it (those tests need
 root, and skip otherwise)."""
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from lute_async.records import journal as journal_module
 
 NOBODY = 65534
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chowning to another user needs root")
+ME = os.geteuid()
+needs_root = pytest.mark.skipif(ME != 0, reason="chowning to another user (or mount) needs root")
 
 
 def mode_of(path: Path) -> int:
@@ -109,6 +110,7 @@ def remount(mountpoint: Path, mode: str) -> None:
 # --- 1. journals are replayed only when they are the user's own ------------------------------
 
 
+@needs_root
 def test_a_journal_planted_beside_the_database_by_another_user_is_never_replayed(
     db: Path, tmp_path: Path, json_logs: io.StringIO
 ) -> None:
@@ -125,6 +127,7 @@ def test_a_journal_planted_beside_the_database_by_another_user_is_never_replayed
     assert warnings[0]["owner"].startswith(f"uid {NOBODY}") and warnings[0]["mode"] == "0644"
 
 
+@needs_root
 def test_a_planted_journal_never_reaches_a_later_tasks_command(tmp_path: Path) -> None:
     config = """\
         [tasks.apply]
@@ -154,20 +157,21 @@ def test_a_journal_of_ours_that_others_could_have_written_is_never_replayed(
     primary = RecordJournal(db, tmp_path / "j").primary
     if how == "symlink":  # O_NOFOLLOW: the link is not followed to a journal-looking file
         target = tmp_path / "elsewhere.jsonl"
-        plant(target, forged_calibration(), owner=0, mode=0o600)
+        plant(target, forged_calibration(), owner=ME, mode=0o600)
         primary.symlink_to(target)
     elif how == "fifo":  # a FIFO would block the open forever
         os.mkfifo(primary, 0o600)
     else:
-        plant(primary, forged_calibration(), owner=0, mode=0o666 if how[0] == "o" else 0o620)
+        plant(primary, forged_calibration(), owner=ME, mode=0o666 if how[0] == "o" else 0o620)
     with RecordStore(db, journal_dir=tmp_path / "j") as store:
         assert store.replayed_on_open == []
         assert store.latest("calibrate") is None
     assert primary.is_symlink() or primary.exists()
     [warning] = events(json_logs, "journal_not_replayed")
-    assert warning["path"] == str(primary) and warning["owner"].startswith("uid 0")
+    assert warning["path"] == str(primary) and warning["owner"].startswith(f"uid {ME}")
 
 
+@needs_root
 def test_a_foreign_replay_file_in_the_fallback_dir_is_never_replayed(
     db: Path, tmp_path: Path, json_logs: io.StringIO
 ) -> None:
@@ -183,13 +187,14 @@ def test_a_foreign_replay_file_in_the_fallback_dir_is_never_replayed(
     assert [w["path"] for w in events(json_logs, "journal_not_replayed")] == [str(leftover)] * 3
 
 
+@needs_root
 def test_a_replay_file_that_cannot_be_removed_is_not_replayed_again(
     db: Path, small_tmpfs: Path, json_logs: io.StringIO
 ) -> None:
     spilled = AnalysisRecord(name="spilled", status="COMPLETED", result={"payload": 1})
     fallback = RecordJournal(db, small_tmpfs).fallback
     leftover = fallback.with_name(fallback.name + ".replay-1-1")  # as a crashed replay leaves it
-    plant(leftover, spilled, owner=0, mode=0o600)
+    plant(leftover, spilled, owner=ME, mode=0o600)
     remount(small_tmpfs, "ro")
     with RecordStore(db, journal_dir=small_tmpfs) as store:
         assert store.replayed_on_open == [spilled.id]
@@ -212,6 +217,7 @@ def test_a_replay_file_that_cannot_be_removed_is_not_replayed_again(
     conn.close()
 
 
+@needs_root
 def test_a_spill_never_appends_to_a_journal_file_another_user_planted(
     db: Path, tmp_path: Path
 ) -> None:
@@ -260,14 +266,15 @@ def test_an_existing_world_readable_database_of_ours_is_tightened_not_refused(
     assert tightened["path"] == str(db) and tightened["mode"] == "0644"
 
 
+@needs_root
 @pytest.mark.parametrize(
     ("target", "owner", "mode", "problem"),
     [
         ("directory", NOBODY, 0o755, "owned by another user"),
-        ("directory", 0, 0o777, "writable by others"),
-        ("directory", 0, 0o1777, "writable by others"),
+        ("directory", ME, 0o777, "writable by others"),
+        ("directory", ME, 0o1777, "writable by others"),
         ("file", NOBODY, 0o600, "owned by another user"),
-        ("file", 0, 0o666, "writable by others"),
+        ("file", ME, 0o666, "writable by others"),
         ("wal", NOBODY, 0o600, "owned by another user"),
     ],
 )
@@ -366,6 +373,7 @@ def test_a_deeply_nested_journal_line_is_skipped_not_fatal(db: Path, tmp_path: P
 # --- 4. the fallback journal directory cannot be taken from us ------------------------------
 
 
+@needs_root
 def test_a_squatted_fallback_journal_dir_is_replaced_by_a_fresh_private_one(
     db: Path, shared_tmp: Path, json_logs: io.StringIO
 ) -> None:
@@ -410,6 +418,7 @@ def test_the_fallback_journal_dir_is_in_a_private_xdg_runtime_dir(
 # --- the reusable checks --------------------------------------------------------------------
 
 
+@needs_root
 def test_private_path_checks(tmp_path: Path) -> None:
     created = ensure_private_dir(tmp_path / "a" / "b")
     assert mode_of(created) == 0o700 and mode_of(created.parent) == 0o700
