@@ -14,14 +14,14 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import log_events
 
-from lute_async import AnalysisRecord, RecordStore
+from lute_async import AnalysisRecord, Executor, RecordStore
 from lute_async.errors import RecordStoreError
 from lute_async.private_paths import (
     NotPrivateError,
@@ -349,6 +349,29 @@ def test_a_deeply_nested_result_params_and_extra_are_saved_as_summaries(
     assert hostile.to_dict()["params"]["threshold"] == 3  # to_dict does not raise either
     [warning] = events(json_logs, "result_not_recorded")
     assert warning["run_id"] == hostile.id and "nested deeper" in warning["reason"]
+
+
+DEEP_PARAMS_TASK = """
+    from lute_async.task import Reporter
+    deep = []
+    for _ in range(505):  # as deep as the wire allows
+        deep = [deep]
+    with Reporter.connect() as report:
+        report.started(params={"deep": deep})
+        report.result({"answer": 42}, summary="42")
+"""
+
+
+async def test_a_task_reporting_deeply_nested_params_ends_completed_in_the_database(
+    executor: Executor, script: Callable[[str], list[str]], tmp_path: Path
+) -> None:
+    record = await executor.run(script(DEEP_PARAMS_TASK), name="deep-params")
+    assert record.status == "COMPLETED"
+    await executor.aclose()
+    with RecordStore(tmp_path / "runs.db") as store:
+        stored = store.get(record.id)
+    assert stored.status == "COMPLETED" and stored.result == record.result
+    assert "nested deeper" in stored.extra["reported_params"]["omitted"]["reason"]
 
 
 def test_a_deeply_nested_record_goes_through_the_journal(tmp_path: Path) -> None:
