@@ -2,10 +2,10 @@
 
 One concern per module: :mod:`.model` (AnalysisRecord), :mod:`.schema` (tables, migrations),
 :mod:`.codec` (the stored form), :mod:`.filters` (RunFilter), :mod:`.journal` (spilled records),
-:mod:`.liveness` (is the executor alive), :mod:`.database` (connection and rows),
-:mod:`.recovery` (journal replay, LOST runs on open), :mod:`.store` (RecordStore) and
-:mod:`.keeper` (RecordKeeper: a run's messages applied to its record). This package re-exports
-the names callers import from ``lute_async.records``.
+:mod:`.liveness` (is the executor alive), :mod:`.files` (private database files),
+:mod:`.database` (connection and rows), :mod:`.recovery` (journal replay, LOST runs on open),
+:mod:`.store` (RecordStore) and :mod:`.keeper` (RecordKeeper: a run's messages applied to its
+record). This package re-exports the names callers import from ``lute_async.records``.
 """
 
 from lute_async.records.codec import DEFAULT_MAX_RESULT_BYTES

@@ -2,7 +2,10 @@
 
 The result is kept apart as msgpack, so a ``bytes`` payload stays bytes (JSON would escape and
 inflate it). A result larger than ``max_result_bytes`` is recorded as a description of its
-payload (type, size, sha256) instead.
+payload (type, size, sha256) instead; so is one that cannot be converted at all (nested too
+deep, a failing conversion), and any other field that cannot is replaced by a summary (see
+:func:`~lute_async.records.model.to_jsonable_or_summary`): saving never fails on a value a task
+sent.
 """
 
 from __future__ import annotations
@@ -16,7 +19,12 @@ from typing import Any, Final, NamedTuple
 import msgpack
 
 from lute_async.logs import get_logger
-from lute_async.records.model import AnalysisRecord, to_jsonable
+from lute_async.records.model import (
+    AnalysisRecord,
+    to_jsonable,
+    to_jsonable_or_summary,
+    unserialisable_summary,
+)
 from lute_async.redaction import redact_env
 
 __all__ = [
@@ -51,11 +59,17 @@ _DOCUMENT_FIELDS: Final = tuple(
 
 def stored_record(record: AnalysisRecord, max_result_bytes: int) -> StoredRecord:
     """*record* in its stored form, env redacted again, its result packed or summarised."""
-    document = {name: to_jsonable(getattr(record, name)) for name in _DOCUMENT_FIELDS}
-    document["env"] = redact_env({str(k): str(v) for k, v in document["env"].items()})
+    document = {name: _document_field(name, getattr(record, name)) for name in _DOCUMENT_FIELDS}
+    document["env"] = redact_env({str(k): str(v) for k, v in record.env.items()})
     packed = pack_result(record.id, record.result, max_result_bytes)
-    document["result"] = to_jsonable(record.result) if packed is None else None
+    document["result"] = to_jsonable_or_summary(record.result) if packed is None else None
     return StoredRecord(document, packed)
+
+
+def _document_field(name: str, value: Any) -> Any:
+    # The row's columns are the executor's own values; every other field may hold what a task
+    # sent, so it is converted without ever raising.
+    return to_jsonable(value) if name in _ROW_FIELD_TYPES else to_jsonable_or_summary(value)
 
 
 def pack_result(run_id: str, result: Any, max_result_bytes: int) -> bytes | None:
@@ -66,10 +80,17 @@ def pack_result(run_id: str, result: Any, max_result_bytes: int) -> bytes | None
     """
     if result is None:
         return None
-    plain = to_jsonable(result, keep_bytes=True)
-    payload, plain_payload, summary = result, plain, None
+    payload, summary = result, None
     if isinstance(result, Mapping) and "payload" in result:
-        payload, plain_payload, summary = result["payload"], plain["payload"], result.get("summary")
+        payload, summary = result["payload"], result.get("summary")
+    try:
+        plain = to_jsonable(result, keep_bytes=True)
+    except Exception as exc:  # nested too deep, a failing conversion...
+        omitted = unserialisable_summary(payload, exc)["omitted"]
+        omitted.update(sha256=None, digest_of=None)
+        omitted["reason"] = f"the result cannot be recorded: {omitted['reason']}"
+        return _described(run_id, omitted, summary, max_result_bytes, reason=omitted["reason"])
+    plain_payload = plain["payload"] if payload is not result else plain
     # A payload that alone is too large (the usual case) is not packed just to be measured.
     if not (isinstance(plain_payload, bytes | str) and len(plain_payload) > max_result_bytes):
         try:
@@ -86,6 +107,14 @@ def pack_result(run_id: str, result: Any, max_result_bytes: int) -> bytes | None
         f"the result's msgpack encoding is larger than max_result_bytes ({max_result_bytes}); "
         "only this description of its payload was recorded"
     )
+    return _described(run_id, omitted, summary, max_result_bytes)
+
+
+def _described(
+    run_id: str, omitted: dict[str, Any], summary: Any, max_result_bytes: int, **why: str
+) -> bytes:
+    """The stored form of a result recorded only as *omitted* (its description), logged with
+    *why* (the reason, unless the result was only too large)."""
     get_logger().warning(
         "result_not_recorded",
         run_id=run_id,
@@ -93,6 +122,7 @@ def pack_result(run_id: str, result: Any, max_result_bytes: int) -> bytes | None
         size=omitted["size"],
         sha256=omitted["sha256"],
         max_result_bytes=max_result_bytes,
+        **why,
     )
     brief = summary[:1024] if isinstance(summary, str) else None
     described: bytes = msgpack.packb({"payload": None, "summary": brief, "omitted": omitted})

@@ -18,6 +18,7 @@ from typing import Any, Final
 from lute_async.errors import RecordStoreError
 from lute_async.logs import get_logger
 from lute_async.records.codec import StoredRecord, document_json, record_from_stored, stored_record
+from lute_async.records.files import secure_database_files
 from lute_async.records.model import AnalysisRecord
 from lute_async.records.schema import migrate, open_error
 
@@ -70,7 +71,7 @@ class RecordDatabase:
     def _connect(self, busy_timeout: float) -> sqlite3.Connection:
         try:
             if not self.in_memory:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                secure_database_files(self.path)
             # isolation_level=None: no implicit transactions; every write opens its own
             # BEGIN IMMEDIATE so the write lock is taken up front, not upgraded mid-way.
             conn = sqlite3.connect(
@@ -138,7 +139,7 @@ class RecordDatabase:
         """The record in a row's ``doc`` and ``result`` columns; RecordStoreError if damaged."""
         try:
             return record_from_stored(json.loads(doc), result)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
             raise RecordStoreError(
                 f"run {run_id} in records database {self.path} is unreadable: {exc}"
             ) from exc

@@ -11,11 +11,20 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Final, Self
 
 from lute_async.status import TERMINAL_STATUSES, status_value
 
-__all__ = ["AnalysisRecord", "default_db_path", "new_run_id", "to_jsonable"]
+__all__ = [
+    "MAX_NESTING",
+    "AnalysisRecord",
+    "UnserialisableValue",
+    "default_db_path",
+    "new_run_id",
+    "to_jsonable",
+    "to_jsonable_or_summary",
+    "unserialisable_summary",
+]
 
 
 def default_db_path() -> Path:
@@ -33,28 +42,45 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
+MAX_NESTING: Final = 128
+"""The deepest nesting of lists and mappings a record keeps; deeper values are summarised."""
+
+
+class UnserialisableValue(ValueError):
+    """A value cannot become plain JSON types: nested too deep, or its conversion failed."""
+
+
 def to_jsonable(value: Any, keep_bytes: bool = False) -> Any:
     """Convert *value* to plain JSON types: enums, paths, tuples, sets, bytes, numpy values...
 
     With *keep_bytes*, bytes-like values become ``bytes`` instead of text (for msgpack).
+    :class:`UnserialisableValue` when it is nested deeper than :data:`MAX_NESTING` levels (or
+    is cyclic); whatever a conversion raises (a ``tolist`` or ``repr`` that fails) passes.
     """
+    return _plain(value, keep_bytes, 0)
+
+
+def _plain(value: Any, keep_bytes: bool, depth: int) -> Any:
     if value is None or isinstance(value, bool | int | float):
         return value
-    if isinstance(value, enum.Enum):
-        return to_jsonable(value.value, keep_bytes)
     if isinstance(value, str):
         return str.__str__(value)
+    if depth >= MAX_NESTING:
+        raise UnserialisableValue(f"nested deeper than {MAX_NESTING} levels")
+    depth += 1
+    if isinstance(value, enum.Enum):
+        return _plain(value.value, keep_bytes, depth)
     if isinstance(value, Mapping):
         return {
-            (key if isinstance(key, str) else str(to_jsonable(key))): to_jsonable(
-                item, keep_bytes
+            (key if isinstance(key, str) else str(_plain(key, False, depth))): _plain(
+                item, keep_bytes, depth
             )
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):
-        return [to_jsonable(item, keep_bytes) for item in value]
+        return [_plain(item, keep_bytes, depth) for item in value]
     if isinstance(value, set | frozenset):
-        return sorted((to_jsonable(item, keep_bytes) for item in value), key=repr)
+        return sorted((_plain(item, keep_bytes, depth) for item in value), key=repr)
     if isinstance(value, bytes | bytearray | memoryview):
         if keep_bytes:
             return bytes(value)  # no copy for bytes itself
@@ -62,11 +88,47 @@ def to_jsonable(value: Any, keep_bytes: bool = False) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return to_jsonable(dataclasses.asdict(value), keep_bytes)
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return _plain(fields, keep_bytes, depth)
     tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
     if callable(tolist):
-        return to_jsonable(tolist(), keep_bytes)
+        return _plain(tolist(), keep_bytes, depth)
     return repr(value)
+
+
+def unserialisable_summary(value: Any, error: BaseException) -> dict[str, Any]:
+    """What is recorded in place of a value :func:`to_jsonable` refused: its type, its size
+    (items at the top level, None when unsized) and the reason."""
+    try:
+        size: int | None = len(value)
+    except Exception:  # any object's __len__ may fail
+        size = None
+    reason = str(error) if isinstance(error, UnserialisableValue) else repr(error)[:200]
+    return {"omitted": {"type": type(value).__name__, "size": size, "reason": reason}}
+
+
+def to_jsonable_or_summary(value: Any, keep_bytes: bool = False) -> Any:
+    """:func:`to_jsonable` of *value*, or its :func:`unserialisable_summary` when that fails;
+    a mapping is converted key by key, so one bad value does not hide its siblings. Never
+    raises for a value a task sent (too deep, cyclic, a failing conversion)."""
+    try:
+        if isinstance(value, Mapping):
+            return {
+                (key if isinstance(key, str) else str(to_jsonable(key))): _jsonable_or_summary(
+                    item, keep_bytes
+                )
+                for key, item in value.items()
+            }
+    except Exception as exc:  # a key that fails, a mapping that cannot iterate
+        return unserialisable_summary(value, exc)
+    return _jsonable_or_summary(value, keep_bytes)
+
+
+def _jsonable_or_summary(value: Any, keep_bytes: bool) -> Any:
+    try:
+        return to_jsonable(value, keep_bytes)
+    except Exception as exc:  # RecursionError, a failing tolist or repr...
+        return unserialisable_summary(value, exc)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -129,9 +191,10 @@ class AnalysisRecord:
         return self.ended_at - self.started_at
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the record as a new dict of plain JSON types (a deep copy)."""
+        """Return the record as a new dict of plain JSON types (a deep copy); a value that
+        cannot be converted is replaced by its :func:`unserialisable_summary`."""
         document: dict[str, Any] = {
-            f.name: to_jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)
+            f.name: to_jsonable_or_summary(getattr(self, f.name)) for f in dataclasses.fields(self)
         }
         return document
 

@@ -3,15 +3,17 @@ executor on this host has died."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from lute_async.errors import RecordStoreError
 from lute_async.logs import get_logger
 from lute_async.records.database import RecordDatabase
 from lute_async.records.filters import status_rank
-from lute_async.records.journal import RecordJournal
+from lute_async.records.journal import JournalFile, RecordJournal
 from lute_async.records.liveness import dead_executors, local_pid_is_alive, mark_executor_lost
 from lute_async.status import ACTIVE_STATUSES
 
@@ -22,7 +24,13 @@ def replay_journal(database: RecordDatabase, journal: RecordJournal) -> list[str
     """Write the records spilled to *journal* into *database*; return their ids.
 
     A journal entry never moves a run backwards (a finished run is not made RUNNING again).
-    A journal that cannot be replayed now is kept for the next open.
+    A journal that cannot be replayed now is kept for the next open; one that is not the
+    user's own is never replayed (see :meth:`RecordJournal.pending`).
+
+    A replayed journal is never replayed again, even when it cannot be removed: its sha256 is
+    written in the same transaction as its records (table ``replayed_journals``), and a file
+    whose digest is there is only removed, not replayed. The digest is forgotten once the file
+    is gone.
     """
     replayed: list[str] = []
     for path in journal.pending():
@@ -36,17 +44,8 @@ def replay_journal(database: RecordDatabase, journal: RecordJournal) -> list[str
             )
             continue
         try:
-            records = journal.read(taken)
-            with database.write(f"replay journal {taken}") as conn:
-                for record in records:
-                    row = conn.execute(
-                        "SELECT status FROM runs WHERE id = ?", (record.id,)
-                    ).fetchone()
-                    if row is not None and status_rank(row[0]) > status_rank(record.status):
-                        continue
-                    database.upsert(conn, record)
-                    replayed.append(record.id)
-            taken.unlink(missing_ok=True)
+            contents = journal.read(taken)
+            ids = _write_replayed(database, taken, contents)
         except FileNotFoundError:
             continue  # a leftover another process is replaying right now
         except (OSError, RecordStoreError) as exc:
@@ -54,10 +53,58 @@ def replay_journal(database: RecordDatabase, journal: RecordJournal) -> list[str
                 "journal_replay_failed", path=str(path), db=str(database.path), error=str(exc)
             )
             continue
-        get_logger().warning(
-            "journal_replayed", path=str(path), db=str(database.path), runs=len(records)
-        )
+        if ids is None:
+            get_logger().warning(
+                "journal_already_replayed", path=str(taken), sha256=contents.sha256
+            )
+        else:
+            replayed.extend(ids)
+            get_logger().warning(
+                "journal_replayed", path=str(path), db=str(database.path), runs=len(ids)
+            )
+        _remove_replayed(database, taken, contents.sha256)
     return replayed
+
+
+def _write_replayed(
+    database: RecordDatabase, path: Path, contents: JournalFile
+) -> list[str] | None:
+    """Write a journal's records and remember its digest, in one transaction; the ids written,
+    or None when this content was replayed before."""
+    written: list[str] = []
+    with database.write(f"replay journal {path}") as conn:
+        seen = conn.execute(
+            "SELECT 1 FROM replayed_journals WHERE sha256 = ?", (contents.sha256,)
+        ).fetchone()
+        if seen is not None:
+            return None
+        for record in contents.records:
+            row = conn.execute("SELECT status FROM runs WHERE id = ?", (record.id,)).fetchone()
+            if row is not None and status_rank(row[0]) > status_rank(record.status):
+                continue
+            database.upsert(conn, record)
+            written.append(record.id)
+        conn.execute(
+            "INSERT INTO replayed_journals (sha256, path, replayed_at) VALUES (?, ?, ?)",
+            (contents.sha256, str(path), time.time()),
+        )
+    return written
+
+
+def _remove_replayed(database: RecordDatabase, path: Path, sha256: str) -> None:
+    """Remove a replayed journal file, then forget its digest (kept while the file stays)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        get_logger().error(
+            "journal_not_removed",
+            path=str(path),
+            error=str(exc),
+            detail="its records are in the database; it will not be replayed again",
+        )
+        return
+    with contextlib.suppress(RecordStoreError), database.write("forget replayed journal") as conn:
+        conn.execute("DELETE FROM replayed_journals WHERE sha256 = ?", (sha256,))
 
 
 def mark_lost(
@@ -69,8 +116,7 @@ def mark_lost(
     active = sorted(status.value for status in ACTIVE_STATUSES)
     placeholders = ", ".join("?" * len(active))
     candidates = database.read(
-        f"SELECT id, executor_pid FROM runs WHERE executor_host = ? "
-        f"AND status IN ({placeholders})",
+        f"SELECT id, executor_pid FROM runs WHERE executor_host = ? AND status IN ({placeholders})",
         [host, *active],
         "look for lost runs",
     )

@@ -54,9 +54,24 @@ def _migrate_to_v2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE runs ADD COLUMN result BLOB")
 
 
+def _migrate_to_v3(conn: sqlite3.Connection) -> None:
+    """Add the replayed journals (their sha256), so one that cannot be removed is not replayed
+    again (see :func:`lute_async.records.recovery.replay_journal`)."""
+    conn.execute(
+        """
+        CREATE TABLE replayed_journals (
+            sha256      TEXT PRIMARY KEY NOT NULL,
+            path        TEXT NOT NULL,
+            replayed_at REAL NOT NULL
+        )
+        """
+    )
+
+
 _MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _migrate_to_v1,
     _migrate_to_v2,
+    _migrate_to_v3,
 )
 """Migration ``i`` takes the schema from version ``i`` to ``i + 1``. Only ever append."""
 

@@ -32,9 +32,12 @@ class RecordStore:
     """The sqlite database of run records, shared safely by threads and processes on one host.
 
     Open it with ``RecordStore(path)`` (or as a context manager). Opening creates the parent
-    directory and the schema, migrates an older schema, and refuses a newer one or a file that
-    is not sqlite. With ``mark_lost=True`` (the default) runs left active by an executor that
-    has since died are marked LOST on open; their ids are in :attr:`lost_on_open`.
+    directory (0700) and the schema, migrates an older schema, and refuses a newer one or a file
+    that is not sqlite. The files are private: a database, or a directory, that another user
+    owns or may write to is refused, and one of ours that others may read is made 0600 (see
+    :func:`~lute_async.records.files.secure_database_files`). With ``mark_lost=True`` (the
+    default) runs left active by an executor that has since died are marked LOST on open; their
+    ids are in :attr:`lost_on_open`.
 
     A result whose msgpack encoding exceeds *max_result_bytes* is recorded as
     ``{"payload": None, "summary": ..., "omitted": {"type", "size", "sha256", ...}}`` with a
