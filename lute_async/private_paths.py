@@ -111,18 +111,30 @@ def _check_private_file_info(path: Path, info: os.stat_result) -> None:
         raise NotPrivateError(path, info, problem)
 
 
+def check_file_parent(path: str | os.PathLike[str]) -> os.stat_result:
+    """Check that directory *path* may hold a private file: one of the user's that no one
+    else may write to (0755 is fine), or a sticky shared directory owned by the user or root
+    (``/tmp``: there no one else can remove or rename the user's files, and a name squatted by
+    another user fails the file's own check). Return its stat."""
+    directory = Path(path)
+    info = os.lstat(directory)
+    sticky = stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX
+    if sticky and info.st_uid in (0, os.geteuid()):
+        return info
+    return check_private_dir(directory, shared_read=True)
+
+
 def check_private_file(
     path: str | os.PathLike[str], *, follow_symlinks: bool = False
 ) -> os.stat_result:
     """Check that *path* is a regular file of the current user that no one else may write to,
-    in a directory with the same properties (see :func:`check_private_dir` with
-    ``shared_read=True``); return the file's stat.
+    in a directory that may hold one (:func:`check_file_parent`); return the file's stat.
 
     A symlink fails unless *follow_symlinks*, then the file it points to is checked.
     FileNotFoundError when it does not exist, :class:`NotPrivateError` when it is not private.
     """
     file = Path(path)
-    check_private_dir(file.parent, shared_read=True)
+    check_file_parent(file.parent)
     info = os.stat(file) if follow_symlinks else os.lstat(file)
     _check_private_file_info(file, info)
     return info
@@ -136,7 +148,7 @@ def open_private_file(path: str | os.PathLike[str], flags: int = os.O_RDONLY) ->
     ``O_CREAT`` a new file is made mode 0600 whatever the umask (and one of ours, 0644, too).
     """
     file = Path(path)
-    check_private_dir(file.parent, shared_read=True)
+    check_file_parent(file.parent)
     try:
         fd = os.open(file, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, PRIVATE_FILE_MODE)
     except OSError as exc:

@@ -272,7 +272,6 @@ def test_an_existing_world_readable_database_of_ours_is_tightened_not_refused(
     [
         ("directory", NOBODY, 0o755, "owned by another user"),
         ("directory", ME, 0o777, "writable by others"),
-        ("directory", ME, 0o1777, "writable by others"),
         ("file", NOBODY, 0o600, "owned by another user"),
         ("file", ME, 0o666, "writable by others"),
         ("wal", NOBODY, 0o600, "owned by another user"),
@@ -353,25 +352,27 @@ def test_a_deeply_nested_result_params_and_extra_are_saved_as_summaries(
 
 DEEP_PARAMS_TASK = """
     from lute_async.task import Reporter
-    deep = []
-    for _ in range(505):  # as deep as the wire allows
-        deep = [deep]
     with Reporter.connect() as report:
-        report.started(params={"deep": deep})
         report.result({"answer": 42}, summary="42")
 """
 
 
-async def test_a_task_reporting_deeply_nested_params_ends_completed_in_the_database(
+async def test_a_run_given_deeply_nested_params_ends_completed_in_the_database(
     executor: Executor, script: Callable[[str], list[str]], tmp_path: Path
 ) -> None:
-    record = await executor.run(script(DEEP_PARAMS_TASK), name="deep-params")
+    # (What a task reports is bounded on the wire: frames nest at most MAX_DEPTH levels.)
+    record = await executor.run(
+        script(DEEP_PARAMS_TASK), name="deep-params", params={"deep": nested_lists(505)}
+    )
     assert record.status == "COMPLETED"
     await executor.aclose()
     with RecordStore(tmp_path / "runs.db") as store:
         stored = store.get(record.id)
     assert stored.status == "COMPLETED" and stored.result == record.result
-    assert "nested deeper" in stored.extra["reported_params"]["omitted"]["reason"]
+    depth, value = 0, stored.params["deep"]
+    while isinstance(value, list) and value:
+        depth, value = depth + 1, value[0]
+    assert depth < 128  # cut where the record keeps it (masked or summarised), not 505 deep
 
 
 def test_a_deeply_nested_record_goes_through_the_journal(tmp_path: Path) -> None:
@@ -463,3 +464,66 @@ def test_private_path_checks(tmp_path: Path) -> None:
     with pytest.raises(NotPrivateError) as refused:
         open_private_file(file)
     assert refused.value.owner == NOBODY and refused.value.mode == 0o600
+
+
+# --- run directories: never in a directory another user controls -----------------------------
+
+BIG_PARAMS = {"blob": "x" * (100 * 1024)}  # past what the environment carries: a params file
+ECHO_PARAMS = """
+    from lute_async.task import read_params
+    print(len(read_params()["blob"]))
+"""
+
+
+def test_a_database_in_a_sticky_shared_directory_opens_and_a_squatted_name_is_refused(
+    tmp_path: Path,
+) -> None:
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)  # like /tmp
+    with RecordStore(shared / "runs.db") as store:
+        assert store.query() == []
+    assert mode_of(shared / "runs.db") == 0o600
+    squatted = shared / "theirs.db"
+    squatted.touch()
+    os.chown(squatted, NOBODY, NOBODY)
+    with pytest.raises(RecordStoreError, match="is owned by another user"):
+        RecordStore(squatted)
+
+
+async def test_a_params_file_goes_in_a_private_run_directory(
+    tmp_path: Path, script: Callable[[str], list[str]]
+) -> None:
+    seen: list[str] = []
+    async with Executor(db=tmp_path / "runs.db", workdir=tmp_path / "runs") as executor:
+
+        def remember(event: Any) -> None:
+            seen.append(event.data["message"])
+            params_file = tmp_path / "runs" / event.run.id / "params.json"
+            seen.append(f"{mode_of(params_file.parent):o} {mode_of(params_file):o}")
+
+        record = await executor.run(script(ECHO_PARAMS), params=BIG_PARAMS, hooks={"log": remember})
+    assert record.status == "COMPLETED"
+    assert seen == [str(100 * 1024), "700 600"]
+    assert mode_of(tmp_path / "runs") == 0o700
+
+
+async def test_a_run_directory_another_user_prepared_is_refused_not_used(
+    tmp_path: Path, script: Callable[[str], list[str]]
+) -> None:
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    planted = shared / "runs"  # what another user makes first, to swap run directories in
+    planted.mkdir()
+    os.chown(planted, NOBODY, NOBODY)
+    os.chmod(planted, 0o777)
+    async with Executor(db=shared / "runs.db") as executor:
+        record = await executor.run(script(ECHO_PARAMS), params=BIG_PARAMS)
+    assert record.status == "FAILED"
+    assert record.error is not None and record.error["type"] == "LaunchError"
+    assert str(planted) in record.error["message"]
+    assert "uid 65534" in record.error["message"]
+    assert list(planted.iterdir()) == []  # nothing of the run was written there
+    with RecordStore(shared / "runs.db") as store:
+        assert store.get(record.id).status == "FAILED"

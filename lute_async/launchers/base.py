@@ -3,12 +3,14 @@ executor waits on and signals. One file per kind: local, MPI, SLURM."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lute_async.messages import EventName
+from lute_async.private_paths import check_private_dir, ensure_private_dir
 
 if TYPE_CHECKING:
     from lute_async.limits import Limits
@@ -32,6 +34,28 @@ class LaunchSpec:
     stdout: int | None = None
     stderr: int | None = None
     limits: Limits | None = None
+
+    def private_run_dir(self) -> Path:
+        """The run's own directory, made private (0700) on first use, under a working
+        directory that is the user's own and open to no one else; one another user made or
+        can write to raises :class:`~lute_async.private_paths.NotPrivateError` naming it (they
+        could swap the files a run executes: a batch script, a params file)."""
+        ensure_private_dir(self.run_dir.parent)
+        try:
+            os.mkdir(self.run_dir, 0o700)
+        except FileExistsError:
+            check_private_dir(self.run_dir)  # made by this run a moment ago, or planted
+        return self.run_dir
+
+    def write_private_file(self, name: str, data: bytes) -> Path:
+        """Write a new file ``name`` (0600) in :meth:`private_run_dir`: never through a
+        symlink, never over a file already there."""
+        path = self.private_run_dir() / name
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(path, flags, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        return path
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ from lute_async.logs import get_logger
 from lute_async.private_paths import (
     PRIVATE_FILE_MODE,
     NotPrivateError,
+    check_file_parent,
     check_private_file,
     ensure_private_dir,
 )
@@ -32,7 +33,9 @@ def secure_database_files(path: Path) -> None:
     """Make the database at *path* private before sqlite opens it, or refuse it.
 
     * Its directory, when missing, is created mode 0700 (parents too); an existing one must be
-      the user's own and writable by no one else (0755 is fine), else RecordStoreError.
+      the user's own and writable by no one else (0755 is fine), or a sticky shared directory
+      such as ``/tmp`` (:func:`~lute_async.private_paths.check_file_parent`), else
+      RecordStoreError.
     * A missing database file is created empty, mode 0600 whatever the umask, so that sqlite
       creates ``-wal`` and ``-shm`` 0600 too (it gives them the main file's mode).
     * An existing database file (or ``-wal``, ``-shm``, ``-journal``) must be a regular file of
@@ -44,7 +47,10 @@ def secure_database_files(path: Path) -> None:
     """
     directory = path.parent.resolve()  # a symlinked directory is checked where it points
     try:
-        ensure_private_dir(directory, shared_read=True)
+        if directory.exists():
+            check_file_parent(directory)
+        else:
+            ensure_private_dir(directory, shared_read=True)
     except NotPrivateError as exc:
         raise RecordStoreError(
             f"refusing records database {path}: its directory {exc}; "

@@ -108,8 +108,8 @@ class Supervisor(RunState):
     async def _launch_and_wait(
         self, channel: RunChannel, communicators: list[Communicator]
     ) -> ExitStatus | None:
-        spec = self._launch_spec()
         try:
+            spec = self._launch_spec()  # may write the params file: a private run dir
             for communicator in communicators:
                 setup = await communicator.open(channel)
                 spec.env.update(setup.env)
@@ -190,25 +190,23 @@ class Supervisor(RunState):
         env[ENV_NAME] = self.name
         env[ENV_SECRET] = self._secret
         env[ENV_EXECUTOR_PID] = str(os.getpid())
-        run_dir = context.workdir / self.id
+        spec = LaunchSpec(
+            argv=list(self._argv),
+            env=env,
+            run_id=self.id,
+            name=self.name,
+            run_dir=context.workdir / self.id,
+            cwd=self._cwd,
+            limits=self._limits,
+        )
         if self._params:
             text = json.dumps(self._params)
             if len(text) <= MAX_ENV_PARAMS:
                 env[ENV_PARAMS] = text
             else:
-                run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-                path = run_dir / "params.json"
-                path.write_text(text)
+                path = spec.write_private_file("params.json", text.encode())
                 env[ENV_PARAMS_FILE] = os.fspath(path)
-        return LaunchSpec(
-            argv=list(self._argv),
-            env=env,
-            run_id=self.id,
-            name=self.name,
-            run_dir=run_dir,
-            cwd=self._cwd,
-            limits=self._limits,
-        )
+        return spec
 
     def _remove_params_file(self) -> None:
         path = self._context.workdir / self.id / "params.json"
