@@ -31,7 +31,6 @@ class TcpCommunicator(ListeningCommunicator):
     or on the network."""
 
     kind = "tcp"
-    require_secret = True
 
     def __init__(
         self,
