@@ -125,6 +125,7 @@ async def test_a_connection_from_another_uid_is_refused_by_peer_credentials(
 TCP_INTRUDER = """
     import os, socket, time, msgpack
     from lute_async.task import Reporter
+    from lute_async.task.handshake import read_nonce
     host, _, port = os.environ["LUTE_ASYNC_TCP"].rpartition(":")
     run = os.environ["LUTE_ASYNC_RUN"]
     result = msgpack.packb({"sig": "result", "seq": 1, "ts": time.time(),
@@ -133,6 +134,7 @@ TCP_INTRUDER = """
     def attempt(hello):
         s = socket.create_connection((host, int(port)))
         try:
+            read_nonce(s)  # the executor's challenge, ignored: an old (v1) task
             s.sendall(hello + result)
             return s.recv(1)  # b"" once the executor drops us
         except OSError:
@@ -186,10 +188,12 @@ async def test_tcp_slow_loris_hello_is_dropped_after_hello_timeout_and_the_run_c
         """
         import os, socket, msgpack
         from lute_async.task import Reporter
+        from lute_async.task.handshake import read_nonce, tcp_hello
         host, _, port = os.environ["LUTE_ASYNC_TCP"].rpartition(":")
-        hello = msgpack.packb({"v": 1, "run": os.environ["LUTE_ASYNC_RUN"], "pid": os.getpid(),
-                               "rank": None, "secret": os.environ["LUTE_ASYNC_SECRET"]})
         slow = socket.create_connection((host, int(port)))
+        hello = msgpack.packb(tcp_hello(read_nonce(slow), {
+            "run": os.environ["LUTE_ASYNC_RUN"], "pid": os.getpid(), "rank": None,
+            "secret": os.environ["LUTE_ASYNC_SECRET"]}))
         slow.sendall(hello[: len(hello) // 2])
         hung_up = slow.recv(1) == b""  # blocks until the executor gives up on us
         slow.close()
@@ -209,9 +213,11 @@ async def test_a_reporter_silent_past_hello_timeout_keeps_its_tcp_connection(
         """
         import os, socket
         from lute_async.task import Reporter
+        from lute_async.task.handshake import read_nonce
         report = Reporter.connect(prefer=("tcp",), required=True)
         host, _, port = os.environ["LUTE_ASYNC_TCP"].rpartition(":")
         slow = socket.create_connection((host, int(port)))
+        read_nonce(slow)
         slow.sendall(b"\\x85")  # a map header, then silence
         hung_up = slow.recv(1) == b""
         slow.close()

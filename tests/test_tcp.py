@@ -13,9 +13,11 @@ FORGING_TASK = """
     import os, socket
     import msgpack
     from lute_async.task import Reporter
+    from lute_async.task.handshake import read_nonce
 
     host, _, port = os.environ["LUTE_ASYNC_TCP"].rpartition(":")
     with socket.create_connection((host, int(port))) as intruder:
+        read_nonce(intruder)  # the executor's challenge, ignored: an old (v1) task
         hello = {"v": 1, "run": os.environ["LUTE_ASYNC_RUN"], "pid": os.getpid(), "rank": None,
                  "secret": "not-the-secret"}
         forged = {"sig": "forged", "seq": 1, "ts": 0.0, "data": None}

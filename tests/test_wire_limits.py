@@ -29,6 +29,8 @@ from lute_async.communicators.bounds import MAX_DEPTH
 from lute_async.communicators.listener import ListeningCommunicator
 from lute_async.errors import ProtocolError
 from lute_async.messages import Message
+from lute_async.task.handshake import tcp_hello
+from lute_async.wire import CHALLENGE_BYTES
 
 RUN = "run-limits"
 SECRET = "s3cret-s3cret-s3cret"
@@ -77,6 +79,19 @@ class Served:
             return await anyio.connect_tcp(*communicator.address)
         assert isinstance(communicator, SocketCommunicator) and communicator.path is not None
         return await anyio.connect_unix(communicator.path)
+
+    async def hello(self, stream: SocketStream) -> bytes:
+        """The hello for ``stream``: on TCP the answer to the executor's challenge (the v1
+        hello, going nowhere, when the stream was closed at once)."""
+        if not isinstance(self.communicator, TcpCommunicator):
+            return hello()
+        challenge = b""
+        with suppress(anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
+            while len(challenge) < CHALLENGE_BYTES:
+                challenge += await stream.receive(CHALLENGE_BYTES - len(challenge))
+            sender = {"run": RUN, "pid": os.getpid(), "rank": 0, "secret": SECRET}
+            return msgpack.packb(tcp_hello(msgpack.unpackb(challenge)["nonce"], sender))
+        return hello()
 
 
 @asynccontextmanager
@@ -132,7 +147,7 @@ async def test_a_huge_first_frame_is_refused_by_the_hello_limits_and_others_go_o
             assert await hung_up(stream)
             await stream.aclose()
         good = await served.connect()
-        await good.send(hello() + message("tick", 1) + message("tick", 2))
+        await good.send(await served.hello(good) + message("tick", 1) + message("tick", 2))
         await good.aclose()
     assert [m.seq for m in served.messages] == [1, 2]
     assert len(served.errors) == 3
@@ -175,7 +190,7 @@ async def test_connections_past_the_pending_hello_cap_are_closed_at_once() -> No
         streams = [await served.connect() for _ in range(cap + extra)]
         await served.enough_errors.wait()  # the refused ones are closed as they are reported
         for seq, stream in enumerate(streams, 1):
-            await send_quietly(stream, hello() + message("tick", 1, seq))
+            await send_quietly(stream, await served.hello(stream) + message("tick", 1, seq))
         for stream in streams:
             await stream.aclose()
     assert served.errors == [f"{cap} connections already wait for their hello"] * extra
@@ -255,8 +270,22 @@ EMFILE_SCRIPT = """
 import anyio, json, math, os, resource, socket, sys
 import msgpack, structlog
 from lute_async.communicators import RunChannel, TcpCommunicator
+from lute_async.task.handshake import tcp_hello
+from lute_async.wire import CHALLENGE_BYTES
 
-HELLO = msgpack.packb({"v": 1, "run": "r", "pid": os.getpid(), "rank": 0, "secret": "s"})
+SENDER = {"run": "r", "pid": os.getpid(), "rank": 0, "secret": "s"}
+
+async def answer(client):
+    # Answer the challenge the executor sends once it has accepted the client.
+    challenge = b""
+    while len(challenge) < CHALLENGE_BYTES:
+        await anyio.wait_readable(client)
+        chunk = client.recv(CHALLENGE_BYTES - len(challenge))
+        if not chunk:
+            raise ConnectionError("closed before the challenge")
+        challenge += chunk
+    hello = tcp_hello(msgpack.unpackb(challenge)["nonce"], SENDER)
+    client.sendall(msgpack.packb(hello) + msgpack.packb({"sig": "t", "seq": 1, "ts": 1.0}))
 
 async def main():
     send, receive = anyio.create_memory_object_stream(math.inf)
@@ -273,10 +302,11 @@ async def main():
         resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))  # no new fd from now on
         for client in clients:
             client.connect(tcp.address)  # completed by the kernel; accept() gets EMFILE
-            client.sendall(HELLO + msgpack.packb({"sig": "t", "seq": 1, "ts": 1.0}))
         for _ in range(2000):  # event-loop turns at the fd limit: a busy accept loop spins
             await anyio.lowlevel.checkpoint()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for client in clients:
+            tg.start_soon(answer, client)
         got = 0
         async for batch in receive:  # the backed-off accept loop takes them once it can
             got += len(batch)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import anyio
@@ -25,9 +26,9 @@ from lute_async.messages import FrameDecoder, Hello, Message, parse_hello, parse
 
 #: Read size for pipes and sockets: large enough to batch thousands of small frames.
 READ_SIZE = 256 * 1024
-#: Bytes of a read decoded into one batch. The dispatcher handles (and frees) a batch before
-#: the next is decoded, so a few hundred messages are alive at a time: too few for the garbage
-#: collector to run, while thousands from one 256 KiB read cost it ~0.3-1 us a message.
+#: Bytes of a read decoded into one batch. The dispatcher frees a batch before the next is
+#: decoded, so a few hundred messages are alive at a time: too few for the garbage collector
+#: to run, while thousands from one 256 KiB read cost it ~0.3-1 us a message.
 BATCH_BYTES = 16 * 1024
 #: Connections one run may hold open at once (every rank's reporter, helpers): a task that
 #: leaks connections is refused more at this many, before it can take all of the executor's
@@ -101,9 +102,11 @@ class RunChannel:
 
 
 class FrameConnection:
-    """Decodes one connection's frames: a hello first, then message frames."""
+    """Decodes one connection's frames: a hello first, then message frames. Hellos are
+    checked by ``check_hello`` (the TCP challenge's), by default by :func:`parse_hello`."""
 
     __slots__ = (
+        "_check_hello",
         "_decoder",
         "_good_sig",
         "_greeting",
@@ -112,25 +115,32 @@ class FrameConnection:
         "conn",
         "fatal",
         "hello",
-        "require_secret",
         "source",
     )
 
-    def __init__(self, channel: RunChannel, source: str, *, require_secret: bool) -> None:
+    def __init__(
+        self,
+        channel: RunChannel,
+        source: str,
+        *,
+        require_secret: bool,
+        check_hello: Callable[[Any], Hello] | None = None,
+    ) -> None:
         self.channel = channel
         self.source = source
         self.conn = channel.next_conn()
-        self.require_secret = require_secret
         self.hello: Hello | None = None
+        self._check_hello = check_hello or partial(
+            parse_hello, run_id=channel.run_id, secret=channel.secret, require_secret=require_secret
+        )
         self._decoder = FrameDecoder(channel.max_frame)
         # The first frame is decoded within a hello's small limits; None once it has been.
         self._greeting: HelloDecoder | None = HelloDecoder(min(HELLO_BUFFER, channel.max_frame))
         self._last_seq = 0
         #: The error that ended decoding, kept until the messages before it are delivered.
         self.fatal: ProtocolError | None = None
-        # The last sig that passed every check: frames with an equal one skip the str, empty
-        # and executor-event checks (msgpack decodes sig to a new str object every time).
-        # Starts as an object equal to nothing a frame can hold.
+        # The last sig that passed every check (at first, an object equal to nothing a frame
+        # holds): frames with an equal one skip the str, empty and executor-event checks.
         self._good_sig: object = object()
 
     def feed(self, chunk: bytes | memoryview) -> Batch:
@@ -236,13 +246,7 @@ class FrameConnection:
         if type(frame) is dict and "v" in frame:
             # A hello: first on every connection; a later one (a helper process sharing
             # the pipe) re-identifies the sender.
-            channel = self.channel
-            self.hello = parse_hello(
-                frame,
-                run_id=channel.run_id,
-                secret=channel.secret,
-                require_secret=self.require_secret,
-            )
+            self.hello = self._check_hello(frame)
             self._last_seq = 0
             return None
         hello = self.hello
@@ -313,19 +317,21 @@ async def pump_connection(
     *,
     hello_timeout: float | None = None,
     on_hello: Callable[[], None] | None = None,
+    greet: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Read chunks with ``receive`` (b"" at EOF) into ``parser`` until EOF or a fatal protocol
-    error, which is reported and ends this connection only. A connection that has not said
-    hello within ``hello_timeout`` seconds is dropped (slow or silent peers hold nothing);
-    ``on_hello`` is called once it has."""
+    """Send ``greet`` (the TCP challenge), then read chunks with ``receive`` (b"" at EOF) into
+    ``parser`` until EOF or a fatal protocol error, reported and ending this connection only.
+    A connection not done with its hello (greeting included) within ``hello_timeout`` seconds
+    is dropped (slow or silent peers hold nothing); ``on_hello`` is called once it is."""
     try:
         # Only the hello is timed: handing on what came with it may wait on back-pressure
-        # from the run's other channels for as long as the dispatcher needs.
-        # The hello fits in the first BATCH_BYTES of a read (the hello decoder's limit is
-        # smaller); what follows it in that read is handed on in batches like any later read.
+        # from the run's other channels. The hello fits in the first BATCH_BYTES of a read
+        # (the hello decoder's limit is smaller); the rest is handed on like any later read.
         batch: Batch = []
         rest = memoryview(b"")
         with anyio.fail_after(hello_timeout):
+            if greet is not None:
+                await greet()
             while parser.hello is None and parser.fatal is None:
                 chunk = await receive()
                 if not chunk:

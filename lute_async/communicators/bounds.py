@@ -17,7 +17,7 @@ from lute_async.errors import FrameTooLarge, ProtocolError
 from lute_async.messages import _refuse_ext
 
 #: Bytes a connection may send before its hello is complete. A real hello (five fields, a run
-#: id, a 32-character secret) is about 120 bytes.
+#: id, a 32-character secret or a 32-byte MAC) is about 120 bytes.
 HELLO_BUFFER = 4096
 #: Longest string or bytes value in a hello, and most items in one of its maps or arrays.
 HELLO_MAX_STR = 512

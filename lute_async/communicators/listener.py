@@ -12,6 +12,7 @@ import contextlib
 import errno
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -21,6 +22,10 @@ from lute_async.communicators.base import ChildSetup, FrameConnection, RunChanne
 from lute_async.communicators.fdio import read_chunk
 from lute_async.errors import HandshakeError
 from lute_async.logs import get_logger
+from lute_async.messages import Hello
+
+#: How one connection's hello is checked (None: the v1 hello) and what is sent to it first.
+Handshake = tuple[Callable[[Any], Hello] | None, Callable[[], Awaitable[None]] | None]
 
 #: Connections one listener lets wait for their hello at once: strangers (no hello, no
 #: secret yet) can hold no more file descriptors than this for ``hello_timeout``.
@@ -73,6 +78,11 @@ class ListeningCommunicator:
     def _admit(self, conn: socket.socket) -> str | None:
         """Why ``conn`` must be refused, or None to accept it."""
         return None
+
+    def _handshake(self, conn: socket.socket) -> Handshake:
+        """How ``conn``'s hello is checked and its greeting: by default the v1 hello, no
+        greeting."""
+        return None, None
 
     async def open(self, channel: RunChannel) -> ChildSetup:
         self._channel = channel
@@ -170,7 +180,10 @@ class ListeningCommunicator:
         channel = self._channel
         assert channel is not None
         fd = conn.fileno()
-        parser = FrameConnection(channel, self.kind, require_secret=self.require_secret)
+        check_hello, greet = self._handshake(conn)
+        parser = FrameConnection(
+            channel, self.kind, require_secret=self.require_secret, check_hello=check_hello
+        )
         waiting = True
 
         def greeted() -> None:
@@ -185,6 +198,7 @@ class ListeningCommunicator:
                 channel.send,
                 hello_timeout=self.hello_timeout,
                 on_hello=greeted,
+                greet=greet,
             )
         finally:
             if waiting:

@@ -1,12 +1,19 @@
-"""TcpCommunicator: a TCP server for ranks on other nodes; every connection must open with a
-hello carrying the run's random secret (compared in constant time) within ``hello_timeout``."""
+"""TcpCommunicator: a TCP server for ranks on other nodes. Every connection gets a fresh nonce
+first and must answer it, within ``hello_timeout``, with a protocol v2 hello whose MAC proves
+the run's secret (:mod:`lute_async.communicators.challenge`)."""
 
 from __future__ import annotations
 
 import socket
+from functools import partial
 from typing import Any
 
-from lute_async.communicators.listener import MAX_PENDING_HELLOS, ListeningCommunicator
+from lute_async.communicators.challenge import new_nonce, parse_tcp_hello, send_challenge
+from lute_async.communicators.listener import (
+    MAX_PENDING_HELLOS,
+    Handshake,
+    ListeningCommunicator,
+)
 from lute_async.wire import ENV_TCP
 
 
@@ -20,10 +27,10 @@ def reachable_address() -> str:
 
 
 class TcpCommunicator(ListeningCommunicator):
-    """TCP server for one run. The secret travels in the child's environment, never in logs."""
+    """TCP server for one run. The secret travels in the child's environment, never in logs
+    or on the network."""
 
     kind = "tcp"
-    require_secret = True
 
     def __init__(
         self,
@@ -53,6 +60,14 @@ class TcpCommunicator(ListeningCommunicator):
             raise
         self.address = (host, sock.getsockname()[1])
         return sock
+
+    def _handshake(self, conn: socket.socket) -> Handshake:
+        """The challenge: a fresh nonce sent first, a hello whose MAC answers it."""
+        channel = self._channel
+        assert channel is not None
+        nonce = new_nonce()
+        check = partial(parse_tcp_hello, run_id=channel.run_id, secret=channel.secret, nonce=nonce)
+        return check, partial(send_challenge, conn, nonce)
 
     def _child_env(self) -> dict[str, str]:
         assert self.address is not None

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Any
 
+    Write = Callable[[bytes | bytearray], None]
+
 _FLUSH_BYTES = 64 * 1024
 _DEFAULT_LINGER = 0.0005
 #: Messages (the hello included) a reporter packs with plain_msgpack before it imports msgpack
@@ -79,13 +81,14 @@ class MessagePacker:
 
 
 class Sink:
-    """Where frames go: a file descriptor (pipe) or a connected socket."""
+    """Where frames go: a file descriptor (pipe) or a socket (TCP: with the executor's nonce)."""
 
-    __slots__ = ("close", "write")
+    __slots__ = ("close", "nonce", "write")
 
-    def __init__(self, write: Callable[[bytes | bytearray], None], close: Callable[[], None]):
+    def __init__(self, write: Write, close: Callable[[], None], nonce: bytes | None = None):
         self.write = write
         self.close = close
+        self.nonce = nonce
 
 
 def fd_sink(spec: str) -> Sink | None:
@@ -120,6 +123,9 @@ def socket_sink(address: str, tcp: bool) -> Sink:
         host, _, port = address.rpartition(":")
         sock = socket.create_connection((host.strip("[]"), int(port)))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        from lute_async.task.handshake import read_nonce
+
+        return Sink(sock.sendall, sock.close, read_nonce(sock))  # closes sock on failure
     else:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(address)
@@ -219,6 +225,10 @@ class Reporter:
                 "rank": rank,
                 "secret": env.get(ENV_SECRET),
             }
+            if sink.nonce is not None:  # TCP: answer the executor's nonce, never send the secret
+                from lute_async.task.handshake import tcp_hello
+
+                hello = tcp_hello(sink.nonce, hello)
             # Sent now, not with the first batch: a TCP listener drops connections that stay
             # silent past its hello timeout, and a task may be busy (or blocked writing to
             # another channel) long before its first flush on this one.
