@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lute_async import Executor, templates
-from lute_async.config import parse_config
+from lute_async.config import parse_config, parse_env_file
 from lute_async.errors import ConfigError
 from lute_async.templates import TemplateError, render
 from lute_async.workflow import run_graph_from_config
@@ -94,3 +94,48 @@ def test_a_format_width_over_the_cap_names_the_template() -> None:
         parsed.resolve("a", environ={"HOME": "/h"})
     message = str(info.value)
     assert "task 'a': key 'command[1]'" in message and "{{ $HOME:0>9999 }}" in message
+
+
+# --- 2. env files ----------------------------------------------------------------------------
+
+
+def test_an_env_file_expands_variables_from_the_run_environment(tmp_path: Path) -> None:
+    path = tmp_path / "site.env"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            PATH=/site/bin:$PATH
+            export DATA=${HOME}/data   # a comment
+            DOUBLE="$DATA and ${UNSET_ONE}end"
+            SINGLE='$PATH stays'
+            ESCAPED=\\$PATH"\\$HOME"
+            CMD="$(id) `id` $ ${HOME}x"
+            HASH=a#b
+            """
+        )
+    )
+    env = parse_env_file(path, environ={"PATH": "/usr/bin:/bin", "HOME": "/home/u"})
+    assert env == {
+        "PATH": "/site/bin:/usr/bin:/bin",
+        "DATA": "/home/u/data",
+        "DOUBLE": "/home/u/data and end",
+        "SINGLE": "$PATH stays",
+        "ESCAPED": "$PATH$HOME",
+        "CMD": "$(id) `id` $ /home/ux",
+        "HASH": "a#b",
+    }
+
+
+def test_a_task_finds_sh_with_an_env_file_extending_path(tmp_path: Path) -> None:
+    (tmp_path / "site.env").write_text("PATH=/site/bin:$PATH\n")
+    parsed = config('[tasks.a]\ncommand = ["sh"]\nenv_file = "site.env"\n', base=tmp_path)
+    env = parsed.resolve("a", environ={"PATH": "/usr/bin:/bin"}).env
+    assert env["PATH"] == "/site/bin:/usr/bin:/bin"
+
+
+@pytest.mark.parametrize("line", ["A=${B", "A=${B:-x}", "A=${1}"])
+def test_a_malformed_expansion_is_an_error_naming_the_line(tmp_path: Path, line: str) -> None:
+    path = tmp_path / "bad.env"
+    path.write_text(f"OK=1\n{line}\n")
+    with pytest.raises(ConfigError, match=r"bad\.env:2: "):
+        parse_env_file(path, environ={})

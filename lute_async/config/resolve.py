@@ -117,7 +117,7 @@ class TaskConfig:
 
         env: dict[str, str] = {}
         if definition.env_file is not None:
-            env.update(parse_env_file(definition.env_file, where))
+            env.update(parse_env_file(definition.env_file, where, env_source))
         for var, setting in definition.env.items():
             current = env.get(var, env_source.get(var))
             env[var] = EnvSetting(fill(setting.value, f"env.{var}"), setting.mode).apply(current)
