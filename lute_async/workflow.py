@@ -142,7 +142,8 @@ class Workflow:
             raise GraphError(
                 f"task {name!r}: 'after' takes a list of task names, got a string ({after!r})"
             )
-        options = check_run_options(options, where=f"workflow task {name!r}")
+        options = check_run_options({"name": name, **options}, where=f"workflow task {name!r}")
+        del options["name"]  # the node's name names its run
         argv = [cmd] if isinstance(cmd, str) else [str(part) for part in cmd]
         node = Node(name, argv, tuple(after), after_any, options)
         self.nodes[name] = node

@@ -4,6 +4,8 @@ character reaches a name or an sbatch directive (a newline there was a shell lin
 
 from __future__ import annotations
 
+import stat
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -12,9 +14,12 @@ import pytest
 
 from lute_async import Executor, templates
 from lute_async.config import parse_config, parse_env_file
-from lute_async.errors import ConfigError
+from lute_async.errors import ConfigError, LaunchError
+from lute_async.launchers.base import LaunchSpec
+from lute_async.launchers.slurm import Slurm
+from lute_async.launchers.slurm import launcher as slurm_launcher
 from lute_async.templates import TemplateError, render
-from lute_async.workflow import run_graph_from_config
+from lute_async.workflow import Workflow, run_graph_from_config
 
 TOKEN = "tok-3f9a-very-secret"
 REPORT = "from lute_async.task import Reporter\nwith Reporter.connect() as r: r.result({result})"
@@ -139,3 +144,98 @@ def test_a_malformed_expansion_is_an_error_naming_the_line(tmp_path: Path, line:
     path.write_text(f"OK=1\n{line}\n")
     with pytest.raises(ConfigError, match=r"bad\.env:2: "):
         parse_env_file(path, environ={})
+
+
+# --- 3. control characters in names and sbatch directives -----------------------------------
+
+EVIL_NAME = "peaks\ntouch pwned #"
+
+
+async def test_a_run_name_with_a_newline_is_refused(executor: Executor) -> None:
+    with pytest.raises(ConfigError, match=r"key 'name'.*'peaks\\ntouch pwned #'"):
+        await executor.run(["true"], name=EVIL_NAME)
+    for bad in ("a\rb", "a\x7fb", "a\x85b", "a\x00b", ""):
+        with pytest.raises(ConfigError, match="key 'name'"):
+            await executor.run(["true"], name=bad)
+
+
+def test_a_workflow_node_name_with_a_newline_is_refused(executor: Executor) -> None:
+    with pytest.raises(ConfigError, match=r"key 'name'.*\\n"):
+        Workflow(executor).add(EVIL_NAME, ["true"])
+
+
+async def test_a_graph_node_name_with_a_newline_is_refused(
+    executor: Executor, tmp_path: Path
+) -> None:
+    path = tmp_path / "graph.toml"
+    path.write_text('[graph."peaks\\ntouch pwned #"]\ncommand = ["true"]\n')
+    with pytest.raises(ConfigError, match=r"graph node 'peaks\\ntouch pwned #': key 'name'"):
+        await run_graph_from_config(path, executor)
+    assert (await executor.store()).query() == []
+
+
+def test_a_task_name_with_a_newline_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"key 'name'.*\\n"):
+        config('[tasks."a\\nb"]\ncommand = ["true"]\n')
+
+
+@pytest.mark.parametrize("key", ["time", "mem", "partition", "account", "qos", "job_name"])
+def test_an_sbatch_option_with_a_newline_is_refused(key: str) -> None:
+    value = "1\ntouch pwned"
+    with pytest.raises(ConfigError, match=rf"key 'launcher.{key}'.*'1\\ntouch pwned'"):
+        Slurm(**{key: value})  # type: ignore[arg-type]
+    if key != "job_name":
+        table = f'[tasks.a]\ncommand = ["x"]\nlauncher = {{ kind = "slurm", {key} = "1\\nx" }}\n'
+        with pytest.raises(ConfigError, match=rf"task 'a': key 'launcher.{key}'.*\\n"):
+            config(table)
+
+
+def test_extra_sbatch_with_a_control_character_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"key 'launcher.extra_sbatch\[1\]'.*\\r"):
+        Slurm(extra_sbatch=["--exclusive", "--comment=x\rtouch pwned"])
+    with pytest.raises(ConfigError, match=r"launcher.extra_sbatch"):
+        config(
+            '[tasks.a]\ncommand = ["x"]\n'
+            'launcher = { kind = "slurm", extra_sbatch = ["--comment=\\u0085"] }\n'
+        )
+
+
+def _spec(tmp_path: Path, name: str = "peaks") -> LaunchSpec:
+    return LaunchSpec(argv=["true"], env={}, run_id="abc", name=name, run_dir=tmp_path)
+
+
+def test_the_batch_script_refuses_a_run_name_or_path_with_a_newline(tmp_path: Path) -> None:
+    with pytest.raises(LaunchError, match=r"job-name.*'peaks\\ntouch pwned #'"):
+        Slurm().batch_script(_spec(tmp_path, EVIL_NAME), tmp_path / "out")
+    with pytest.raises(LaunchError, match=r"output.*\\n"):
+        Slurm().batch_script(_spec(tmp_path), tmp_path / "a\nb")
+
+
+async def test_sbatch_gets_the_script_on_stdin_and_its_copy_is_new_private_and_no_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    submitted: list[tuple[list[str], bytes | None]] = []
+
+    async def sbatch(
+        argv: list[str], env: object, *, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        submitted.append((argv, stdin))
+        return subprocess.CompletedProcess(argv, 0, b"42\n", b"")
+
+    monkeypatch.setattr(slurm_launcher, "run_client", sbatch)
+    run_dir = tmp_path / "run"
+    job = await Slurm().launch(_spec(run_dir), _ignore)
+    script = run_dir / "job.sbatch"
+    assert job.job_id == "42" and job.batch_script == script
+    assert submitted == [(["sbatch", "--parsable", "--export=ALL"], script.read_bytes())]
+    assert stat.S_IMODE(script.stat().st_mode) == 0o600
+    script.unlink()
+    target = tmp_path / "elsewhere"
+    script.symlink_to(target)
+    with pytest.raises(LaunchError, match=r"job\.sbatch"):
+        await Slurm().launch(_spec(run_dir), _ignore)
+    assert not target.exists() and len(submitted) == 1
+
+
+async def _ignore(sig: str, data: dict[str, object]) -> None:
+    pass

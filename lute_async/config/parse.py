@@ -19,6 +19,7 @@ from lute_async.config.envfile import parse_env_file
 from lute_async.config.model import EnvSetting, ExecutorSettings, LauncherDef, TaskDef
 from lute_async.launchers.registry import check_launcher_options, kinds
 from lute_async.options import (
+    NAME,
     RUN_OPTIONS,
     Option,
     check_options,
@@ -132,7 +133,8 @@ def _launcher(where: str, value: str | dict[str, Any]) -> LauncherDef:
 def parse_task(name: str, table: Any, source: str, base: Path | None) -> TaskDef:
     """The ``[tasks.NAME]`` table ``table`` of ``source`` as a :class:`TaskDef`."""
     where = task_where(source, name)
-    if not _NAME.match(name):
+    NAME.check("name", name, where)
+    if not _NAME.match(name):  # also a template's NAME: other tasks refer to it by name
         raise key_error(where, None, "task names are letters, digits, '_' and '-'")
     if not isinstance(table, dict):
         raise key_error(where, None, f"expected a table [tasks.{name}], got {describe(table)}")
