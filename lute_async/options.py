@@ -6,6 +6,11 @@ seconds become ``float``, a tuple of tags a list), or, for live objects msgspec 
 raises :class:`~lute_async.errors.ConfigError` naming the key, the value given and what was
 expected; :func:`check_options` does the same for any table of options (task and graph tables
 reuse :data:`RUN_OPTIONS` entries, so a value is checked once, one way, everywhere).
+
+Names (of runs, tasks in task files, graph nodes) follow one rule, :data:`NAME`: a non-empty
+string with no control character (C0 such as newline and carriage return, DEL, C1), since a name
+ends up in log lines, records and SLURM batch scripts. :data:`Line` is that rule for any text
+that becomes one line of a script (sbatch directives).
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ from lute_async.limits import Limits
 
 __all__ = [
     "COMMUNICATOR_KINDS",
+    "NAME",
     "RUN_OPTIONS",
+    "Line",
     "Option",
     "check_options",
     "check_run_options",
+    "control_character",
     "describe",
     "expected",
     "key_error",
@@ -40,6 +48,18 @@ _FINITE = sys.float_info.max
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=_FINITE)]
 NonNegativeSeconds = Annotated[float, msgspec.Meta(ge=0, le=_FINITE)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+
+#: Control characters: C0 (newline, carriage return, tab...), DEL and C1.
+_CONTROL_CHARACTERS = "\x00-\x1f\x7f-\x9f"
+_CONTROL = re.compile(f"[{_CONTROL_CHARACTERS}]")
+#: A string that is one line of text: no control character anywhere.
+Line = Annotated[str, msgspec.Meta(pattern=f"\\A[^{_CONTROL_CHARACTERS}]*\\Z")]
+
+
+def control_character(text: str) -> str | None:
+    """The first control character in ``text`` (see :data:`Line`), or None."""
+    found = _CONTROL.search(text)
+    return found.group() if found is not None else None
 
 
 class LimitsTable(msgspec.Struct, forbid_unknown_fields=True):
@@ -71,6 +91,8 @@ class Option:
     accepts: Callable[[Any], bool] | None = None
     build: Callable[[Any], Any] | None = None
     parts: Mapping[str, str] = field(default_factory=dict)
+    #: For a value of the right kind that still fails: that kind, and what it must also be.
+    also: tuple[type, str] | None = None
 
     def check(self, key: str, value: Any, where: str = "") -> Any:
         """``value`` checked and converted, or a ConfigError naming ``key``."""
@@ -96,6 +118,8 @@ class Option:
         if part is not None and part.group(1) in self.parts and isinstance(value, Mapping):
             name = part.group(1)
             return expected(where, f"{key}.{name}", self.parts[name], value[name])
+        if self.also is not None and isinstance(value, self.also[0]):
+            return expected(where, key, f"{self.expected}, {self.also[1]}", value)
         return expected(where, key, self.expected, value)
 
 
@@ -138,9 +162,16 @@ def _is_communicators(value: Any) -> bool:
     )
 
 
+#: The one rule for names: of runs, of tasks in task files and of graph nodes.
+NAME = Option(
+    "a run name (a string)",
+    Annotated[Line, msgspec.Meta(min_length=1)],
+    also=(str, "not empty and without control characters (newline, tab, DEL...)"),
+)
+
 #: Every option of ``Executor.run``/``start``/``run_function``, that is of ``Run``.
 RUN_OPTIONS: dict[str, Option] = {
-    "name": Option("a run name (a string)", str),
+    "name": NAME,
     "params": Option("a table of params with string keys", dict[str, Any]),
     "env": Option("a table of environment variables, names to strings", dict[str, str]),
     "cwd": Option("a directory path", str, accepts=lambda v: isinstance(v, os.PathLike)),

@@ -12,7 +12,12 @@ Grammar (one for everything)::
 A string that is exactly one template without a format spec takes the referenced value itself
 (a number stays a number); otherwise each template is replaced by ``format(value, spec)``.
 What a reference means is the caller's business: :func:`render` asks a resolver, which may
-answer :data:`LEAVE` to keep the template as written for a later pass.
+answer :data:`LEAVE` to keep the template as written.
+
+Rendering is one pass over the text as written: a substituted value is never scanned again, so
+a value holding ``{{ ... }}`` (a ``--param``, an upstream result) stays a literal. A number in a
+format spec (width, precision) may be at most :data:`MAX_FORMAT_NUMBER`, so a short template
+cannot ask for a huge string.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from lute_async.errors import ConfigError
 
 __all__ = [
     "LEAVE",
+    "MAX_FORMAT_NUMBER",
     "NothingThere",
     "Reference",
     "Resolver",
@@ -35,10 +41,15 @@ __all__ = [
     "walk",
 ]
 
+#: The largest width or precision a format spec may give.
+MAX_FORMAT_NUMBER: Final = 4096
+
 _SCAN = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _REFERENCE = re.compile(
     r"(?P<path>\$[A-Za-z_]\w*|[A-Za-z_][\w-]*(?:\.[\w-]+)*)\s*(?::\s*(?P<spec>.*?))?"
 )
+#: Every number in a format spec: the width and the precision (a digit fill is one digit).
+_SPEC_NUMBER = re.compile(r"(\.?)(\d+)")
 
 
 class TemplateError(ConfigError):
@@ -164,6 +175,7 @@ def render(value: Any, resolve: Resolver, key: str = "", *, strict: bool = True)
         found = resolve(reference, key)
         if found is LEAVE:
             return match.group(0)
+        _check_spec(reference, key)
         try:
             return format(found, reference.spec or "")
         except (ValueError, TypeError) as exc:
@@ -172,3 +184,16 @@ def render(value: Any, resolve: Resolver, key: str = "", *, strict: bool = True)
             ) from None
 
     return _SCAN.sub(substitute, value)
+
+
+def _check_spec(reference: Reference, key: str) -> None:
+    """A TemplateError when the spec's width or precision is over :data:`MAX_FORMAT_NUMBER`."""
+    for number in _SPEC_NUMBER.finditer(reference.spec or ""):
+        digits = number.group(2).lstrip("0") or "0"
+        if len(digits) > len(str(MAX_FORMAT_NUMBER)) or int(digits) > MAX_FORMAT_NUMBER:
+            what = "precision" if number.group(1) else "width"
+            raise TemplateError(
+                f"template {reference.text}: format {what} {number.group(2)} is over "
+                f"{MAX_FORMAT_NUMBER}",
+                key,
+            )

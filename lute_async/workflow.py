@@ -9,7 +9,8 @@ whatever its outcome. Cycles and unknown dependencies are rejected before anythi
 Params and command arguments may use ``{{ other.result.payload.key }}`` (also ``status``,
 ``exit_code``, ``verdict``, ``usage``, ``id``, with an optional ``:format`` spec) for any task the
 node runs after, directly or not; a string that is exactly one template takes the value itself
-(a number stays a number).
+(a number stays a number). Templates are rendered once, over the text as written: a value an
+upstream task returned is inserted as a literal, never rendered again.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from lute_async.errors import ConfigError, LuteAsyncError
 from lute_async.messages import TaskStatus
 from lute_async.options import check_run_options
 from lute_async.records import AnalysisRecord, RecordStore
-from lute_async.templates import LEAVE, NothingThere, Reference, references, render, walk
+from lute_async.templates import (
+    LEAVE,
+    NothingThere,
+    Reference,
+    Resolver,
+    references,
+    render,
+    walk,
+)
 
 #: Record fields a template may read from a finished task.
 TEMPLATE_FIELDS = ("result", "status", "exit_code", "verdict", "usage", "id")
@@ -68,8 +77,9 @@ class GraphCycleError(GraphError):
         )
 
 
-#: Builds a node's command and run options from its params once its dependencies have ended.
-Prepare = Callable[[dict[str, Any]], Awaitable[tuple[list[str], dict[str, Any]]]]
+#: Builds a node's command and run options once its dependencies have ended, from its params
+#: as written and the resolver of its upstream results.
+Prepare = Callable[[dict[str, Any], Resolver], Awaitable[tuple[list[str], dict[str, Any]]]]
 
 
 @dataclass(slots=True)
@@ -132,7 +142,8 @@ class Workflow:
             raise GraphError(
                 f"task {name!r}: 'after' takes a list of task names, got a string ({after!r})"
             )
-        options = check_run_options(options, where=f"workflow task {name!r}")
+        options = check_run_options({"name": name, **options}, where=f"workflow task {name!r}")
+        del options["name"]  # the node's name names its run
         argv = [cmd] if isinstance(cmd, str) else [str(part) for part in cmd]
         node = Node(name, argv, tuple(after), after_any, options)
         self.nodes[name] = node
@@ -149,10 +160,12 @@ class Workflow:
         definition = config.task(task)  # an unknown task is refused now, not at its turn
         executor = self.executor
 
-        async def prepare(params: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+        async def prepare(
+            params: dict[str, Any], upstream: Resolver
+        ) -> tuple[list[str], dict[str, Any]]:
             store = await executor.store()
             try:
-                resolved = config.resolve(task, params, store=store)
+                resolved = config.resolve(task, written=params, upstream=upstream, store=store)
             except ConfigError as exc:
                 raise GraphError(f"graph task {name!r}: {exc}") from None
             defined = resolved.run_options()
@@ -243,12 +256,14 @@ class Workflow:
             finished = {name: n.record for name, n in self.nodes.items() if n.record}
             options = dict(node.options)
             try:
-                if "params" in options:
-                    options["params"] = resolve_templates(options["params"], finished)
-                argv = resolve_templates(node.argv, finished)
-                if node.prepare is not None:
-                    argv, defined = await node.prepare(options.pop("params", None) or {})
+                if node.prepare is not None:  # its params are rendered once, with its own
+                    params = options.pop("params", None) or {}
+                    argv, defined = await node.prepare(params, record_resolver(finished))
                     options = {**defined, **options}
+                else:
+                    if "params" in options:
+                        options["params"] = resolve_templates(options["params"], finished)
+                    argv = resolve_templates(node.argv, finished)
             except (GraphError, ConfigError) as exc:
                 # Its own failure: the other branches go on, its dependants are cancelled.
                 await self._end_unstarted(node, type(exc).__name__, str(exc))
@@ -315,9 +330,9 @@ def _lookup(record: AnalysisRecord, fieldname: str, path: tuple[str, ...], templ
         ) from None
 
 
-def resolve_templates(value: Any, records: Mapping[str, AnalysisRecord]) -> Any:
-    """``value`` with ``{{ task.result... }}`` templates of finished ``records`` filled in;
-    templates naming other things are left for the config module."""
+def record_resolver(records: Mapping[str, AnalysisRecord]) -> Resolver:
+    """Answers ``{{ task.result... }}`` (and the other :data:`TEMPLATE_FIELDS`) from finished
+    ``records``; LEAVE for any other reference."""
 
     def resolve(reference: Reference, key: str) -> Any:
         found = _record_reference(reference)
@@ -326,7 +341,13 @@ def resolve_templates(value: Any, records: Mapping[str, AnalysisRecord]) -> Any:
         name, fieldname, path = found
         return _lookup(records[name], fieldname, path, reference.text)
 
-    return render(value, resolve, strict=False)
+    return resolve
+
+
+def resolve_templates(value: Any, records: Mapping[str, AnalysisRecord]) -> Any:
+    """``value`` with ``{{ task.result... }}`` templates of finished ``records`` filled in, in
+    one pass; templates naming other things are kept as written (literal text)."""
+    return render(value, record_resolver(records), strict=False)
 
 
 def load_graph(path: str | Path, executor: Runner, **options: Any) -> Workflow:
@@ -341,7 +362,7 @@ def load_graph(path: str | Path, executor: Runner, **options: Any) -> Workflow:
 
     ``task`` runs a task defined in the same file's ``[tasks]`` (or installed) with everything
     it defines (launcher, env, limits, hooks...); the graph's ``params`` override its defaults
-    and are filled in from upstream results before the definition's templates are.
+    and are rendered with them, once: upstream results first, then what the config knows.
     """
     try:
         text = Path(path).read_text()

@@ -302,7 +302,7 @@ def test_env_file_is_parsed_as_data_and_the_env_table_builds_on_it(tmp_path: Pat
         textwrap.dedent(
             """\
             # site settings
-            export DATA_DIR=/data/$USER   # no expansion: a literal
+            export DATA_DIR=/data/\\$USER   # escaped: a literal
             GREETING="hello world"
             PATH=/site/bin
             EVIL='$(rm -rf /)'

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import textwrap
 from collections.abc import Callable
@@ -213,6 +214,21 @@ async def test_job_that_succeeds_goes_queued_started_result_done(
     assert secret not in await anyio.Path(batch_script).read_text()
     with RecordStore(executor.db_path) as store:
         assert store.get(record.id).slurm_job_id == record.slurm_job_id
+
+
+@pytest.mark.slurm
+async def test_sbatch_gets_the_script_on_stdin_and_the_kept_copy_is_what_the_scheduler_ran(
+    slurm_cluster: SlurmCluster, executor: Executor, script: Callable[[str], list[str]]
+) -> None:
+    argv = [*script(REPORTING_TASK), "0"]
+    record = await executor.run(argv, name="stdin_script", launcher=loopback(time="0:05:00"))
+    assert record.status == "COMPLETED", record.error
+    assert record.slurm_job_id is not None
+    kept = Path(record.extra["batch_script"])
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    done = await anyio.run_process(["scontrol", "write", "batch_script", record.slurm_job_id, "-"])
+    assert done.stdout.decode() == kept.read_text()
+    assert "\n#SBATCH --time=0:05:00\n" in done.stdout.decode()
 
 
 @pytest.mark.slurm

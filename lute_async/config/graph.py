@@ -13,7 +13,7 @@ from typing import Any
 from lute_async.config.parse import COMMAND, FUNCTION
 from lute_async.config.resolve import TaskConfig
 from lute_async.errors import ConfigError
-from lute_async.options import RUN_OPTIONS, Option, check_options, describe, key_error
+from lute_async.options import NAME, RUN_OPTIONS, Option, check_options, describe, key_error
 
 __all__ = ["GRAPH_OPTIONS", "GraphNodeDef", "parse_graph"]
 
@@ -51,6 +51,7 @@ def parse_graph(config: TaskConfig) -> list[GraphNodeDef]:
     nodes = []
     for name, table in config.graph.items():
         where = f"{config.source}: graph node {name!r}"
+        NAME.check("name", name, where)
         if not isinstance(table, dict):
             raise key_error(where, None, f"expected a table [graph.{name}], got {describe(table)}")
         values = check_options(table, GRAPH_OPTIONS, where=where)

@@ -15,10 +15,11 @@ from typing import Annotated, Any
 
 import msgspec
 
+from lute_async.config.envfile import parse_env_file
 from lute_async.config.model import EnvSetting, ExecutorSettings, LauncherDef, TaskDef
-from lute_async.errors import ConfigError
 from lute_async.launchers.registry import check_launcher_options, kinds
 from lute_async.options import (
+    NAME,
     RUN_OPTIONS,
     Option,
     check_options,
@@ -132,7 +133,8 @@ def _launcher(where: str, value: str | dict[str, Any]) -> LauncherDef:
 def parse_task(name: str, table: Any, source: str, base: Path | None) -> TaskDef:
     """The ``[tasks.NAME]`` table ``table`` of ``source`` as a :class:`TaskDef`."""
     where = task_where(source, name)
-    if not _NAME.match(name):
+    NAME.check("name", name, where)
+    if not _NAME.match(name):  # also a template's NAME: other tasks refer to it by name
         raise key_error(where, None, "task names are letters, digits, '_' and '-'")
     if not isinstance(table, dict):
         raise key_error(where, None, f"expected a table [tasks.{name}], got {describe(table)}")
@@ -159,32 +161,3 @@ def parse_executor(source: str, table: Any, base: Path | None) -> ExecutorSettin
     if values.get("db") is not None:
         values["db"] = _relative(values["db"], base)
     return ExecutorSettings(**values)
-
-
-def parse_env_file(path: Path, where: str = "") -> dict[str, str]:
-    """Read ``KEY=VALUE`` lines (``export`` allowed, shell quoting, ``#`` comments).
-
-    Nothing is executed or expanded: the file is data, never code.
-    """
-    label = where or str(path)
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise ConfigError(f"{label}: cannot read env file {path}: {exc}") from None
-    env: dict[str, str] = {}
-    for number, line in enumerate(lines, start=1):
-        try:
-            words = shlex.split(line, comments=True)
-        except ValueError as exc:
-            raise ConfigError(f"{path}:{number}: {exc}") from None
-        if not words:
-            continue
-        if words[0] == "export":
-            words = words[1:]
-        if len(words) != 1 or "=" not in words[0]:
-            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {line.strip()!r}")
-        key, _, value = words[0].partition("=")
-        if not _ENV_NAME.match(key):
-            raise ConfigError(f"{path}:{number}: {key!r} is not a variable name")
-        env[key] = value
-    return env

@@ -4,6 +4,9 @@ Templates (:mod:`lute_async.templates`) are filled in at resolution because they
 ``--param`` overrides, the environment, other tasks' params and the run history:
 ``{{ param }}``, ``{{ $VARIABLE }}``, ``{{ other_task.param.path }}`` and
 ``{{ latest.TASK.result.key }}`` (the last COMPLETED run's result).
+
+Only template text written in a file (or a graph's params) is rendered, once: ``--param``
+overrides and every substituted value are literals, never rendered again.
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ from lute_async.config.parse import parse_env_file, task_where
 from lute_async.config.plugins import installed_task, installed_tasks, load_hook
 from lute_async.errors import ConfigError
 from lute_async.options import key_error
-from lute_async.templates import NothingThere, Reference, TemplateError, render, walk
+from lute_async.templates import (
+    LEAVE,
+    NothingThere,
+    Reference,
+    Resolver,
+    TemplateError,
+    render,
+    walk,
+)
 
 if TYPE_CHECKING:
     from lute_async.records import RecordStore
@@ -38,6 +49,8 @@ class _Context:
     config: TaskConfig
     environ: Mapping[str, str]
     store: StoreOpener
+    #: Answers references first (a graph's upstream results); LEAVE passes them on.
+    upstream: Resolver | None = None
     resolving: list[str] = field(default_factory=list)
     resolved: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -79,17 +92,22 @@ class TaskConfig:
         environ: Mapping[str, str] | None = None,
         store: RecordStore | StoreOpener | None = None,
         python: str | None = None,
+        written: Mapping[str, Any] | None = None,
+        upstream: Resolver | None = None,
     ) -> ResolvedTask:
         """Fill in task ``name``'s templates and return it ready to run.
 
-        ``overrides`` replace default params (``--param k=v``). ``store`` (or a callable that
-        opens it) answers ``{{ latest.Task.result.x }}``.
+        ``overrides`` replace default params (``--param k=v``) and are literals: a
+        ``{{ ... }}`` in them is kept as given. ``written`` also replaces default params but
+        is template text, as a graph's params are; ``upstream`` answers its references (and
+        the definition's) before the config does, LEAVE meaning "not mine". ``store`` (or a
+        callable that opens it) answers ``{{ latest.Task.result.x }}``.
         """
         definition = self.task(name)
         env_source = os.environ if environ is None else environ
-        context = _Context(self, env_source, _opener(store))
+        context = _Context(self, env_source, _opener(store), upstream)
         where = task_where(definition.source, name)
-        params = self._params(definition, dict(overrides or {}), context)
+        params = self._params(definition, context, dict(overrides or {}), dict(written or {}))
 
         resolver = _Resolver(context, params, params.__getitem__, where)
 
@@ -99,7 +117,7 @@ class TaskConfig:
 
         env: dict[str, str] = {}
         if definition.env_file is not None:
-            env.update(parse_env_file(definition.env_file, where))
+            env.update(parse_env_file(definition.env_file, where, env_source))
         for var, setting in definition.env.items():
             current = env.get(var, env_source.get(var))
             env[var] = EnvSetting(fill(setting.value, f"env.{var}"), setting.mode).apply(current)
@@ -142,9 +160,14 @@ class TaskConfig:
         )
 
     def _params(
-        self, definition: TaskDef, overrides: dict[str, Any], context: _Context
+        self,
+        definition: TaskDef,
+        context: _Context,
+        overrides: Mapping[str, Any] | None = None,
+        written: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The task's params with overrides applied and templates filled (in any order)."""
+        """The task's params: ``overrides`` as given, the rest (``written`` over the
+        definition's) with their templates filled in, in whatever order they refer."""
         name = definition.name
         if name in context.resolved:
             return context.resolved[name]
@@ -154,9 +177,10 @@ class TaskConfig:
                 f"{definition.source}: task {name!r}: templates refer in a cycle: {chain}"
             )
         context.resolving.append(name)
-        raw = {**definition.params, **overrides}
+        literal = dict(overrides or {})
+        raw = {**definition.params, **(written or {}), **literal}
         where = task_where(definition.source, name)
-        done: dict[str, Any] = {}
+        done: dict[str, Any] = literal  # a given value is never rendered
         in_progress: list[str] = []
 
         def value_of(key: str) -> Any:
@@ -174,11 +198,10 @@ class TaskConfig:
             in_progress.pop()
             return done[key]
 
-        for key in raw:
-            value_of(key)
+        params = {key: value_of(key) for key in raw}
         context.resolving.pop()
-        context.resolved[name] = done
-        return done
+        context.resolved[name] = params
+        return params
 
 
 def _opener(store: RecordStore | StoreOpener | None) -> StoreOpener:
@@ -213,6 +236,10 @@ class _Resolver:
         def where(problem: str) -> ConfigError:
             return key_error(self.where, key, problem)
 
+        if context.upstream is not None:
+            found = context.upstream(reference, key)
+            if found is not LEAVE:
+                return found
         template = f"{{{{ {reference.expression} }}}}"
         variable = reference.variable
         if variable is not None:
@@ -230,7 +257,7 @@ class _Resolver:
         if head not in context.config.tasks:
             raise where(f"template {template}: no task {head!r} in {context.config.source}")
         other = context.config.tasks[head]
-        other_params = context.config._params(other, {}, context)
+        other_params = context.config._params(other, context)
         return _walk(other_params, rest, template, where)
 
     def _latest(self, rest: list[str], template: str, where: _Fail) -> Any:

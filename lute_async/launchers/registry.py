@@ -17,7 +17,7 @@ import msgspec
 
 from lute_async.errors import ConfigError
 from lute_async.launchers.base import Launcher
-from lute_async.options import Option, check_options
+from lute_async.options import Line, Option, check_options
 
 __all__ = [
     "LauncherKind",
@@ -29,6 +29,13 @@ __all__ = [
 ]
 
 _StrList = Option("a list of strings", list[str])
+#: sbatch directives become lines of a batch script: no control character may be in one.
+_LineList = Option("a list of strings without control characters", list[Line])
+
+
+def _text(what: str) -> Option:
+    """A string option that becomes one line of a script (see :data:`Line`)."""
+    return Option(f"{what} (without control characters)", Line)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,15 +125,15 @@ register(
         "slurm",
         "lute_async.launchers.slurm:Slurm",
         {
-            "partition": Option("a partition name", str),
+            "partition": _text("a partition name"),
             "ntasks": Option("an integer", int),
-            "nodes": Option("an integer or a range like '1-2'", int | str),
+            "nodes": Option("an integer or a range like '1-2'", int | Line),
             "cpus_per_task": Option("an integer", int),
-            "time": Option("a time limit like '0:30:00'", str),
-            "mem": Option("a memory size like '4G'", str),
-            "account": Option("an account name", str),
-            "qos": Option("a QOS name", str),
-            "extra_sbatch": _StrList,
+            "time": _text("a time limit like '0:30:00'"),
+            "mem": _text("a memory size like '4G'"),
+            "account": _text("an account name"),
+            "qos": _text("a QOS name"),
+            "extra_sbatch": _LineList,
             "mpi": Option("true or false", bool),
         },
     )

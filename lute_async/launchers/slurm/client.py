@@ -16,12 +16,12 @@ def missing_tool(name: str) -> str:
 
 
 async def run_client(
-    argv: list[str], env: Mapping[str, str] | None
+    argv: list[str], env: Mapping[str, str] | None, *, stdin: bytes | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     """Run a client command to completion without blocking the event loop (exit status
-    unchecked); a LaunchError when the command is not installed."""
+    unchecked), ``stdin`` its input; a LaunchError when the command is not installed."""
     try:
-        return await anyio.run_process(argv, check=False, env=env)
+        return await anyio.run_process(argv, input=stdin, check=False, env=env)
     except FileNotFoundError as exc:
         raise LaunchError(missing_tool(argv[0])) from exc
 

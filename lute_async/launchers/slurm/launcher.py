@@ -1,9 +1,11 @@
 """The SLURM launcher: a run becomes a batch job; its ranks report back over TCP.
 
-The launcher writes a batch script into the run's directory (only the ``#SBATCH`` options the
-user gave), submits it with ``sbatch --parsable`` and hands the job to :class:`SlurmJob` to
-follow. The run's secret reaches the job through sbatch's environment (``--export=ALL``),
-never through the script.
+The launcher builds a batch script (only the ``#SBATCH`` options the user gave), keeps a copy in
+the run's directory (a new file, mode 0600, never through a link), gives sbatch the script on
+its stdin with ``sbatch --parsable`` and hands the job to :class:`SlurmJob` to follow. The
+run's secret reaches the job through sbatch's environment (``--export=ALL``), never through
+the script. No directive value may hold a control character: a newline would end the
+``#SBATCH`` line and make the rest a shell command.
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ from typing import Any
 import anyio
 
 from lute_async.communicators.tcp import TcpCommunicator
-from lute_async.errors import LaunchError
+from lute_async.errors import ConfigError, LaunchError, LuteAsyncError
 from lute_async.launchers.base import LaunchSpec, Notify
 from lute_async.launchers.mpi import own_python
 from lute_async.launchers.slurm.client import run_client, submitted_job_id
 from lute_async.launchers.slurm.job import SlurmJob
+from lute_async.options import control_character
+
+#: How the copy of the batch script is created: a new file, never through a symbolic link.
+_SCRIPT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class Slurm:
@@ -70,6 +76,10 @@ class Slurm:
             )
             if value is not None
         }
+        for key, value in self.options.items():
+            _line(f"launcher.{key.replace('-', '_')}", value, ConfigError)
+        for i, arg in enumerate(extra_sbatch):
+            _line(f"launcher.extra_sbatch[{i}]", arg, ConfigError)
         self.ntasks = ntasks
         self.nodes = nodes
         self.extra_sbatch = list(extra_sbatch)
@@ -98,6 +108,8 @@ class Slurm:
         argv = own_python(spec.argv, self.python)
         argv = spec.limits.wrap(argv) if spec.limits is not None else argv
         options = {"job-name": spec.name, "output": os.fspath(output), **self.options}
+        for key, value in options.items():
+            _line(f"--{key}", value, LaunchError, f"run {spec.name!r}: ")
         lines = [
             "#!/bin/bash",
             *(f"#SBATCH --{key}={value}" for key, value in options.items()),
@@ -118,10 +130,12 @@ class Slurm:
         await run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         script = spec.run_dir / "job.sbatch"
         output = spec.run_dir / "slurm-%j.out"
-        await anyio.Path(script).write_text(self.batch_script(spec, output))
+        text = self.batch_script(spec, output).encode()
+        await anyio.to_thread.run_sync(_keep_copy, script, text)
+        # On stdin: sbatch submits exactly this text, whatever becomes of the kept copy.
         # --export=ALL: the job gets sbatch's environment, which carries the run's secret.
-        argv = ["sbatch", "--parsable", "--export=ALL", os.fspath(script)]
-        done = await run_client(argv, spec.env)
+        argv = ["sbatch", "--parsable", "--export=ALL"]
+        done = await run_client(argv, spec.env, stdin=text)
         job_id = submitted_job_id(done, f"run {spec.name!r}")
         job_output = spec.run_dir / f"slurm-{job_id}.out"
         job = SlurmJob(
@@ -142,3 +156,23 @@ class Slurm:
             },
         )
         return job
+
+
+def _line(key: str, value: str, error: type[LuteAsyncError], where: str = "") -> None:
+    """Raise ``error`` naming ``key`` when ``value`` holds a control character."""
+    char = control_character(value)
+    if char is not None:
+        raise error(
+            f"{where}key {key!r}: an sbatch directive may not hold a control character "
+            f"({char!r}), got {value!r}"
+        )
+
+
+def _keep_copy(path: Path, text: bytes) -> None:
+    """Write the submitted script to ``path``: a new file, mode 0600, not through a link."""
+    try:
+        fd = os.open(path, _SCRIPT_FLAGS, 0o600)
+    except OSError as exc:
+        raise LaunchError(f"cannot create the batch script {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as file:
+        file.write(text)
