@@ -27,9 +27,6 @@ from lute_async.launchers.slurm.client import run_client, submitted_job_id
 from lute_async.launchers.slurm.job import SlurmJob
 from lute_async.options import control_character
 
-#: How the copy of the batch script is created: a new file, never through a symbolic link.
-_SCRIPT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
 
 class Slurm:
     """Run the command as a SLURM batch job.
@@ -126,12 +123,11 @@ class Slurm:
     async def launch(self, spec: LaunchSpec, notify: Notify) -> SlurmJob:
         if not spec.argv:
             raise LaunchError(f"run {spec.name!r} has an empty command")
-        run_dir = anyio.Path(spec.run_dir)
-        await run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        script = spec.run_dir / "job.sbatch"
         output = spec.run_dir / "slurm-%j.out"
         text = self.batch_script(spec, output).encode()
-        await anyio.to_thread.run_sync(_keep_copy, script, text)
+        # A copy for the record and reconcile, in the run's private directory (0700, under a
+        # working directory of the user's own): a new 0600 file, never through a link.
+        script = await anyio.to_thread.run_sync(_keep_copy, spec, text)
         # On stdin: sbatch submits exactly this text, whatever becomes of the kept copy.
         # --export=ALL: the job gets sbatch's environment, which carries the run's secret.
         argv = ["sbatch", "--parsable", "--export=ALL"]
@@ -168,11 +164,9 @@ def _line(key: str, value: str, error: type[LuteAsyncError], where: str = "") ->
         )
 
 
-def _keep_copy(path: Path, text: bytes) -> None:
-    """Write the submitted script to ``path``: a new file, mode 0600, not through a link."""
+def _keep_copy(spec: LaunchSpec, text: bytes) -> Path:
+    """Write the submitted script as ``job.sbatch`` in the run's private directory."""
     try:
-        fd = os.open(path, _SCRIPT_FLAGS, 0o600)
+        return spec.write_private_file("job.sbatch", text)
     except OSError as exc:
-        raise LaunchError(f"cannot create the batch script {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as file:
-        file.write(text)
+        raise LaunchError(f"cannot create the batch script of run {spec.name!r}: {exc}") from None
