@@ -39,7 +39,8 @@ def peers_main(argv: list[str]) -> int:
     parser.add_argument("--only", help=f"comma-separated systems of {','.join(keys)}")
     parser.add_argument("--venv", type=Path, default=peers.VENV, help="the peers' venv")
     parser.add_argument("--timeout", type=float, default=peers.PEER_TIMEOUT, help="s per peer")
-    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    # the stdlib loop: uvloop's own process spawn is the slower floor here (docs/performance.md)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     parser.add_argument("--update-readme", action="store_true", help="rewrite the peers table")
     args = parser.parse_args(argv)
@@ -52,7 +53,7 @@ def peers_main(argv: list[str]) -> int:
     configure(level="WARNING")
     venv = peers.Venv(args.venv)
     rows = peers.measure(chosen, args.tasks, args.width, venv, args.timeout, args.loop)
-    info = peers_report.meta(rows, args.width)
+    info = peers_report.meta(rows, args.width, args.loop)
     print(peers_report.text_table(rows))
     if args.json:
         peers_report.save_json(args.json, rows, info)

@@ -165,7 +165,7 @@ def run_driver(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            row.reason = f"no answer within {timeout:.0f} s"
+            row.reason = f"not done within {timeout:.0f} s"
             return row
         finally:
             _kill_leftovers(process.pid)
@@ -211,8 +211,11 @@ async def _windowed(one: object, tasks: int, width: int) -> int:
     return delivered
 
 
-async def measure_local(system: System, tasks: int, width: int, workdir: Path) -> Row:
-    """The floor or a lute-async row, after one uncounted window of warm-up tasks."""
+async def measure_local(
+    system: System, tasks: int, width: int, workdir: Path, timeout: float
+) -> Row:
+    """The floor or a lute-async row, after one uncounted window of warm-up tasks; cut at
+    ``timeout`` seconds like a peer."""
     row = Row(system, tasks)
     executor = Executor(db=workdir / f"{system.key}.db", workdir=workdir / "runs", grace=2.0)
 
@@ -230,11 +233,16 @@ async def measure_local(system: System, tasks: int, width: int, workdir: Path) -
         return record.status == "COMPLETED" and result.get("payload") == index
 
     one = {"floor": floor, "run": run, "run_function": run_function}[system.key]
-    async with executor:
-        await _windowed(one, width, width)
-        start = time.perf_counter()
-        row.delivered = await _windowed(one, tasks, width)
-        row.seconds = time.perf_counter() - start
+    try:
+        with anyio.fail_after(timeout):
+            async with executor:
+                await _windowed(one, width, width)
+                start = time.perf_counter()
+                row.delivered = await _windowed(one, tasks, width)
+                row.seconds = time.perf_counter() - start
+    except TimeoutError:
+        row.reason = f"not done within {timeout:.0f} s"
+        return row
     if row.delivered != tasks:
         row.reason = f"{row.delivered}/{tasks} delivered"
     return row
@@ -249,7 +257,7 @@ def measure(
     width: int = WIDTH,
     venv: Venv | None = None,
     timeout: float = PEER_TIMEOUT,
-    loop: str = "uvloop",
+    loop: str = "asyncio",
 ) -> list[Row]:
     """The rows of ``keys`` (in table order): peers installed into ``venv`` as they need."""
     rows: list[Row] = []
@@ -266,6 +274,7 @@ def measure(
                     tasks,
                     width,
                     workdir,
+                    timeout,
                     backend_options={"use_uvloop": loop == "uvloop"},
                 )
             elif system.requirement and (reason := venv.ensure(system.requirement)):

@@ -41,13 +41,14 @@ def cells(rows: list[Row]) -> list[tuple[str, ...]]:
     return out
 
 
-def meta(rows: list[Row], width: int) -> dict[str, Any]:
+def meta(rows: list[Row], width: int, loop: str = "asyncio") -> dict[str, Any]:
     tasks = rows[0].tasks if rows else 0
     return {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "machine": machine(),
         "tasks": tasks,
         "width": width,
+        "loop": loop,
         "install": task_install(),
     }
 
@@ -55,7 +56,8 @@ def meta(rows: list[Row], width: int) -> dict[str, Any]:
 def markdown(rows: list[Row], info: dict[str, Any]) -> str:
     lines = [
         f"Measured {info['date']} on {info['machine']}; {info['tasks']} tasks per system, "
-        f"{info['width']} at a time; peers in their own venv, each in a process of its own; "
+        f"{info['width']} at a time; event loop {info['loop']}; peers in their own venv, each in "
+        "a process of its own; "
         f"{info['install']}.",
         "",
         "| " + " | ".join(HEADER) + " |",
