@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -49,13 +50,15 @@ def meta(rows: list[Row], width: int, loop: str = "asyncio") -> dict[str, Any]:
         "tasks": tasks,
         "width": width,
         "loop": loop,
+        "load": round(os.getloadavg()[0], 1),  # the 1-minute load at the end: how shared it was
         "install": task_install(),
     }
 
 
 def markdown(rows: list[Row], info: dict[str, Any]) -> str:
     lines = [
-        f"Measured {info['date']} on {info['machine']}; {info['tasks']} tasks per system, "
+        f"Measured {info['date']} on {info['machine']} (load average {info['load']}); "
+        f"{info['tasks']} tasks per system, "
         f"{info['width']} at a time; event loop {info['loop']}; peers in their own venv, each in "
         "a process of its own; "
         f"{info['install']}.",

@@ -125,7 +125,7 @@ def task_install() -> str:
         [sys.executable, "-c", probe], cwd=CHILDREN_DIR, capture_output=True, text=True, check=True
     )
     origin = Path(out.stdout.strip())
-    cached = any((origin / "__pycache__").glob("task.*.pyc"))
+    cached = any((origin / "task" / "__pycache__").glob("reporter.*.pyc"))  # task/: a package
     return f"tasks import {origin}" + (" (compiled .pyc)" if cached else " (no .pyc: recompiled)")
 
 
