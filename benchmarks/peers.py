@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,7 +195,7 @@ def _kill_leftovers(group: int) -> None:
 # -- the floor and lute-async, in this process ----------------------------------------------------
 
 
-async def _windowed(one: object, tasks: int, width: int) -> int:
+async def _windowed(one: Callable[[int], Awaitable[bool]], tasks: int, width: int) -> int:
     """Run ``one(index)`` for every index, ``width`` at a time; how many returned True."""
     limiter = anyio.CapacityLimiter(width)
     delivered = 0
@@ -202,7 +203,7 @@ async def _windowed(one: object, tasks: int, width: int) -> int:
     async def guarded(index: int) -> None:
         nonlocal delivered
         async with limiter:
-            ok = await one(index)  # type: ignore[operator]
+            ok = await one(index)
             delivered += bool(ok)  # after the await: no read of ``delivered`` across it
 
     async with anyio.create_task_group() as tg:
