@@ -125,7 +125,7 @@ def task_install() -> str:
         [sys.executable, "-c", probe], cwd=CHILDREN_DIR, capture_output=True, text=True, check=True
     )
     origin = Path(out.stdout.strip())
-    cached = any((origin / "__pycache__").glob("task.*.pyc"))
+    cached = any((origin / "task" / "__pycache__").glob("reporter.*.pyc"))  # task/: a package
     return f"tasks import {origin}" + (" (compiled .pyc)" if cached else " (no .pyc: recompiled)")
 
 
@@ -144,16 +144,26 @@ def save_json(path: str, results: list[Result], info: dict[str, Any]) -> None:
         json.dump({"meta": info, "results": [r.to_dict() for r in results]}, fh, indent=2)
 
 
+def replace_block(text: str, start: str, end: str, body: str) -> str | None:
+    """``text`` with what lies between the ``start`` and ``end`` markers replaced by ``body``;
+    None when the markers are not both there."""
+    if start not in text or end not in text:
+        return None
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    return pattern.sub(lambda _: f"{start}\n{body}\n{end}", text, count=1)
+
+
 def update_readme(results: list[Result], info: dict[str, Any], readme: Path = README) -> None:
     """Replace the table between the markers (adding the markers at the end if absent)."""
-    block = f"{START}\n{markdown(results, info)}\n{END}"
+    body = markdown(results, info)
     text = readme.read_text() if readme.exists() else ""
-    if START in text and END in text:
-        pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-        text = pattern.sub(lambda _: block, text, count=1)
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + "## Performance\n\n" + block + "\n"
-    readme.write_text(text)
+    replaced = replace_block(text, START, END, body)
+    if replaced is None:
+        block = f"{START}\n{body}\n{END}"
+        replaced = (
+            text.rstrip("\n") + ("\n\n" if text else "") + "## Performance\n\n" + block + "\n"
+        )
+    readme.write_text(replaced)
 
 
 def load_json(path: str) -> tuple[list[Result], dict[str, Any]]:

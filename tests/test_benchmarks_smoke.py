@@ -66,3 +66,38 @@ def test_lute_column_shows_the_figure_and_the_ratio_where_measured(tmp_path: Pat
     assert "| 30 msg/s (lute-async 100x faster; 3/10 delivered) |" in text
     assert "| not measured |" in text  # latency: LUTE has no such scenario here
     assert "LUTE: lute-lcls." in text
+
+
+@pytest.mark.timeout(120)
+def test_peers_deliver_every_task_and_the_table_is_written(tmp_path: Path) -> None:
+    """The peers comparison at 3 tasks: lute-async and the stdlib pool, nothing installed."""
+    from benchmarks import peers, peers_report
+
+    keys = ["floor", "run", "run_function", "pool"]
+    rows = peers.measure(keys, tasks=3, width=2, venv=peers.Venv(tmp_path / "no-venv"))
+    assert [row.system.key for row in rows] == keys
+    for row in rows:
+        assert (row.delivered, row.tasks, row.reason) == (3, 3, ""), row
+        assert row.rate
+    assert not (tmp_path / "no-venv").exists()  # the stdlib pool needs no venv
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{START}\nmain table\n{END}\n\nafter\n")
+    info = peers_report.meta(rows, 2)
+    peers_report.update_readme(rows, info, readme)
+    peers_report.update_readme(rows, info, readme)  # a second run replaces, never appends
+    text = readme.read_text()
+    assert text.count(peers_report.PEERS_START) == 1
+    assert text.index(END) < text.index(peers_report.PEERS_START)
+    assert "| a no-op Python function | lute-async `run_function` |" in text
+    assert "| 3/3 correct |" in text
+
+
+def test_a_peer_that_cannot_run_is_a_row_saying_why(tmp_path: Path) -> None:
+    from benchmarks import peers, peers_report
+
+    pool = next(system for system in peers.SYSTEMS if system.key == "pool")
+    missing = tmp_path / "no-such-python"
+    row = peers.run_driver(pool, missing, 3, 2, tmp_path / "work", timeout=30)
+    assert row.rate is None and row.reason
+    rendered = peers_report.cells([row])[0]
+    assert rendered[2].startswith("not measured: ")
