@@ -175,9 +175,26 @@ def load_json(path: str) -> tuple[list[Result], dict[str, Any]]:
     return results, saved["meta"]
 
 
-if __name__ == "__main__":
-    import sys
+def main(argv: list[str] | None = None) -> None:
+    """``python -m benchmarks.report RESULTS.json``: README.md's table from a saved run."""
+    import argparse
 
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python -m benchmarks.report RESULTS.json  (rewrites README.md)")
-    update_readme(*load_json(sys.argv[1]))
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.report",
+        description="Rewrite the table in README.md from a saved `python -m benchmarks --json` "
+        "run, without running the benchmarks again.",
+    )
+    parser.add_argument("results", metavar="RESULTS.json", help="the file --json wrote")
+    parser.add_argument(
+        "--readme", type=Path, default=README, help="the file to rewrite (default: %(default)s)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        results, info = load_json(args.results)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        parser.error(f"cannot read {args.results}: {exc}")
+    update_readme(results, info, args.readme)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,5 +1,10 @@
-"""Structured logging for lute-async with structlog: a library-owned logger unless the
-application configured structlog itself."""
+"""Structured logging for lute-async with structlog.
+
+A library stays quiet until the application says otherwise: until :func:`configure` is called
+(the CLI calls it from ``--log-level``/``--log-format``), lute-async writes only warnings and
+errors, as console lines on stderr. An application that configured structlog itself gets
+lute-async's events through its own configuration instead, at every level.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,9 @@ import sys
 from typing import Any, Literal
 
 import structlog
+
+#: The level lute-async logs at until :func:`configure` is called: warnings and errors only.
+UNCONFIGURED_LEVEL = logging.WARNING
 
 _logger: Any = None
 
@@ -38,11 +46,12 @@ def _keep(logger: Any, method: str, event_dict: Any) -> Any:
 
 
 def get_logger() -> Any:
-    """The logger lute-async writes to (the application's structlog config when it has one)."""
+    """The logger lute-async writes to: the one :func:`configure` set, else the application's
+    structlog configuration when it has one, else warnings and errors on stderr."""
     if _logger is None:
         if structlog.is_configured():
             return structlog.get_logger("lute_async")
-        configure(level=logging.INFO)
+        configure(level=UNCONFIGURED_LEVEL)
     return _logger
 
 
