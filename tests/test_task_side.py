@@ -1,0 +1,88 @@
+"""The task side in real processes: AsyncReporter never blocks its loop on a back-pressured
+channel."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from lute_async import Executor
+from lute_async.hooks.registry import Event
+
+PYTHON = sys.executable
+#: Comfortably more than the pipe, the executor's read-ahead and its batch queue hold together,
+#: so a task sending them while the executor's hook holds the channel must wait for it.
+BLOBS = 32
+
+ASYNC_TASK = """
+import asyncio, socket, sys
+from lute_async.task import AsyncReporter
+
+PAD = "x" * 256 * 1024
+
+async def send_blobs(report):
+    for i in range(BLOBS):
+        await report.emit("blob", {"i": i, "pad": PAD})
+
+async def main(alive_path):
+    async with AsyncReporter.connect() as report:
+        await report.emit("hold")  # the executor's hook holds the channel from here on
+        sender = asyncio.ensure_future(send_blobs(report))
+        for _ in range(1000):  # the loop keeps turning while the channel is full...
+            await asyncio.sleep(0)
+        with socket.socket(socket.AF_UNIX) as sock:  # ...and says so on a second channel
+            sock.connect(alive_path)
+            sock.sendall(b"alive")
+        await sender
+        await report.result("sent")
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory with a path short enough for a Unix socket."""
+    path = Path(tempfile.mkdtemp(prefix="lute-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_async_reporter_sends_never_block_the_loop_of_the_task(
+    executor: Executor, script: Callable[[str], list[str]], short_dir: Path
+) -> None:
+    release = anyio.Event()
+    blobs: list[int] = []
+
+    async def hold(event: Event) -> None:
+        await release.wait()  # set only once the task proved its loop kept running
+
+    executor.on("hold", hold)
+    executor.on("blob", lambda event: blobs.append(event.data["i"]))
+    argv = script(ASYNC_TASK.replace("BLOBS", str(BLOBS)))
+    alive_path = os.fspath(short_dir / "alive")
+    records = []
+
+    async def run_task() -> None:
+        records.append(await executor.run([*argv, alive_path]))
+
+    listener = await anyio.create_unix_listener(alive_path)
+    async with listener, anyio.create_task_group() as group:
+        group.start_soon(run_task)
+        # A blocked task loop never answers: fail after a generous bound instead of hanging.
+        with anyio.fail_after(60):
+            async with await listener.accept() as conn:
+                answer = await conn.receive()
+        release.set()
+    assert answer == b"alive"
+    [record] = records
+    assert record.status == "COMPLETED", record.error
+    assert record.result is not None and record.result["payload"] == "sent"
+    assert blobs == list(range(BLOBS))  # nothing lost, in order
