@@ -176,6 +176,9 @@ class Bench:
             results_seen += 1
 
         executor.on("result", on_result)
+        # The worker imports nothing from its cwd: the task module comes from PYTHONPATH.
+        path = os.pathsep.join([str(CHILDREN_DIR), os.environ.get("PYTHONPATH", "")])
+        functions_env = {"PYTHONPATH": path}
         async with executor:
 
             async def floor() -> float:
@@ -189,7 +192,7 @@ class Bench:
                 for _ in range(n):
                     if command is None:
                         record = await executor.run_function(
-                            "bench_functions:noop", cwd=CHILDREN_DIR
+                            "bench_functions:noop", cwd=CHILDREN_DIR, env=functions_env
                         )
                     else:
                         record = await executor.run(command, cwd=self.workdir)

@@ -1,5 +1,5 @@
 """The task side in real processes: AsyncReporter never blocks its loop on a back-pressured
-channel."""
+channel, the worker never imports from its working directory, and ``emit`` stays light."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import tempfile
+import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -86,3 +87,41 @@ async def test_async_reporter_sends_never_block_the_loop_of_the_task(
     assert record.status == "COMPLETED", record.error
     assert record.result is not None and record.result["payload"] == "sent"
     assert blobs == list(range(BLOBS))  # nothing lost, in order
+
+
+HOSTILE_JSON = """
+import pathlib
+pathlib.Path(__file__).with_name("HOSTILE_RAN").write_text("json.py from the cwd ran")
+raise ImportError("hostile json.py imported")
+"""
+
+SAFE_TASKS = """
+from lute_async.task import task
+
+@task
+def double(n):
+    return {"twice": n * 2}
+"""
+
+
+async def test_the_worker_never_imports_from_its_working_directory(
+    executor: Executor, tmp_path: Path
+) -> None:
+    run_dir, lib = tmp_path / "run", tmp_path / "lib"
+    run_dir.mkdir()
+    lib.mkdir()
+    (run_dir / "json.py").write_text(textwrap.dedent(HOSTILE_JSON))
+    (run_dir / "cwd_tasks.py").write_text(textwrap.dedent(SAFE_TASKS))
+    (lib / "safe_tasks.py").write_text(textwrap.dedent(SAFE_TASKS))
+    path = os.pathsep.join([os.fspath(lib), os.environ.get("PYTHONPATH", "")])
+    record = await executor.run_function(
+        "safe_tasks:double", params={"n": 21}, cwd=run_dir, env={"PYTHONPATH": path}
+    )
+    assert not (run_dir / "HOSTILE_RAN").exists()
+    assert record.status == "COMPLETED", record.error
+    assert record.result is not None and record.result["payload"] == {"twice": 42}
+
+    beside = await executor.run_function("cwd_tasks:double", params={"n": 1}, cwd=run_dir)
+    assert beside.status == "FAILED" and beside.error is not None
+    assert "cannot import module 'cwd_tasks'" in beside.error["message"]
+    assert not (run_dir / "HOSTILE_RAN").exists()
