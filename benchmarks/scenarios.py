@@ -217,6 +217,11 @@ class Bench:
             rounds=[{"floor": f, "lute_async": v} for f, v in zip(floors, lutes, strict=True)],
         )
 
+    async def emit(self) -> list[Result]:
+        from benchmarks.emit import measure
+
+        return await measure(self)
+
     # -- throughput ----------------------------------------------------------------------------
 
     async def throughput(self) -> list[Result]:
@@ -497,4 +502,4 @@ class Bench:
         ]
 
 
-SCENARIOS = ("spawn", "throughput", "latency", "fanout", "payload")
+SCENARIOS = ("spawn", "throughput", "latency", "fanout", "payload", "emit")

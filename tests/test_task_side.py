@@ -125,3 +125,59 @@ async def test_the_worker_never_imports_from_its_working_directory(
     assert beside.status == "FAILED" and beside.error is not None
     assert "cannot import module 'cwd_tasks'" in beside.error["message"]
     assert not (run_dir / "HOSTILE_RAN").exists()
+
+
+def cli_emit(*args: str, flags: tuple[str, ...] = ()) -> str:
+    """The shell words that run ``lute-async emit ARGS`` as a task does."""
+    return " ".join([PYTHON, *flags, "-m", "lute_async.cli", "emit", *args])
+
+
+async def test_emit_loads_neither_click_nor_json(executor: Executor) -> None:
+    imported: list[str] = []
+    executor.on("log", lambda event: imported.append(event.data["message"]))
+    done: list[object] = []
+    executor.on("peaks", lambda event: done.append(event.data))
+    command = cli_emit("peaks", "'{\"n\": 3}'", flags=("-X", "importtime"))
+    record = await executor.run(["sh", "-c", command])
+    assert record.status == "COMPLETED", record.error
+    assert done == [{"n": 3}]
+    modules = {line.rpartition("|")[2].strip() for line in imported if "import time:" in line}
+    assert "lute_async.task" in modules
+    assert not modules & {"click", "json", "lute_async.cli.group", "socket"}
+
+
+BATCH = "\\n".join(
+    [
+        '{"event": "progress", "data": 0.25}',
+        "not json",
+        '{"event": "peaks", "data": {"n": 3}}',
+        "",
+        '["progress", 0.5]',
+        '{"event": "progress", "data": {"fraction": "half"}}',
+        '{"event": "log", "data": "calibrated"}',
+        '{"event": "result", "data": {"ok": true}}',
+    ]
+)
+
+
+async def test_emit_batch_sends_every_good_line_and_names_each_bad_one(
+    executor: Executor,
+) -> None:
+    events: list[tuple[str, object]] = []
+    logs: list[str] = []
+    executor.on("*", lambda event: events.append((event.name, event.data)))
+    executor.on("log", lambda event: logs.append(event.data["message"]))
+    script = f"printf '{BATCH}\\n' | {cli_emit('--batch')}; echo exit=$?"
+    record = await executor.run(["sh", "-c", script])
+    assert record.status == "COMPLETED", record.error
+    sent = [(name, data) for name, data in events if name in {"progress", "peaks", "result"}]
+    assert sent == [
+        ("progress", {"fraction": 0.25, "message": ""}),
+        ("peaks", {"n": 3}),
+        ("result", {"payload": {"ok": True}, "summary": None}),
+    ]
+    assert "calibrated" in logs
+    assert any("line 2: not JSON" in line for line in logs)
+    assert any("line 5: expected" in line for line in logs)
+    assert any("line 6: cannot emit 'progress': its fraction must be" in line for line in logs)
+    assert "exit=2" in logs
