@@ -116,7 +116,7 @@ def send(reporter: Reporter, event: str, value: Any) -> None:
     elif event == "result":
         reporter.result(value)
     else:
-        reporter.emit(event, value, flush=True)
+        reporter.emit(event, value)  # written at once when the channel was quiet, or on close
 
 
 def emit_one(event: str, data: str | None) -> None:
