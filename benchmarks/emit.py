@@ -20,6 +20,8 @@ FLOOR = [PYTHON, "-c", "pass"]
 MODULE = [PYTHON, "-m", "lute_async.cli", "emit"]
 #: What pip's console-script wrapper runs (it imports re to tidy argv[0]).
 SCRIPT = [PYTHON, "-c", "import re, sys; from lute_async.cli import main; sys.exit(main())", "emit"]
+#: What each way of starting emit costs before lute-async runs at all: ``-m`` loads runpy.
+FORM_COST = {"python -m": "import runpy", "console script": "import re"}
 BATCH_LINES = 1000
 
 
@@ -48,16 +50,23 @@ async def measure(bench: Bench) -> list[Result]:
     rows: list[Result] = []
     async with executor:
         await timed("1", [*MODULE, "progress", "0.5"])  # warm the page cache
-        for label, argv in (("emit (python -m)", MODULE), ("emit (console script)", SCRIPT)):
+        for form, argv in (("python -m", MODULE), ("console script", SCRIPT)):
             arrived = 0
 
             async def lute(argv: list[str] = argv) -> float:
                 return await timed(str(n), [*argv, "progress", "0.5"])
 
-            floors, lutes = await alternate(sizes.spawn_rounds, floor, lute)
+            forms: list[float] = []
+            floors, lutes = [], []
+            for _ in range(sizes.spawn_rounds):  # interleaved, so that load hits all three alike
+                floors.append(await floor())
+                forms.append(await timed(str(n), [PYTHON, "-c", FORM_COST[form]]))
+                lutes.append(await lute())
             total = sizes.spawn_rounds * n
-            bench.check(arrived == total, f"{label}: {arrived}/{total} progress events")
-            rows.append(_row(label, "ms/call", floors, lutes, 1.5, f"{arrived}/{total} events"))
+            bench.check(arrived == total, f"emit ({form}): {arrived}/{total} progress events")
+            form_ms = median(forms)
+            note = f"{arrived}/{total} events; {FORM_COST[form]} alone {form_ms:.1f} ms"
+            rows.append(_row(f"emit ({form})", "ms/call", floors, lutes, 1.5, note))
         arrived = 0
         lines = BATCH_LINES if n > 5 else 10
 
