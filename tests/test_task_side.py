@@ -3,6 +3,7 @@ channel, the worker never imports from its working directory, and ``emit`` stays
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -13,8 +14,11 @@ from pathlib import Path
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lute_async import Executor
+from lute_async.cli.emitter import parse_data
 from lute_async.hooks.registry import Event
 
 PYTHON = sys.executable
@@ -181,3 +185,19 @@ async def test_emit_batch_sends_every_good_line_and_names_each_bad_one(
     assert any("line 5: expected" in line for line in logs)
     assert any("line 6: cannot emit 'progress': its fraction must be" in line for line in logs)
     assert "exit=2" in logs
+
+
+def _json_or_text(text: str) -> object:
+    """What emit's DATA meant before it stopped importing json."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+TRICKY_DATA = ["0.5", " 1 ", "1 2", "1_000", "NaN", "-Infinity", "\ufeff1", "tru", "[1,", "{}"]
+
+
+@given(st.one_of(st.sampled_from(TRICKY_DATA), st.text(), st.from_type(float).map(json.dumps)))
+def test_emit_reads_data_exactly_as_json_loads_does(text: str) -> None:
+    assert repr(parse_data(text)) == repr(_json_or_text(text))
