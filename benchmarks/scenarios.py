@@ -176,6 +176,9 @@ class Bench:
             results_seen += 1
 
         executor.on("result", on_result)
+        # The worker imports nothing from its cwd: the task module comes from PYTHONPATH.
+        path = os.pathsep.join([str(CHILDREN_DIR), os.environ.get("PYTHONPATH", "")])
+        functions_env = {"PYTHONPATH": path}
         async with executor:
 
             async def floor() -> float:
@@ -189,7 +192,7 @@ class Bench:
                 for _ in range(n):
                     if command is None:
                         record = await executor.run_function(
-                            "bench_functions:noop", cwd=CHILDREN_DIR
+                            "bench_functions:noop", cwd=CHILDREN_DIR, env=functions_env
                         )
                     else:
                         record = await executor.run(command, cwd=self.workdir)
@@ -213,6 +216,11 @@ class Bench:
             delivered=f"{results_seen}/{total} results",
             rounds=[{"floor": f, "lute_async": v} for f, v in zip(floors, lutes, strict=True)],
         )
+
+    async def emit(self) -> list[Result]:
+        from benchmarks.emit import measure
+
+        return await measure(self)
 
     # -- throughput ----------------------------------------------------------------------------
 
@@ -494,4 +502,4 @@ class Bench:
         ]
 
 
-SCENARIOS = ("spawn", "throughput", "latency", "fanout", "payload")
+SCENARIOS = ("spawn", "throughput", "latency", "fanout", "payload", "emit")

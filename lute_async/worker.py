@@ -7,7 +7,6 @@ the result; an exception is sent as the error (with traceback) and the worker ex
 
 from __future__ import annotations
 
-import os
 import sys
 
 from lute_async.task.function import is_task, read_params
@@ -21,7 +20,14 @@ if TYPE_CHECKING:
 EXIT_TASK_FAILED = 1
 EXIT_USAGE = 2
 #: What ``python -c`` runs to start a worker: ``-m`` would load runpy first (~5 ms a start).
-ENTRY = "import sys; from lute_async.worker import main; sys.exit(main())"
+#: It first drops the ``''`` that ``-c`` puts at the head of ``sys.path`` (unless the
+#: interpreter already runs with ``-P``/``PYTHONSAFEPATH``): safe-path semantics, so a
+#: ``json.py`` in the run's directory is never imported in place of the real one; only
+#: ``sys``, a built-in, is imported before that.
+ENTRY = (
+    "import sys; sys.flags.safe_path or sys.path.pop(0); "
+    "from lute_async.worker import main; sys.exit(main())"
+)
 
 
 def command(target: str, python: str | None = None) -> list[str]:
@@ -34,14 +40,15 @@ class TaskLoadError(Exception):
 
 
 def load_task(target: str) -> Callable[..., Any]:
-    """Import ``pkg.mod:func`` (or ``pkg.mod:Class.method``) and check it is a ``@task``."""
+    """Import ``pkg.mod:func`` (or ``pkg.mod:Class.method``) and check it is a ``@task``.
+
+    The module must be importable normally (installed, or on ``PYTHONPATH``): the working
+    directory is not on the worker's path."""
     import importlib
 
     module_name, sep, attr_path = target.partition(":")
     if not sep or not module_name or not attr_path:
         raise TaskLoadError(f"task target {target!r} is not of the form 'package.module:function'")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # like `python -m`: tasks beside the caller import
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:

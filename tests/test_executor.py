@@ -429,7 +429,9 @@ async def test_run_function_returns_the_functions_value(
         "def plain():\n"
         "    return 1\n"
     )
-    monkeypatch.chdir(tmp_path)
+    # the worker imports nothing from its cwd: a task module must be on PYTHONPATH
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    monkeypatch.setenv("PYTHONPATH", path)
     record = await executor.run_function("mytasks:double", params={"n": 21})
     assert record.status == "COMPLETED" and record.result is not None
     assert record.result["payload"] == {"twice": 42}
@@ -456,7 +458,9 @@ async def test_async_task_functions_run_too(
         "    await asyncio.sleep(0)\n"
         "    return sum(values)\n"
     )
-    monkeypatch.chdir(tmp_path)
+    # the worker imports nothing from its cwd: a task module must be on PYTHONPATH
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    monkeypatch.setenv("PYTHONPATH", path)
     progress: list[float] = []
     executor.on("progress", lambda e: progress.append(e.data["fraction"]))
     record = await executor.run_function("asynctasks:wait_and_sum", params={"values": [1, 2, 3]})

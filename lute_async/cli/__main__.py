@@ -1,5 +1,5 @@
 """``python -m lute_async.cli``: the ``lute-async`` command."""
 
-from lute_async.cli.group import main
+from lute_async.cli.entry import main
 
 main()

@@ -17,7 +17,6 @@ from lute_async.cli.common import (
     config_option,
     fail,
     json_option,
-    json_or_text,
     param_option,
     parse_env,
     parse_params,
@@ -178,9 +177,17 @@ def call(
 
 
 @click.command(short_help="Send an event from inside a task to its executor.")
-@click.argument("event")
+@click.argument("event", required=False, metavar="EVENT")
 @click.argument("data", required=False)
-def emit(event: str, data: str | None) -> None:
+@click.option(
+    "--batch",
+    is_flag=True,
+    help='Read events from stdin instead, one JSON object a line: {"event": "progress", '
+    '"data": 0.5} ("data" optional, taken as DATA is). Every good line is sent; each bad '
+    "one is reported with its line number and the exit code is 2.",
+)
+@click.pass_context
+def emit(ctx: click.Context, event: str | None, data: str | None, batch: bool) -> None:
     """Send EVENT with optional DATA (JSON) to the executor running this task.
 
     For shell scripts and compiled programs started by lute-async:
@@ -190,37 +197,19 @@ def emit(event: str, data: str | None) -> None:
       lute-async emit log "calibrated"
       lute-async emit peaks '{"n": 42}'       # fires hooks on "peaks"
       lute-async emit result '{"peaks": 42}'
+      produce | lute-async emit --batch       # one {"event": ..., "data": ...} a line
 
     Outside an executor it fails with exit code 2.
     """
-    from lute_async.errors import NotInExecutorError
-    from lute_async.task import Reporter
+    from lute_async.cli.emitter import EmitError, emit_batch, emit_one
 
-    # a bare word or sentence is sent as a string
-    value: Any = None if data is None else json_or_text(data)
-    if event == "progress" and isinstance(value, dict):
-        fraction = value.get("fraction", 0.0)
-        if not _is_number(fraction):
-            fail(f"cannot emit 'progress': its fraction must be a number, got {fraction!r}")
+    if batch and (event is not None or data is not None):
+        raise click.UsageError("--batch reads its events from stdin: give no EVENT or DATA")
+    if event is None and not batch:
+        raise click.MissingParameter(ctx=ctx, param=ctx.command.params[0])
     try:
-        reporter = Reporter.connect(prefer=("socket", "tcp", "pipe"), required=True)
-    except NotInExecutorError as exc:
-        fail(f"cannot emit {event!r}: {exc}")
-    except OSError as exc:
-        fail(f"cannot emit {event!r}: the executor's channel is unreachable: {exc}")
-    with reporter:
-        if event == "progress" and _is_number(value):
-            reporter.progress(float(value))
-        elif event == "progress" and isinstance(value, dict):
-            reporter.progress(float(value.get("fraction", 0.0)), str(value.get("message", "")))
-        elif event == "log" and isinstance(value, str):
-            reporter.log(value)
-        elif event == "result":
-            reporter.result(value)
-        else:
-            reporter.emit(event, value, flush=True)
-
-
-def _is_number(value: Any) -> bool:
-    """An int or float from JSON (``true`` is not a number here)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
+        if event is None:
+            sys.exit(emit_batch(sys.stdin.buffer))
+        emit_one(event, data)
+    except EmitError as exc:
+        fail(str(exc))

@@ -3,15 +3,15 @@ functions a worker may call.
 
 Imports here are paid by every task start, so this package loads light stdlib modules only, not
 even msgpack (a reporter imports it after its first few messages), in as few modules as a task
-needs: ``reporter`` (packing, the sinks, buffered sending) and ``function`` (``@task``,
+needs: ``reporter`` (the sinks, buffered sending), ``packing`` and ``function`` (``@task``,
 ``read_params``, ``current_rank``); ``async_reporter`` loads when ``AsyncReporter`` is first used.
 """
 
 from lute_async.task.function import current_rank, is_task, read_params, task
-from lute_async.task.reporter import PLAIN_MESSAGES as _PLAIN_MESSAGES  # noqa: F401 - old name
+from lute_async.task.packing import PLAIN_MESSAGES as _PLAIN_MESSAGES  # noqa: F401 - old name
+from lute_async.task.packing import to_wire as _to_wire  # noqa: F401 - old name
 from lute_async.task.reporter import Reporter
 from lute_async.task.reporter import Sink as _Sink  # noqa: F401 - old name
-from lute_async.task.reporter import to_wire as _to_wire  # noqa: F401 - old name
 
 TYPE_CHECKING = False  # typing costs every task start milliseconds
 if TYPE_CHECKING:

@@ -1,8 +1,14 @@
-"""``AsyncReporter``: the :class:`Reporter` API for async tasks."""
+"""``AsyncReporter``: the :class:`Reporter` API for async tasks, whose sends never block the
+event loop: a message is packed into the reporter's buffer on the loop and written by the
+reporter's flusher thread; the flushing calls write in a worker thread that the loop awaits."""
 
 from __future__ import annotations
 
 from lute_async.task.reporter import Reporter
+
+#: Buffered bytes past which a send awaits the channel (in a thread) before it returns: a task
+#: outpacing a slow executor waits for it, its loop still running, instead of filling memory.
+HIGH_WATER = 1024 * 1024
 
 TYPE_CHECKING = False  # typing costs every task start milliseconds
 if TYPE_CHECKING:
@@ -16,6 +22,7 @@ class AsyncReporter:
 
     def __init__(self, reporter: Reporter) -> None:
         self.sync = reporter
+        reporter.write_inline = False  # its writes are the flusher thread's from now on
 
     @classmethod
     def connect(cls, **kwargs: Any) -> AsyncReporter:
@@ -27,14 +34,17 @@ class AsyncReporter:
         return self.sync.connected
 
     async def _call(self, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+        # Buffering is a memory append (the flusher thread writes), so it stays on the loop;
+        # a flushing call, or a buffer past HIGH_WATER, waits for the channel in a thread.
+        flushes = kwargs.pop("_flushes", False)
+        if not flushes:
+            fn(*args, **kwargs)
+            if self.sync.buffered < HIGH_WATER:
+                return
+            fn, args, kwargs = self.sync.flush, (), {}
         import asyncio
 
-        # Buffering is a memory append; only a flush may block on a full pipe, so run the
-        # flushing calls in a thread and keep the buffered path on the loop.
-        if kwargs.pop("_flushes", False):
-            await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
-        else:
-            fn(*args, **kwargs)
+        await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
 
     async def started(self, params: Any = None) -> None:
         await self._call(self.sync.started, params)

@@ -4,9 +4,9 @@
 Sending is buffered: a message goes out at once when the channel has been quiet for ``linger``
 seconds (low latency for sparse messages), otherwise it joins a batch that a background thread
 flushes within ``linger`` (few syscalls for bursts). ``result``, ``error``, ``flush`` and
-``close`` always flush. Messages are packed by :class:`MessagePacker`: the first few with
-:mod:`lute_async.plain_msgpack` (no msgpack import, most of a short task's start-up cost), then
-with msgpack's C packer.
+``close`` always flush. With ``write_inline`` off (as :class:`AsyncReporter` sets it) every
+write that is not a flushing call is the background thread's, so a full channel never blocks
+the sender. Messages are packed by :class:`~lute_async.task.packing.MessagePacker`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import sys
 import time
 from _thread import allocate_lock  # threading itself costs a task start ~5 ms; loaded lazily
 
-from lute_async.plain_msgpack import NotPlain, pack_plain
 from lute_async.task.function import current_rank
+from lute_async.task.packing import MessagePacker, to_wire
 from lute_async.wire import ENV_FD, ENV_RUN, ENV_SECRET, ENV_SOCKET, ENV_TCP, PROTOCOL_VERSION
 
 TYPE_CHECKING = False  # typing and collections.abc cost every task start milliseconds
@@ -31,52 +31,6 @@ if TYPE_CHECKING:
 
 _FLUSH_BYTES = 64 * 1024
 _DEFAULT_LINGER = 0.0005
-#: Messages (the hello included) a reporter packs with plain_msgpack before it imports msgpack
-#: and uses its C packer: enough for a short task (hello, started, a few logs and progress,
-#: result) to never load msgpack, few enough that bulk sends run at the C packer's speed.
-PLAIN_MESSAGES = 16
-
-
-def to_wire(obj: Any) -> Any:
-    """Turn common non-msgpack values (numpy arrays and scalars, paths, sets, dataclasses) into
-    plain data; anything else is an error naming its type."""
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, set | frozenset | tuple):
-        return list(obj)
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if hasattr(obj, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.asdict(obj)
-    raise TypeError(f"cannot send a value of type {type(obj).__name__} to the executor")
-
-
-class MessagePacker:
-    """``pack(message)``: plain_msgpack for the first :data:`PLAIN_MESSAGES` messages; after
-    them, or from the first value plain_msgpack does not cover, msgpack's C packer does it
-    all (``pack`` is then the C packer's own method, so bulk sends pay nothing for this)."""
-
-    __slots__ = ("_plain_left", "pack")
-
-    def __init__(self) -> None:
-        self.pack: Callable[[Any], bytes] = self._pack_plain
-        self._plain_left = PLAIN_MESSAGES
-
-    def _pack_plain(self, message: Any) -> bytes:
-        if self._plain_left > 0:
-            self._plain_left -= 1
-            try:
-                return pack_plain(message)
-            except NotPlain:
-                pass
-        import msgpack
-
-        self.pack = msgpack.Packer(use_bin_type=True, default=to_wire).pack
-        return self.pack(message)
-
-
 # -- sinks: where frames go --------------------------------------------------------------
 
 
@@ -117,19 +71,24 @@ def fd_sink(spec: str) -> Sink | None:
 
 def socket_sink(address: str, tcp: bool) -> Sink:
     """Connect to the executor's Unix socket ``address``, or its TCP ``host:port``."""
-    import socket
-
     if tcp:
+        import socket
+
         host, _, port = address.rpartition(":")
         sock = socket.create_connection((host.strip("[]"), int(port)))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         from lute_async.task.handshake import read_nonce
 
         return Sink(sock.sendall, sock.close, read_nonce(sock))  # closes sock on failure
-    else:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(address)
-    return Sink(sock.sendall, sock.close)
+    import _socket  # its C core: `socket` loads enum and selectors, ~7 ms of a task start
+
+    unix = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        unix.connect(address)
+    except OSError:
+        unix.close()
+        raise
+    return Sink(unix.sendall, unix.close)
 
 
 def open_sink(env: dict[str, str] | os._Environ[str], prefer: tuple[str, ...]) -> Sink | None:
@@ -177,15 +136,19 @@ class Reporter:
         self.all_ranks = all_ranks
         self.linger = linger
         self._sink = sink
+        #: False: ``emit`` never writes on the calling thread, the flusher thread does (only
+        #: the flushing calls write); AsyncReporter sets it so that sends never block a loop.
+        self.write_inline = True
         self._seq = 0
         self._buf = bytearray()
-        self._lock = allocate_lock()
+        self._buf_lock = allocate_lock()  # held for memory operations only, never for a write
+        self._write_lock = allocate_lock()  # one write at a time, taken before the buffer swap
         self._last_flush = 0.0
         self._last_emit = 0.0
         self._flusher: threading.Thread | None = None
         self._armed: threading.Event | None = None
+        self._wake: threading.Event | None = None
         self._closed = False
-        self._closing: threading.Event | None = None
         self._packer = MessagePacker()
 
     # -- construction ---------------------------------------------------------------------
@@ -233,7 +196,7 @@ class Reporter:
             # silent past its hello timeout, and a task may be busy (or blocked writing to
             # another channel) long before its first flush on this one.
             reporter._buf += reporter._packer.pack(hello)
-            reporter._write_locked(time.monotonic())
+            reporter.flush()
             import atexit
 
             atexit.register(reporter.close)
@@ -288,7 +251,7 @@ class Reporter:
         if self._sink is None:
             self._log_standalone(sig, data)
             return
-        with self._lock:
+        with self._buf_lock:
             self._seq += 1
             message = {"sig": sig, "seq": self._seq, "ts": time.time(), "data": data}
             self._buf += self._packer.pack(message)
@@ -298,37 +261,49 @@ class Reporter:
             # looked quiet, and every message waited out the linger.
             quiet = now - self._last_emit >= self.linger
             self._last_emit = now
-            if (
+            due = (
                 flush
                 or quiet
                 or len(self._buf) >= _FLUSH_BYTES
                 or now - self._last_flush >= self.linger
-            ):
-                self._write_locked(now)
-                return
-        self._arm_flusher()
+            )
+        if due and (flush or self.write_inline):
+            self.flush()
+        else:
+            self._arm_flusher(urgent=due)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes packed and not yet handed to the channel."""
+        return len(self._buf)
 
     def flush(self) -> None:
-        """Write everything buffered now."""
-        with self._lock:
-            self._write_locked(time.monotonic())
+        """Write everything buffered now (after any write already under way)."""
+        with self._write_lock:
+            with self._buf_lock:
+                data, self._buf = self._buf, bytearray()
+                self._last_flush = time.monotonic()
+                sink = self._sink
+            if data and sink is not None:
+                self._write(sink, data)
 
     def close(self) -> None:
         """Flush and close the channel; later messages are logged standalone."""
         if self._closed:
             return
         self._closed = True
-        if self._armed is not None and self._closing is not None:
-            self._closing.set()
+        if self._armed is not None and self._wake is not None:
+            self._wake.set()
             self._armed.set()
-        with self._lock:
-            sink, self._sink = self._sink, None
+        with self._write_lock:
+            with self._buf_lock:
+                sink, self._sink = self._sink, None
+                data, self._buf = self._buf, bytearray()
             if sink is not None:
                 try:
-                    if self._buf:
-                        sink.write(self._buf)
+                    if data:
+                        sink.write(data)
                 finally:
-                    self._buf.clear()
                     sink.close()
 
     def __enter__(self) -> Reporter:
@@ -346,25 +321,24 @@ class Reporter:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _write_locked(self, now: float) -> None:
-        self._last_flush = now
-        if self._buf and self._sink is not None:
-            try:
-                self._sink.write(self._buf)
-            except (BrokenPipeError, ConnectionError):
-                # The executor is gone: nobody can hear us, so say so once and stop sending.
-                self._sink = None
-                sys.stderr.write("lute-async: executor connection lost; reporting to stderr\n")
-            self._buf.clear()
+    def _write(self, sink: Sink, data: bytearray) -> None:
+        try:
+            sink.write(data)
+        except (BrokenPipeError, ConnectionError):
+            # The executor is gone: nobody can hear us, so say so once and stop sending.
+            with self._buf_lock:
+                if self._sink is sink:
+                    self._sink = None
+            sys.stderr.write("lute-async: executor connection lost; reporting to stderr\n")
 
-    def _arm_flusher(self) -> None:
-        if self._armed is None:
+    def _arm_flusher(self, urgent: bool) -> None:
+        if self._armed is None or self._wake is None:
             import threading
 
-            self._armed, self._closing = threading.Event(), threading.Event()
+            self._armed, self._wake = threading.Event(), threading.Event()
             self._flusher = threading.Thread(
                 target=self._flush_loop,
-                args=(self._armed, self._closing),
+                args=(self._armed, self._wake),
                 name="lute-async-flush",
                 daemon=True,
             )
@@ -373,14 +347,19 @@ class Reporter:
         # clears before it flushes, so a message buffered before this check is always sent).
         if not self._armed.is_set():
             self._armed.set()
+        if urgent:
+            self._wake.set()  # a message that is due now: no linger
 
-    def _flush_loop(self, armed: threading.Event, closing: threading.Event) -> None:
-        # Waits for data to be buffered, then for the linger deadline, then flushes.
+    def _flush_loop(self, armed: threading.Event, wake: threading.Event) -> None:
+        # Waits for data to be buffered, then for the linger deadline (cut short by a message
+        # that is due, or by close), then flushes.
         while True:
             armed.wait()
-            if closing.wait(self.linger):
-                return
+            wake.wait(self.linger)
+            wake.clear()
             armed.clear()
+            if self._closed:
+                return  # close writes what is left
             self.flush()
 
     def _log_standalone(self, sig: str, data: Any) -> None:

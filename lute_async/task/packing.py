@@ -1,0 +1,58 @@
+"""How a task packs its messages: ``MessagePacker`` (plain_msgpack for the first few, then
+msgpack's C packer) and ``to_wire`` (common non-msgpack values as plain data)."""
+
+from __future__ import annotations
+
+import os
+
+from lute_async.plain_msgpack import NotPlain, pack_plain
+
+TYPE_CHECKING = False  # typing costs every task start milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+#: Messages (the hello included) a reporter packs with plain_msgpack before it imports msgpack
+#: and uses its C packer: enough for a short task (hello, started, a few logs and progress,
+#: result) to never load msgpack, few enough that bulk sends run at the C packer's speed.
+PLAIN_MESSAGES = 16
+
+
+def to_wire(obj: Any) -> Any:
+    """Turn common non-msgpack values (numpy arrays and scalars, paths, sets, dataclasses) into
+    plain data; anything else is an error naming its type."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(obj)
+    raise TypeError(f"cannot send a value of type {type(obj).__name__} to the executor")
+
+
+class MessagePacker:
+    """``pack(message)``: plain_msgpack for the first :data:`PLAIN_MESSAGES` messages; after
+    them, or from the first value plain_msgpack does not cover, msgpack's C packer does it
+    all (``pack`` is then the C packer's own method, so bulk sends pay nothing for this)."""
+
+    __slots__ = ("_plain_left", "pack")
+
+    def __init__(self) -> None:
+        self.pack: Callable[[Any], bytes] = self._pack_plain
+        self._plain_left = PLAIN_MESSAGES
+
+    def _pack_plain(self, message: Any) -> bytes:
+        if self._plain_left > 0:
+            self._plain_left -= 1
+            try:
+                return pack_plain(message)
+            except NotPlain:
+                pass
+        import msgpack
+
+        self.pack = msgpack.Packer(use_bin_type=True, default=to_wire).pack
+        return self.pack(message)
