@@ -604,6 +604,7 @@ def test_db_after_the_command_is_taken_and_wins_over_the_one_before(
     assert _listed(lute("records", "list", "--json", "--db", "after.db")) == ["true", "peaks"]
     wins = lute("--db", "before.db", "records", "list", "--json", "--db", "after.db")
     assert _listed(wins) == ["true", "peaks"]
+    assert _listed(lute("records", "--db", "after.db", "list", "--json")) == ["true", "peaks"]
     assert _listed(lute("--db", "after.db", "records", "export")) == ["peaks", "true"]
     assert _listed(lute("records", "list", "--json")) == []  # $LUTE_ASYNC_DB: another file
 

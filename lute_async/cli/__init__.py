@@ -2,7 +2,8 @@
 live display, report from inside tasks, and read the run history.
 
 One module per command family (:mod:`.tasks`, :mod:`.records`, :mod:`.graph`, :mod:`.submit`,
-:mod:`.demo`), the group in :mod:`.group`; the names below are the package's public face.
+:mod:`.demo`), the group in :mod:`.group`, where every command's records are in
+:mod:`.database`; the names below are the package's public face.
 """
 
 from lute_async.app.supervise import Job, run_loop, supervise

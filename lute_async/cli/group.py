@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import click
 
@@ -78,7 +79,7 @@ cli.add_command(run_graph)
 cli.add_command(submit)
 
 
-def _usage_error(exc: click.ClickException) -> None:
+def _usage_error(exc: click.ClickException) -> NoReturn:
     """Bad usage or input as one line naming the problem, and exit code 2."""
     if isinstance(exc, click.exceptions.NoArgsIsHelpError):  # a bare group: its help
         exc.show()

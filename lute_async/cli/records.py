@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 
 @click.group()
+@db_option()
 def records() -> None:
     """Query the history of runs (the records database)."""
 
