@@ -76,9 +76,7 @@ def _demo_jobs() -> list[tuple[list[str], dict[str, Any]]]:
 
 
 def _event_printer(console: Any) -> Any:
-    from rich.markup import escape
-
-    from lute_async.display import STATUS_STYLES, TERMINAL_WORDS, short
+    from lute_async.display import STATUS_STYLES, TERMINAL_WORDS, safe, short
 
     colours = {
         "started": "cyan",
@@ -113,8 +111,8 @@ def _event_printer(console: Any) -> Any:
             + f".{int(event.ts * 1000) % 1000:03d}"
         )
         console.print(
-            f"[dim]{stamp}[/] {escape(event.run.name):<14} "
-            f"[{style}]{event.name:<10}[/] {escape(text)}"
+            f"[dim]{stamp}[/] {safe(event.run.name):<14} "
+            f"[{style}]{safe(event.name):<10}[/] {safe(text)}"
         )
 
     return print_event
@@ -126,7 +124,7 @@ def run_demo(db: Path | None = None) -> int:
     import tempfile
 
     from lute_async.app.supervise import Job, run_loop, supervise
-    from lute_async.display import make_console, records_table
+    from lute_async.display import make_console, records_table, safe
     from lute_async.executor import Executor
 
     console = make_console()
@@ -143,9 +141,9 @@ def run_demo(db: Path | None = None) -> int:
         jobs = [Job(argv, options) for argv, options in _demo_jobs()]
         records: list[AnalysisRecord] = run_loop(lambda: supervise(executor, jobs))
         console.print()
-        console.print(records_table(records, title=f"records in {path}"))
+        console.print(records_table(records, title=f"records in {safe(path)}"))
         if seen_peaks:
-            console.print(f"the 'peaks' hook saw: {seen_peaks[0]}")
+            console.print(f"the 'peaks' hook saw: {safe(seen_peaks[0])}")
         if db is None:
             console.print("[dim](temporary database; `lute-async demo --db runs.db` keeps it)[/]")
     expected = ["COMPLETED", "COMPLETED", "FAILED", "TIMEDOUT"]

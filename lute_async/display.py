@@ -19,6 +19,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from lute_async.app.text import visible
+
 if TYPE_CHECKING:
     from lute_async.hooks.registry import Event
     from lute_async.records import AnalysisRecord
@@ -40,6 +42,12 @@ TERMINAL_WORDS = {
     "timed_out": "TIMEDOUT",
     "cancelled": "CANCELLED",
 }
+
+
+def safe(text: object, *, newlines: bool = False) -> str:
+    """``text`` ready for rich markup: control characters shown (:func:`visible`), markup
+    escaped. Everything a task sent goes through here before it is printed."""
+    return escape(visible(str(text), newlines=newlines))
 
 
 def short(data: Any, width: int = 100) -> str:
@@ -94,9 +102,7 @@ class LiveDisplay:
                 message = data.get("message", "") if isinstance(data, dict) else str(data)
                 stream = data.get("stream", "") if isinstance(data, dict) else ""
                 style = "red" if stream == "stderr" else "dim" if stream == "stdout" else ""
-                self._line(
-                    label, f"[{style}]{escape(str(message))}[/]" if style else escape(str(message))
-                )
+                self._line(label, f"[{style}]{safe(message)}[/]" if style else safe(message))
         elif name == "started":
             pid = data.get("pid") if isinstance(data, dict) else None
             self._line(label, "[cyan]RUNNING[/]" + (f" pid {pid}" if pid else ""))
@@ -108,31 +114,31 @@ class LiveDisplay:
             payload = data.get("payload") if isinstance(data, dict) else data
             summary = data.get("summary") if isinstance(data, dict) else None
             text = short(payload) + (f"  ({summary})" if summary else "")
-            self._line(label, f"[bold green]result[/] {escape(text)}")
+            self._line(label, f"[bold green]result[/] {safe(text)}")
         elif name in TERMINAL_WORDS:
             self._finish(run.id)
             status = TERMINAL_WORDS[name]
             error = data.get("error") if isinstance(data, dict) else None
             detail = f": {error.get('message')}" if isinstance(error, dict) else ""
             style = STATUS_STYLES[status]
-            self._line(label, f"[bold {style}]{status}[/]{escape(detail)}")
+            self._line(label, f"[bold {style}]{status}[/]{safe(detail)}")
         elif name == "error":
             message = data.get("message") if isinstance(data, dict) else data
             kind = data.get("type", "error") if isinstance(data, dict) else "error"
-            self._line(label, f"[red]{escape(str(kind))}: {escape(str(message))}[/]")
+            self._line(label, f"[red]{safe(kind)}: {safe(message)}[/]")
         else:
-            self._line(label, f"[blue]{escape(name)}[/] {escape(short(data))}")
+            self._line(label, f"[blue]{safe(name)}[/] {safe(short(data))}")
 
     def _on_progress(self, run_id: str, label: str, data: Any) -> None:
         fraction = float(data.get("fraction", 0.0)) if isinstance(data, dict) else 0.0
         message = str(data.get("message", "")) if isinstance(data, dict) else ""
         if not self.live:
-            self._line(label, f"progress {fraction:4.0%} {escape(message)}".rstrip())
+            self._line(label, f"progress {fraction:4.0%} {safe(message)}".rstrip())
             return
         bar = self._bars.get(run_id)
         if bar is None:
-            bar = self._bars[run_id] = self._progress.add_task(message, total=1.0, run=label)
-        self._progress.update(bar, completed=fraction, description=escape(message))
+            bar = self._bars[run_id] = self._progress.add_task("", total=1.0, run=safe(label))
+        self._progress.update(bar, completed=fraction, description=safe(message))
 
     def _finish(self, run_id: str) -> None:
         bar = self._bars.pop(run_id, None)
@@ -141,7 +147,7 @@ class LiveDisplay:
 
     def _line(self, label: str, text: str) -> None:
         stamp = datetime.now().strftime("%H:%M:%S.%f")[:-3]
-        self.console.print(f"[dim]{stamp}[/] [bold]{escape(label)}[/] {text}")
+        self.console.print(f"[dim]{stamp}[/] [bold]{safe(label)}[/] {text}")
 
 
 def _when(ts: float | None) -> str:
@@ -196,19 +202,19 @@ def records_table(records: list[AnalysisRecord], *, title: str | None = None) ->
             exit_text = f"sig {record.signal}"
         table.add_row(
             record.id[:8],
-            escape(record.name),
-            f"[{style}]{record.status}[/]" if style else record.status,
+            safe(record.name),
+            f"[{style}]{record.status}[/]" if style else safe(record.status),
             _short_when(record.submitted_at),
             _duration(record),
             exit_text,
-            escape(outcome(record)),
+            safe(outcome(record)),
         )
     return table
 
 
 def make_console(file: IO[str] | None = None) -> Console:
     """A console for ``file`` (stdout by default); wide enough for tables when not a terminal."""
-    console = Console(file=file, highlight=False, soft_wrap=True)
+    console = Console(file=file, highlight=False, soft_wrap=True, emoji=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 120
     return console
@@ -234,7 +240,7 @@ def record_details(record: AnalysisRecord) -> Table:
             text = str(value)
         if key == "status":
             style = STATUS_STYLES.get(str(value), "")
-            table.add_row(key, f"[{style}]{text}[/]" if style else text)
+            table.add_row(key, f"[{style}]{text}[/]" if style else safe(text))
         else:
-            table.add_row(key, escape(text))
+            table.add_row(safe(key), safe(text, newlines=True))
     return table

@@ -68,7 +68,9 @@ def lute(tmp_path: Path, env: dict[str, str]) -> Lute:
     (tmp_path / "task.py").write_text(TASK_SCRIPT)
     (tmp_path / "lute-async.toml").write_text(CONFIG.format(python=PYTHON))
 
-    def run(*args: str, input: str = "", **kwargs: object) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, input: str = "", env: dict[str, str] = env, **kwargs: object
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*CLI, *args],
             input=input,
@@ -290,7 +292,7 @@ def test_records_commands_show_binary_and_summarised_results(
 def test_records_with_a_negative_limit_exit_2_without_a_traceback(lute: Lute, command: str) -> None:
     done = lute("records", command, "--limit", "-1")
     assert done.returncode == 2, done.stderr
-    assert "Invalid value for '--limit': must be 0 or more, got -1" in done.stderr
+    assert "Invalid value for '--limit': must be 1 or more, got -1" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -553,3 +555,109 @@ def test_the_readme_command_block_is_the_help_of_today() -> None:
         env={**os.environ, "COLUMNS": "80"},
     )
     assert shown.stdout == block
+
+
+# --- where records go ----------------------------------------------------------------------------
+
+
+def _without_db(env: dict[str, str], **extra: str) -> dict[str, str]:
+    return {**{k: v for k, v in env.items() if k != "LUTE_ASYNC_DB"}, **extra}
+
+
+def _listed(done: subprocess.CompletedProcess[str]) -> list[str]:
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line)["name"] for line in done.stdout.splitlines()]
+
+
+def test_every_command_records_into_the_config_files_executor_db(
+    lute: Lute, tmp_path: Path, env: dict[str, str]
+) -> None:
+    config = tmp_path / "lute-async.toml"
+    config.write_text('[executor]\ndb = "history.db"\n\n' + config.read_text())
+    plain = _without_db(env)
+    assert lute("run", "peaks", "--json", env=plain).returncode == 0
+    assert lute("exec", "--name", "adhoc", "--json", "--", "true", env=plain).returncode == 0
+    called = lute("call", "lute_async.demo:calibrate", "-q", input="{}", env=plain)
+    assert called.returncode == 1
+    assert _listed(lute("records", "list", "--json", env=plain)) == ["calibrate", "adhoc", "peaks"]
+    # from elsewhere, the config named by $LUTE_ASYNC_CONFIG says where the records are
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    found = subprocess.run(
+        [*CLI, "records", "list", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+        env={**plain, "LUTE_ASYNC_CONFIG": os.fspath(config)},
+        timeout=60,
+    )
+    assert _listed(found) == ["calibrate", "adhoc", "peaks"]
+    assert (tmp_path / "history.db").exists()
+    assert not (tmp_path / "runs.db").exists()
+
+
+def test_db_after_the_command_is_taken_and_wins_over_the_one_before(
+    lute: Lute, tmp_path: Path
+) -> None:
+    assert lute("run", "peaks", "--json", "--db", "after.db").returncode == 0
+    assert lute("exec", "--json", "--db", "after.db", "--", "true").returncode == 0
+    assert _listed(lute("records", "list", "--json", "--db", "after.db")) == ["true", "peaks"]
+    wins = lute("--db", "before.db", "records", "list", "--json", "--db", "after.db")
+    assert _listed(wins) == ["true", "peaks"]
+    assert _listed(lute("records", "--db", "after.db", "list", "--json")) == ["true", "peaks"]
+    assert _listed(lute("--db", "after.db", "records", "export")) == ["peaks", "true"]
+    assert _listed(lute("records", "list", "--json")) == []  # $LUTE_ASYNC_DB: another file
+
+
+# --- what tasks print ----------------------------------------------------------------------------
+
+EVIL = "\x1b]0;pwned\x07\x1b[2J\x1b]8;;http://evil.example\x1b\\click\x1b]8;;\x1b\\\x9b31m"
+EVIL_SHOWN = "\\x1b]0;pwned\\x07\\x1b[2J\\x1b]8;;http://evil.example\\x1b\\click"
+EVIL_TASK = f"""\
+import sys
+from lute_async.task import Reporter, task
+
+EVIL = {EVIL!r}
+
+@task
+def boom():
+    raise ValueError("boom " + EVIL)
+
+if __name__ == "__main__":
+    with Reporter.connect() as report:
+        print("out " + EVIL, flush=True)
+        print("err " + EVIL, file=sys.stderr, flush=True)
+        report.progress(0.5, "half " + EVIL)
+        report.log("log " + EVIL)
+        report.emit("custom", {{"text": EVIL}})
+        report.result({{"text": EVIL}}, summary="sum " + EVIL)
+"""
+
+
+def _no_control(text: str) -> None:
+    assert not [c for c in text if (ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) < 0xA0]
+
+
+def test_terminal_escapes_from_a_task_are_shown_never_sent(lute: Lute, tmp_path: Path) -> None:
+    (tmp_path / "evil_task.py").write_text(EVIL_TASK)
+    shown = lute("exec", "--name", "evil" + EVIL, "--", PYTHON, "evil_task.py")
+    assert shown.returncode == 0, shown.stderr
+    _no_control(shown.stdout)
+    for line in ("out ", "err ", "half ", "log ", "sum "):
+        assert line + EVIL_SHOWN in shown.stdout
+    failed = lute("call", "evil_task:boom", input="{}")
+    assert failed.returncode == 1
+    _no_control(failed.stderr)
+    assert "boom " + EVIL_SHOWN in failed.stderr
+    assert json.loads(failed.stdout)["error"]["message"] == "boom " + EVIL  # JSON escapes it
+    _no_control(failed.stdout)
+    listed = lute("records", "list")
+    _no_control(listed.stdout)
+    assert "pwned" in listed.stdout  # the name, summary and error are there, shown (folded)
+    assert "\\x1b" in listed.stdout
+    ids = [json.loads(line)["id"] for line in lute("records", "list", "--json").stdout.splitlines()]
+    for run_id in ids:
+        details = lute("records", "show", run_id)
+        assert details.returncode == 0, details.stderr
+        _no_control(details.stdout)
+    assert "evil" + EVIL_SHOWN in lute("records", "show", ids[1]).stdout  # the exec run's name

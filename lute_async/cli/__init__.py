@@ -2,9 +2,10 @@
 live display, report from inside tasks, and read the run history.
 
 One module per command family (:mod:`.tasks`, :mod:`.records`, :mod:`.graph`, :mod:`.submit`,
-:mod:`.demo`), the group in :mod:`.group`; the names below are the package's public face. They
-load on first use (PEP 562): the console script ``main`` must not import click before it knows
-the command is not ``emit`` (:mod:`.entry`).
+:mod:`.demo`), the group in :mod:`.group`, where every command's records are in
+:mod:`.database`; the names below are the package's public face. They load on first use
+(PEP 562): the console script ``main`` must not import click before it knows the command is not
+``emit`` (:mod:`.entry`).
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from lute_async.app.text import visible
 from lute_async.errors import LuteAsyncError
 
 if TYPE_CHECKING:
@@ -28,20 +30,24 @@ EXIT_CODES: dict[str, int] = {
     "CANCELLED": 4,
     "LOST": 5,
 }
-#: Bad usage, a bad config file, or `emit` outside an executor.
+#: Bad usage, bad input (an option value, a config, params or database file), or `emit`
+#: outside an executor.
 EXIT_USAGE = 2
 #: An unexpected error inside lute-async itself (EX_SOFTWARE); --debug shows its traceback.
 EXIT_INTERNAL = 70
+#: Interrupted (Ctrl-C) before any run had started.
+EXIT_INTERRUPTED = 130
 
 EXIT_HELP = """\b
 Exit codes of run, exec and call:
   0  the run COMPLETED
   1  the run FAILED (non-zero exit, killed by a signal, could not start)
-  2  bad usage or an invalid task definition
+  2  bad usage or bad input (an option value, task definition, params or database)
   3  the run TIMEDOUT
   4  the run was CANCELLED (Ctrl-C: once cancels cleanly, twice kills)
   5  the run was LOST (its executor died while it ran)
   70 an unexpected error in lute-async (--debug shows its traceback)
+  130 interrupted before any run had started
 """
 
 PARAM_HELP = "Set a param (repeatable); VALUE is read as JSON when it parses, else as a string."
@@ -59,8 +65,8 @@ class Settings:
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    """Print ``message`` on stderr and exit with ``code``."""
-    click.echo(f"lute-async: error: {message}", err=True)
+    """Print ``message`` as one line on stderr and exit with ``code``."""
+    click.echo(f"lute-async: error: {visible(message)}", err=True)
     sys.exit(code)
 
 
@@ -115,19 +121,49 @@ def parse_time(text: str) -> float:
     like ``90s``, ``15m``, ``2h``, ``3d`` (that long ago)."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     stripped = text.strip()
+    moment: float | None = None
     if stripped and stripped[-1] in units and stripped[:-1].replace(".", "", 1).isdigit():
-        return time.time() - float(stripped[:-1]) * units[stripped[-1]]
-    try:
-        return float(stripped)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(stripped).timestamp()
-    except ValueError:
+        moment = time.time() - float(stripped[:-1]) * units[stripped[-1]]
+    else:
+        try:
+            moment = float(stripped)
+        except ValueError:
+            with suppress(ValueError, OverflowError, OSError):
+                moment = datetime.fromisoformat(stripped).timestamp()
+    if moment is None or not math.isfinite(moment):
         raise click.BadParameter(
             f"{text!r} is not a time; use 2026-11-23, 2026-11-23T09:30, epoch seconds, "
             "or an age like 15m, 2h, 3d"
-        ) from None
+        )
+    return moment
+
+
+class Moment(click.ParamType[float, Any]):
+    """A ``--since``/``--until`` value (see :func:`parse_time`), as epoch seconds."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_time(str(value))
+        except click.BadParameter as exc:
+            self.fail(exc.message, param, ctx)
+
+
+class Timeout(click.ParamType[float, Any]):
+    """Seconds of a run's timeout, checked by the run options' one spec."""
+
+    name = "SECONDS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from lute_async.options import RUN_OPTIONS
+
+        try:
+            return RUN_OPTIONS["timeout"].check("timeout", float(value))
+        except (ValueError, LuteAsyncError):
+            self.fail(f"{value!r} is not a positive number of seconds", param, ctx)
 
 
 def settings_of(ctx: click.Context) -> Settings:
@@ -152,7 +188,7 @@ def tag_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 def timeout_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``-t/--timeout SECONDS`` of one run."""
     return click.option(
-        "-t", "--timeout", type=float, help="Seconds before the run is ended TIMEDOUT."
+        "-t", "--timeout", type=Timeout(), help="Seconds before the run is ended TIMEDOUT."
     )(fn)
 
 

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
-from lute_async.cli.common import settings_of
+from lute_async.cli.common import lute_errors, settings_of
+from lute_async.cli.database import db_option
 from lute_async.cli.execute import configure_logging
 
 
 @click.command(short_help="See it work: four tasks at once, every event, a table.")
-@click.option(
-    "--db",
-    "demo_db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Keep the demo's records here [default: a temporary database, removed at the end].",
+@db_option(
+    "Keep the demo's records here (before or after `demo`) [default: a temporary database, "
+    "removed at the end]."
 )
-def demo(demo_db: Path | None) -> None:
+@click.pass_context
+def demo(ctx: click.Context) -> None:
     """Run four tasks at once and print each event as its hook fires.
 
     A Python @task reporting progress and a result, a shell command whose output becomes log
@@ -27,5 +26,8 @@ def demo(demo_db: Path | None) -> None:
     """
     from lute_async.demo import run_demo
 
-    configure_logging(settings_of(click.get_current_context()))
-    sys.exit(run_demo(demo_db))
+    settings = settings_of(ctx)
+    configure_logging(settings)
+    with lute_errors():
+        code = run_demo(settings.db)
+    sys.exit(code)

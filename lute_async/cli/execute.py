@@ -28,13 +28,14 @@ def configure_logging(settings: Settings) -> None:
 
 
 def make_executor(settings: Settings, *, db: Path | None = None, **options: Any) -> Executor:
-    """An executor with the global options (``--db`` wins over ``db``), logging configured."""
+    """An executor with the global options recording into ``db`` (see
+    :func:`~lute_async.cli.database.records_db`), logging configured."""
     from lute_async.executor import Executor
 
     configure_logging(settings)
 
     return Executor(
-        db=settings.db or db,
+        db=db,
         log_events=settings.log_events,
         grace=options.pop("grace", None) or settings.grace,
         **options,

@@ -18,6 +18,7 @@ from lute_async.cli.common import (
     overall_exit_code,
     settings_of,
 )
+from lute_async.cli.database import db_option, records_db
 from lute_async.cli.execute import make_executor
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 )
 @click.option("--max-concurrency", type=click.IntRange(min=1), help="Tasks running at once.")
 @json_option
+@db_option()
 @click.pass_context
 def run_graph(
     ctx: click.Context, graph_path: Path, max_concurrency: int | None, as_json: bool
@@ -49,17 +51,18 @@ def run_graph(
     """
     import anyio
 
-    from lute_async.display import LiveDisplay, records_table
+    from lute_async.display import LiveDisplay, records_table, safe
     from lute_async.workflow import run_graph_from_config
 
-    executor = make_executor(settings_of(ctx))
+    settings = settings_of(ctx)
+    executor = make_executor(settings, db=records_db(settings, config_path=graph_path))
     stream = sys.stderr if as_json else sys.stdout
     display = LiveDisplay(stream)
     executor.on("*", display)
     results: dict[str, AnalysisRecord] = {}
 
     def show_state(task: str, status: str) -> None:
-        display.console.print(f"[bold]graph[/bold] {task}: {status}")
+        display.console.print(f"[bold]graph[/bold] {safe(task)}: {safe(status)}")
 
     async def main() -> None:
         async with executor, anyio.create_task_group() as tg:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from typing import NoReturn
 
 import click
 
-from lute_async.cli.common import EXIT_INTERNAL, Settings
+from lute_async.app.text import visible
+from lute_async.cli.common import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, Settings, fail
+from lute_async.cli.database import db_option
 from lute_async.cli.demo import demo
 from lute_async.cli.graph import run_graph
 from lute_async.cli.records import records
@@ -25,13 +27,7 @@ _debug: list[bool] = []
     epilog="Start with `lute-async demo`. Run `lute-async COMMAND --help` for each command.",
 )
 @click.version_option(package_name="lute-async")
-@click.option(
-    "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="LUTE_ASYNC_DB",
-    help="Records database [env LUTE_ASYNC_DB; default: the config's [executor] db, "
-    "else the user data dir].",
-)
+@db_option()
 @click.option(
     "--log-format",
     type=click.Choice(["console", "json"]),
@@ -58,7 +54,6 @@ _debug: list[bool] = []
 @click.pass_context
 def cli(
     ctx: click.Context,
-    db: Path | None,
     log_format: str,
     log_level: str,
     log_events: bool,
@@ -67,7 +62,8 @@ def cli(
     """lute-async: run analysis tasks as subprocesses, MPI programs or SLURM jobs, watch their
     events live, and keep a queryable history of every run."""
     # Logging is configured when an executor is made: `emit` and `records` stay light.
-    ctx.obj = Settings(db=db, log_events=log_events, log_format=log_format, log_level=log_level)
+    settings = ctx.ensure_object(Settings)  # --db is in it already
+    settings.log_events, settings.log_format, settings.log_level = log_events, log_format, log_level
     if debug:
         _debug.append(True)
 
@@ -83,18 +79,37 @@ cli.add_command(run_graph)
 cli.add_command(submit)
 
 
+def _usage_error(exc: click.ClickException) -> NoReturn:
+    """Bad usage or input as one line naming the problem, and exit code 2."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):  # a bare group: its help
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    message = " ".join(exc.format_message().splitlines())
+    context = exc.ctx if isinstance(exc, click.UsageError) else None
+    hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+    fail(f"{message}{hint}", EXIT_USAGE)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """The ``lute-async`` console script: an unexpected error is one line on stderr and exit
-    code 70, its traceback only with ``--debug``."""
+    """The ``lute-async`` console script: bad usage or input is one line on stderr and exit
+    code 2; an unexpected error is one line and exit code 70, its traceback only with
+    ``--debug``."""
     _debug.clear()
+    args = list(argv) if argv is not None else None
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="lute-async")
+        code = cli.main(args=args, prog_name="lute-async", standalone_mode=False)
+    except click.ClickException as exc:
+        _usage_error(exc)
+    except click.Abort:
+        click.echo("lute-async: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:
         if _debug:
             raise
         click.echo(
-            f"lute-async: internal error: {type(exc).__name__}: {exc} "
+            f"lute-async: internal error: {type(exc).__name__}: {visible(str(exc))} "
             "(run with --debug for the traceback)",
             err=True,
         )
         sys.exit(EXIT_INTERNAL)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -10,7 +10,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from lute_async.cli.common import fail, lute_errors, parse_time, settings_of
+from lute_async.cli.common import Moment, fail, lute_errors, settings_of
+from lute_async.cli.database import db_option, records_db
 from lute_async.messages import TaskStatus
 
 if TYPE_CHECKING:
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 
 
 @click.group()
+@db_option()
 def records() -> None:
     """Query the history of runs (the records database)."""
 
@@ -25,8 +27,9 @@ def records() -> None:
 def _open_store(ctx: click.Context) -> RecordStore:
     from lute_async.records import RecordStore
 
+    path = records_db(settings_of(ctx))
     with lute_errors():
-        return RecordStore.open(settings_of(ctx).db)
+        return RecordStore.open(path)
 
 
 def filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -45,9 +48,13 @@ def filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                 help="Only runs with this status (repeatable: any of them).",
             ),
             click.option(
-                "--since", help="Submitted at or after: 2026-11-23, 2026-11-23T09:30, or 2h, 3d."
+                "--since",
+                type=Moment(),
+                help="Submitted at or after: 2026-11-23, 2026-11-23T09:30, or 2h, 3d.",
             ),
-            click.option("--until", help="Submitted before (same forms as --since)."),
+            click.option(
+                "--until", type=Moment(), help="Submitted before (same forms as --since)."
+            ),
             click.option("--tag", "tags", multiple=True, help="Only runs with all these tags."),
         ]
     ):
@@ -58,8 +65,8 @@ def filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _runs(
     name: str | None,
     statuses: tuple[str, ...],
-    since: str | None,
-    until: str | None,
+    since: float | None,
+    until: float | None,
     tags: tuple[str, ...],
 ) -> RunFilter:
     """The command line's record filters."""
@@ -68,16 +75,16 @@ def _runs(
     return RunFilter(
         name=name,
         status=[s.upper() for s in statuses] or None,
-        since=parse_time(since) if since else None,
-        until=parse_time(until) if until else None,
+        since=since,
+        until=until,
         tags=list(tags) or None,
     )
 
 
-def _not_negative(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    """Refuse a negative ``--limit`` as bad usage (the help text stays a plain INTEGER)."""
-    if value is not None and value < 0:
-        raise click.BadParameter(f"must be 0 or more, got {value}")
+def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """Refuse a ``--limit`` under 1 as bad usage (the help text stays a plain INTEGER)."""
+    if value is not None and value < 1:
+        raise click.BadParameter(f"must be 1 or more, got {value}")
     return value
 
 
@@ -93,17 +100,18 @@ def _newest(store: RecordStore, runs: RunFilter, limit: int) -> list[AnalysisRec
     type=int,
     default=20,
     show_default=True,
-    callback=_not_negative,
+    callback=_positive,
     help="At most this many runs.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON record per line.")
+@db_option()
 @click.pass_context
 def records_list(
     ctx: click.Context,
     name: str | None,
     statuses: tuple[str, ...],
-    since: str | None,
-    until: str | None,
+    since: float | None,
+    until: float | None,
     tags: tuple[str, ...],
     limit: int,
     as_json: bool,
@@ -123,6 +131,7 @@ def records_list(
 @records.command(name="show")
 @click.argument("run_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="The record as one JSON object.")
+@db_option()
 @click.pass_context
 def records_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """Show every field of the run ID (a unique prefix of it is enough)."""
@@ -153,13 +162,14 @@ def _find(store: RecordStore, run_id: str) -> AnalysisRecord:
 
 @records.command(name="reconcile")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per LOST SLURM run.")
+@db_option()
 @click.pass_context
 def records_reconcile(ctx: click.Context, as_json: bool) -> None:
     """Settle LOST SLURM runs from the scheduler: how each job ended, recorded as if its
     executor had lived (runs whose job is still going stay LOST; run this again later)."""
     import anyio
 
-    from lute_async.display import make_console, records_table
+    from lute_async.display import make_console, records_table, safe
     from lute_async.launchers.slurm_reconcile import reconcile_lost_jobs
 
     with _open_store(ctx) as store, lute_errors():
@@ -186,8 +196,10 @@ def records_reconcile(ctx: click.Context, as_json: bool) -> None:
         if not outcome.settled:
             state = outcome.slurm_state or "unknown to the scheduler"
             console.print(
-                f"{outcome.record.id[:8]} {outcome.record.name}: SLURM job "
-                f"{outcome.record.slurm_job_id} is {state}; still LOST"
+                safe(
+                    f"{outcome.record.id[:8]} {outcome.record.name}: SLURM job "
+                    f"{outcome.record.slurm_job_id} is {state}; still LOST"
+                )
             )
     if not outcomes:
         console.print("no LOST SLURM runs")
@@ -232,7 +244,7 @@ def _csv_row(record: AnalysisRecord) -> list[Any]:
 @records.command(name="export")
 @filter_options
 @click.option(
-    "--limit", type=int, callback=_not_negative, help="At most this many runs [default: all]."
+    "--limit", type=int, callback=_positive, help="At most this many runs [default: all]."
 )
 @click.option(
     "-f",
@@ -244,15 +256,20 @@ def _csv_row(record: AnalysisRecord) -> list[Any]:
     help="jsonl: one full record per line; csv: one row per run, nested fields as JSON.",
 )
 @click.option(
-    "-o", "--output", type=click.File("w"), default="-", help="Write here [default: stdout]."
+    "-o",
+    "--output",
+    type=click.File("w", lazy=False),  # a path that cannot be written fails here, records or not
+    default="-",
+    help="Write here [default: stdout].",
 )
+@db_option()
 @click.pass_context
 def records_export(
     ctx: click.Context,
     name: str | None,
     statuses: tuple[str, ...],
-    since: str | None,
-    until: str | None,
+    since: float | None,
+    until: float | None,
     tags: tuple[str, ...],
     limit: int | None,
     fmt: str,

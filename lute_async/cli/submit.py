@@ -15,6 +15,7 @@ from lute_async.cli.common import (
     parse_text_params,
     settings_of,
 )
+from lute_async.cli.database import db_option, records_db
 
 
 @click.command(short_help="Submit a SLURM job that runs a defined task.")
@@ -28,6 +29,7 @@ from lute_async.cli.common import (
     metavar="ARG",
     help="Extra sbatch argument for the executor's own job, e.g. --sbatch-arg=--time=1:00:00.",
 )
+@db_option()
 @click.pass_context
 def submit(
     ctx: click.Context,
@@ -55,7 +57,7 @@ def submit(
         fail(f"SLURM support is not available: {exc}")
     # the same KEY=VALUE checks as run, before anything is submitted; the job parses the values
     text_params = parse_text_params(params)
-    db = settings_of(ctx).db or config.executor.db
+    db = records_db(settings_of(ctx), config=config)
     with lute_errors():
         job_id = submit_executor(name, config.path.resolve(), list(sbatch_args), text_params, db)
     click.echo(job_id)

@@ -24,6 +24,7 @@ from lute_async.cli.common import (
     tag_option,
     timeout_option,
 )
+from lute_async.cli.database import db_option, records_db
 from lute_async.cli.execute import execute_and_report
 
 
@@ -33,6 +34,7 @@ from lute_async.cli.execute import execute_and_report
 @param_option
 @tag_option
 @json_option
+@db_option()
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -51,7 +53,7 @@ def run(
     settings = settings_of(ctx)
     with config_errors():
         config = load_config(config_path)
-        db = settings.db or config.executor.db
+        db = records_db(settings, config=config)
         resolved = _resolve(config, name, parse_params(params), db)
     options = resolved.run_options()
     options["tags"] = [*options["tags"], *tags]
@@ -95,9 +97,12 @@ def _resolve(config: Any, name: str, params: dict[str, Any], db: Path | None) ->
 @timeout_option
 @param_option
 @click.option("-e", "--env", "env", multiple=True, metavar="NAME=VALUE", help="Set a variable.")
-@click.option("--cwd", type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
+@click.option(
+    "--cwd", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Run directory."
+)
 @tag_option
 @json_option
+@db_option()
 @click.pass_context
 def exec_(
     ctx: click.Context,
@@ -122,11 +127,21 @@ def exec_(
         "cwd": cwd,
         "tags": list(tags),
     }
-    execute_and_report(settings_of(ctx), [Job(list(command), options)], as_json=as_json)
+    settings = settings_of(ctx)
+    job = Job(list(command), options)
+    execute_and_report(settings, [job], as_json=as_json, db=records_db(settings))
+
+
+def _function_target(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Refuse a target that is not ``pkg.mod:func`` before a worker is started for it."""
+    module, sep, function = value.partition(":")
+    if not (sep and module.strip() and function.strip()):
+        raise click.BadParameter(f"{value!r} is not of the form PKG.MOD:FUNC")
+    return value
 
 
 @click.command(epilog=EXIT_HELP, short_help="Run a @task function: params JSON in, record out.")
-@click.argument("target", metavar="PKG.MOD:FUNC")
+@click.argument("target", metavar="PKG.MOD:FUNC", callback=_function_target)
 @click.option(
     "--params",
     "params_file",
@@ -137,6 +152,7 @@ def exec_(
 @click.option("-n", "--name", help="Name of the run [default: the function's name].")
 @timeout_option
 @click.option("-q", "--quiet", is_flag=True, help="No live display on stderr.")
+@db_option()
 @click.pass_context
 def call(
     ctx: click.Context,
@@ -158,22 +174,28 @@ def call(
         params_file = sys.stdin
     values: dict[str, Any] = {}
     if params_file is not None:
-        text = params_file.read()
+        source = str(getattr(params_file, "name", "-"))
+        where = "stdin" if source in ("-", "<stdin>") else repr(source)
+        try:
+            text = params_file.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"cannot read params from {where}: {exc}")
         if text.strip():
             try:
                 values = json.loads(text)
             except ValueError as exc:
-                fail(f"params are not valid JSON: {exc}")
+                fail(f"params from {where} are not valid JSON: {exc}")
             if not isinstance(values, dict):
-                fail(f"params must be a JSON object, got {type(values).__name__}")
+                fail(f"params from {where} must be a JSON object, got {type(values).__name__}")
     values.update(parse_params(params))
     options = {
         "name": name or target.rpartition(":")[2],
         "params": values,
         "timeout": timeout,
     }
+    settings = settings_of(ctx)
     job = Job(Executor.function_command(target), options)
-    execute_and_report(settings_of(ctx), [job], as_json=True, quiet=quiet)
+    execute_and_report(settings, [job], as_json=True, quiet=quiet, db=records_db(settings))
 
 
 @click.command(short_help="Send an event from inside a task to its executor.")
