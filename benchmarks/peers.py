@@ -228,8 +228,15 @@ async def measure_local(
         record = await executor.run([COMMAND], cwd=workdir)
         return record.status == "COMPLETED"
 
+    # The worker imports nothing from its working directory: the module goes on PYTHONPATH.
+    function_env = {
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, (str(CHILDREN_DIR), os.environ.get("PYTHONPATH")))
+        )
+    }
+
     async def run_function(index: int) -> bool:
-        record = await executor.run_function(FUNCTION, params={"index": index}, cwd=CHILDREN_DIR)
+        record = await executor.run_function(FUNCTION, params={"index": index}, env=function_env)
         result = record.result or {}
         return record.status == "COMPLETED" and result.get("payload") == index
 

@@ -638,14 +638,18 @@ def _no_control(text: str) -> None:
     assert not [c for c in text if (ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) < 0xA0]
 
 
-def test_terminal_escapes_from_a_task_are_shown_never_sent(lute: Lute, tmp_path: Path) -> None:
+def test_terminal_escapes_from_a_task_are_shown_never_sent(
+    lute: Lute, tmp_path: Path, env: dict[str, str]
+) -> None:
     (tmp_path / "evil_task.py").write_text(EVIL_TASK)
-    shown = lute("exec", "--name", "evil" + EVIL, "--", PYTHON, "evil_task.py")
+    # (A name holding control characters is refused before the run: tests/test_injection.py.)
+    shown = lute("exec", "--name", "evil", "--", PYTHON, "evil_task.py")
     assert shown.returncode == 0, shown.stderr
     _no_control(shown.stdout)
     for line in ("out ", "err ", "half ", "log ", "sum "):
         assert line + EVIL_SHOWN in shown.stdout
-    failed = lute("call", "evil_task:boom", input="{}")
+    with_task = {**env, "PYTHONPATH": os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])}
+    failed = lute("call", "evil_task:boom", input="{}", env=with_task)
     assert failed.returncode == 1
     _no_control(failed.stderr)
     assert "boom " + EVIL_SHOWN in failed.stderr
@@ -660,4 +664,4 @@ def test_terminal_escapes_from_a_task_are_shown_never_sent(lute: Lute, tmp_path:
         details = lute("records", "show", run_id)
         assert details.returncode == 0, details.stderr
         _no_control(details.stdout)
-    assert "evil" + EVIL_SHOWN in lute("records", "show", ids[1]).stdout  # the exec run's name
+    assert "\\u001b]0;pwned" in lute("records", "show", ids[1]).stdout  # its result, as JSON
