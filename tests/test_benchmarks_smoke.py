@@ -30,7 +30,10 @@ def test_scenario_completes_and_delivers_every_message(name: str, tmp_path: Path
     assert bench.delivery_ok
     assert results
     for result in results:
-        assert result.lute_async > 0, result
+        if result.unit == "KiB":  # a memory growth: none is a fine answer in a warm process
+            assert result.lute_async >= 0, result
+        else:
+            assert result.lute_async > 0, result
 
 
 def test_readme_table_is_written_between_the_markers(tmp_path: Path) -> None:

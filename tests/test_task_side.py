@@ -117,7 +117,8 @@ async def test_the_worker_never_imports_from_its_working_directory(
     (run_dir / "json.py").write_text(textwrap.dedent(HOSTILE_JSON))
     (run_dir / "cwd_tasks.py").write_text(textwrap.dedent(SAFE_TASKS))
     (lib / "safe_tasks.py").write_text(textwrap.dedent(SAFE_TASKS))
-    path = os.pathsep.join([os.fspath(lib), os.environ.get("PYTHONPATH", "")])
+    # (No empty entry: an empty PYTHONPATH entry means the working directory, to Python.)
+    path = os.pathsep.join(filter(None, [os.fspath(lib), os.environ.get("PYTHONPATH")]))
     record = await executor.run_function(
         "safe_tasks:double", params={"n": 21}, cwd=run_dir, env={"PYTHONPATH": path}
     )
