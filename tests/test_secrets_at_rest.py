@@ -28,11 +28,12 @@ TASK = """
     from lute_async.task import Reporter
     token = os.environ["SERVICE_API_TOKEN"]
     with Reporter.connect() as report:
+        report.started({"api_token": "PARAM", "seen": token})
         print(f"connecting with {token}", flush=True)
         report.log(f"using {token}")
         report.error(f"refused: {token}")
         report.result({"api_key": "RESULT", "note": f"made with {token}"})
-""".replace("RESULT", RESULT_SECRET)
+""".replace("RESULT", RESULT_SECRET).replace("PARAM", PARAM_SECRET)
 
 PLANTED = (PARAM_SECRET, FLAG_SECRET, ARG_SECRET, ENV_SECRET, RESULT_SECRET)
 
@@ -76,6 +77,7 @@ async def test_planted_secrets_are_masked_in_the_database_and_the_logs(
     assert record.result is not None
     assert record.result["payload"] == {"api_key": "***", "note": "made with ***"}
     assert record.error is not None and record.error["message"] == "refused: ***"
+    assert record.extra["reported_params"] == {"api_token": "***", "seen": "***"}
     assert _files_holding(db_dir, PLANTED) == {}
     logged = json_logs.getvalue()
     assert log_events(logged), "the executor logged nothing: the check below would be empty"

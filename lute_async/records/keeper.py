@@ -56,8 +56,11 @@ class RecordKeeper:
     def task_started(self, message: Message) -> None:
         """The task's own ``started`` report: keep what it says it runs with."""
         data = message.data if isinstance(message.data, dict) else {}
-        if data.get("params") is not None:
-            self.record.extra["reported_params"] = data["params"]
+        params = data.get("params")
+        if params is not None:
+            self.record.extra["reported_params"] = (
+                self.redactor.mapping(params) if isinstance(params, dict) else params
+            )
 
     def _queued(self, message: Message) -> bool:
         data = message.data if isinstance(message.data, dict) else {}
