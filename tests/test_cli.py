@@ -665,3 +665,11 @@ def test_terminal_escapes_from_a_task_are_shown_never_sent(
         assert details.returncode == 0, details.stderr
         _no_control(details.stdout)
     assert "\\u001b]0;pwned" in lute("records", "show", ids[1]).stdout  # its result, as JSON
+
+
+def test_log_events_logs_every_event_whatever_the_log_level(lute: Lute, tmp_path: Path) -> None:
+    (tmp_path / "talk.py").write_text("print('a line of output', flush=True)\n")
+    out = lute("--log-format", "json", "--log-events", "exec", "--", PYTHON, "talk.py")
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line)["event"] for line in out.stderr.splitlines() if line.startswith("{")]
+    assert {"started", "log", "done"} <= set(events)

@@ -21,6 +21,8 @@ def configure_logging(settings: Settings) -> None:
     from lute_async import logs
 
     level = settings.log_level.upper()
+    if settings.log_events:  # "every event": they are logged at debug (lifecycle at info)
+        level = "DEBUG"
     if settings.log_format == "json":
         logs.configure(renderer="json", level=level)
     else:
