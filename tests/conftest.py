@@ -6,9 +6,10 @@ import asyncio
 import io
 import json
 import os
+import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +83,26 @@ def json_logs(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
     monkeypatch.setattr(logs, "_logger", logs._logger)  # the old logger comes back after
     logs.configure(renderer="json")
     return stream
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs, to fill up or remount read-only (needs root and mount)."""
+    mountpoint = tmp_path / "tmpfs"
+    mountpoint.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", os.fspath(mountpoint)],
+        capture_output=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", os.fspath(mountpoint)], check=False)
+
+
+def remount(mountpoint: Path, mode: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{mode}", os.fspath(mountpoint)], check=True)

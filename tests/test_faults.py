@@ -12,12 +12,12 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
-from conftest import PYTHON, log_events, process_exists
+from conftest import PYTHON, log_events, process_exists, remount
 
 from lute_async import AnalysisRecord, Event, Executor, RecordStore, logs
 from lute_async.hooks.registry import Hook
@@ -28,25 +28,6 @@ RESULT_TASK = """
         report.progress(0.5, "half way")
         report.result({"answer": 42}, summary="42")
 """
-
-
-@pytest.fixture
-def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs, to fill up or remount read-only (needs root and mount)."""
-    mountpoint = tmp_path / "tmpfs"
-    mountpoint.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", os.fspath(mountpoint)],
-        capture_output=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", os.fspath(mountpoint)], check=False)
 
 
 def fill(directory: Path) -> Path:
@@ -60,10 +41,6 @@ def fill(directory: Path) -> Path:
         except OSError:
             pass
     return filler
-
-
-def remount(mountpoint: Path, mode: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{mode}", os.fspath(mountpoint)], check=True)
 
 
 def journal_files(directory: Path) -> list[Path]:

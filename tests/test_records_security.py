@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import log_events
+from conftest import log_events, remount
 
 from lute_async import AnalysisRecord, Executor, RecordStore
 from lute_async.errors import RecordStoreError
@@ -84,27 +84,6 @@ def shared_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_env_journal_d
     directory.chmod(0o1777)
     monkeypatch.setattr(tempfile, "tempdir", os.fspath(directory))
     return directory
-
-
-@pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A private 1 MiB tmpfs, to remount read-only (needs mount)."""
-    mountpoint = tmp_path / "tmpfs"
-    mountpoint.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", os.fspath(mountpoint)],
-        capture_output=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", os.fspath(mountpoint)], check=False)
-
-
-def remount(mountpoint: Path, mode: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{mode}", os.fspath(mountpoint)], check=True)
 
 
 # --- 1. journals are replayed only when they are the user's own ------------------------------
@@ -189,26 +168,26 @@ def test_a_foreign_replay_file_in_the_fallback_dir_is_never_replayed(
 
 @needs_root
 def test_a_replay_file_that_cannot_be_removed_is_not_replayed_again(
-    db: Path, small_tmpfs: Path, json_logs: io.StringIO
+    db: Path, tiny_tmpfs: Path, json_logs: io.StringIO
 ) -> None:
     spilled = AnalysisRecord(name="spilled", status="COMPLETED", result={"payload": 1})
-    fallback = RecordJournal(db, small_tmpfs).fallback
+    fallback = RecordJournal(db, tiny_tmpfs).fallback
     leftover = fallback.with_name(fallback.name + ".replay-1-1")  # as a crashed replay leaves it
     plant(leftover, spilled, owner=ME, mode=0o600)
-    remount(small_tmpfs, "ro")
-    with RecordStore(db, journal_dir=small_tmpfs) as store:
+    remount(tiny_tmpfs, "ro")
+    with RecordStore(db, journal_dir=tiny_tmpfs) as store:
         assert store.replayed_on_open == [spilled.id]
         newer = store.get(spilled.id)
         newer.result = {"payload": 2}  # saved again since, at the same status
         store.save(newer)
     assert leftover.exists() and events(json_logs, "journal_not_removed")
-    with RecordStore(db, journal_dir=small_tmpfs) as store:
+    with RecordStore(db, journal_dir=tiny_tmpfs) as store:
         assert store.replayed_on_open == []
         assert store.get(spilled.id).result == {"payload": 2}
     assert events(json_logs, "journal_already_replayed")
 
-    remount(small_tmpfs, "rw")
-    with RecordStore(db, journal_dir=small_tmpfs) as store:
+    remount(tiny_tmpfs, "rw")
+    with RecordStore(db, journal_dir=tiny_tmpfs) as store:
         assert store.replayed_on_open == []
         assert store.get(spilled.id).result == {"payload": 2}
     assert not leftover.exists()
