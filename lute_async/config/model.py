@@ -15,7 +15,20 @@ if TYPE_CHECKING:
     from lute_async.hooks.registry import Hook
     from lute_async.launchers.base import Launcher
 
-__all__ = ["EnvSetting", "ExecutorSettings", "LauncherDef", "ResolvedTask", "TaskDef"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "ENV_CONFIG",
+    "EnvSetting",
+    "ExecutorSettings",
+    "LauncherDef",
+    "ResolvedTask",
+    "TaskDef",
+]
+
+#: The task file used when none is given, unless ``$LUTE_ASYNC_CONFIG`` names another.
+DEFAULT_CONFIG = "lute-async.toml"
+#: The environment variable naming the task file.
+ENV_CONFIG = "LUTE_ASYNC_CONFIG"
 
 
 @dataclass(frozen=True, slots=True)
