@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from lute_async.communicators import CommunicatorSpec
+from lute_async.communicators import CommunicatorSpec, SocketHome
 from lute_async.errors import ConfigError
 from lute_async.hooks.builtin import log_event
 from lute_async.hooks.events import Hook, RunView
@@ -125,6 +125,8 @@ class Executor:
         self._store_lock = anyio.Lock()
         self._db_limiter = anyio.CapacityLimiter(1)
         self.host = socket.gethostname()
+        #: One private directory for every run's Unix socket, removed by :meth:`aclose`.
+        self._socket_home = SocketHome()
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -151,6 +153,7 @@ class Executor:
             inherit_env=self.inherit_env,
             record_env=self.record_env,
             workdir=self.workdir,
+            socket_home=self._socket_home,
         )
 
     def _make_run(self, cmd: Command, options: dict[str, Any], *, tap: bool = False) -> Run:
@@ -264,6 +267,7 @@ class Executor:
         """Close the record store (and stop the hook watchdog)."""
         if self._watchdog is not None:
             self._watchdog.close()
+        self._socket_home.close()
         if self._store is not None:
             store, self._store = self._store, None
             await anyio.to_thread.run_sync(store.close, limiter=self._db_limiter)

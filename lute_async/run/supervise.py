@@ -89,7 +89,7 @@ class Supervisor(RunState):
                 on_output=self._output_budget(),
             )
             communicators = [
-                make_communicator(spec)
+                make_communicator(spec, context.socket_home)
                 for spec in self.launcher.communicators(self._communicator_specs)
             ] + list(self._channel_ends)
             try:
