@@ -32,6 +32,7 @@ from lute_async.records import (
     default_db_path,
     spill_record,
 )
+from lute_async.records.writer import RecordWriter
 from lute_async.run.context import RunContext
 from lute_async.run.handle import STREAM_BUFFER, HooksArg, Run
 from lute_async.run.supervise import MAX_ENV_PARAMS
@@ -123,6 +124,7 @@ class Executor:
             self.db_path = Path(db) if db is not None else default_db_path()
         self.workdir = Path(workdir) if workdir is not None else self.db_path.parent / "runs"
         self._store_lock = anyio.Lock()
+        self._record_writer: RecordWriter | None = None
         self._db_limiter = anyio.CapacityLimiter(1)
         self.host = socket.gethostname()
         #: One private directory for every run's Unix socket, removed by :meth:`aclose`.
@@ -242,10 +244,17 @@ class Executor:
                     )
         return self._store
 
+    async def _writer(self) -> RecordWriter:
+        """The writer of this executor's records (the saves of concurrent runs share a
+        transaction), made with the store."""
+        if self._record_writer is None:
+            store = await self.store()
+            self._record_writer = RecordWriter(store.save_many, self._db_limiter)
+        return self._record_writer
+
     async def _save(self, run: RunView) -> None:
         try:
-            store = await self.store()
-            await anyio.to_thread.run_sync(store.save, run.record, limiter=self._db_limiter)
+            await (await self._writer()).save(run.record)
         except Exception as exc:
             run.record.extra["record_errors"] = run.record.extra.get("record_errors", 0) + 1
             error = f"{type(exc).__name__}: {exc}"
@@ -268,6 +277,7 @@ class Executor:
         if self._watchdog is not None:
             self._watchdog.close()
         self._socket_home.close()
+        self._record_writer = None
         if self._store is not None:
             store, self._store = self._store, None
             await anyio.to_thread.run_sync(store.close, limiter=self._db_limiter)
