@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from slurm_support import read_env_file, unavailable
+from slurm_support import read_env_file, unavailable, use_cluster_env
 
 CLUSTER_DIR = Path(os.environ.get("LUTE_ASYNC_CLUSTER_DIR", "/tmp/lute-async-cluster"))
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "slurm-cluster"
@@ -92,8 +92,6 @@ def multinode(monkeypatch: pytest.MonkeyPatch) -> Iterator[MultiNodeCluster]:
     cluster, reason = _probe()
     if cluster is None:
         unavailable(reason)
-    for name, value in cluster.env.items():
-        monkeypatch.setenv(name, value)
-    for name in ("SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_NPROCS", "LUTE_ASYNC_TCP_HOST"):
-        monkeypatch.delenv(name, raising=False)
+    use_cluster_env(monkeypatch, cluster.env)
+    monkeypatch.delenv("LUTE_ASYNC_TCP_HOST", raising=False)
     yield cluster

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+from test_slurm import WAITING_TASK
 
 from lute_async import Executor, RecordStore
 from lute_async.communicators import TcpCommunicator
@@ -233,14 +234,7 @@ async def test_the_executor_as_a_batch_job_on_node1_runs_its_task_on_node2(
 async def test_a_node_taken_down_under_its_job_ends_the_run_with_a_record_naming_the_node_failure(
     multinode: MultiNodeCluster, executor: Executor, script: Callable[[str], list[str]]
 ) -> None:
-    task = script("""
-        import os, time
-        from lute_async.task import Reporter
-        with Reporter.connect(required=True) as report:
-            report.started()
-            report.emit("ready", {"pid": os.getpid()})
-            time.sleep(600)
-    """)
+    task = script(WAITING_TASK)  # emits "ready", then sleeps
     # --no-requeue: SLURM would otherwise requeue a batch job whose node failed.
     launcher = Slurm(
         extra_sbatch=["--nodelist=node2", "--no-requeue"], tcp_host=multinode.head_interface
