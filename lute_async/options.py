@@ -26,6 +26,7 @@ import msgspec
 
 from lute_async.errors import ConfigError
 from lute_async.limits import Limits
+from lute_async.sandbox import SANDBOX_OPTION
 
 __all__ = [
     "COMMUNICATOR_KINDS",
@@ -199,6 +200,7 @@ RUN_OPTIONS: dict[str, Option] = {
     "tap": Option("true or false", bool),
     "stdin": Option("a Channel", accepts=_is_channel),
     "stdout": Option("a Channel", accepts=_is_channel),
+    "sandbox": Option(**SANDBOX_OPTION),
 }
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from lute_async.launchers.registry import build_launcher
 from lute_async.limits import Limits
+from lute_async.sandbox import Sandbox
 
 if TYPE_CHECKING:
     from lute_async.hooks.registry import Hook
@@ -59,6 +60,7 @@ class TaskDef:
     cwd: str | None = None
     timeout: float | None = None
     limits: Limits | None = None
+    sandbox: Sandbox | None = None
     launcher: LauncherDef = field(default_factory=LauncherDef)
     communicators: tuple[str, ...] | None = None
     hooks: tuple[str, ...] = ()
@@ -90,6 +92,7 @@ class ResolvedTask:
     communicators: tuple[str, ...] | None
     hooks: list[Hook]
     tags: list[str]
+    sandbox: Sandbox | None = None
 
     def run_options(self) -> dict[str, Any]:
         """Keyword arguments for :meth:`Executor.run` / :meth:`Executor.start`."""
@@ -105,6 +108,8 @@ class ResolvedTask:
         }
         if self.communicators is not None:
             options["communicators"] = self.communicators
+        if self.sandbox is not None:
+            options["sandbox"] = self.sandbox
         if self.hooks:
             options["hooks"] = {"*": self.hooks}
         return options

@@ -198,6 +198,7 @@ class Supervisor(RunState):
             run_dir=context.workdir / self.id,
             cwd=self._cwd,
             limits=self._limits,
+            sandbox=self._sandbox,
         )
         if self._params:
             text = json.dumps(self._params)
