@@ -6,7 +6,8 @@ mount, pid, IPC and (unless ``network=True``) network namespaces, with:
 
 * a read-only view of the system (``/usr``, ``/etc``, the ``/bin``, ``/lib*`` links or dirs, the
   Python in use and the entries of the task's ``PYTHONPATH``);
-* a private ``/tmp``, and ``/proc`` and ``/dev`` of the sandbox's own;
+* a private ``/tmp``, and ``/proc`` and ``/dev`` of the sandbox's own; no capabilities (even
+  when the executor runs as root), a session of its own (no terminal to inject input into);
 * the run's working directory writable, its Unix socket's directory and params file reachable;
 * the extra ``readonly`` and ``writable`` paths, in that order (a writable path inside a
   read-only one stays writable).
@@ -207,7 +208,9 @@ def sandbox_command(
         )
     cwd = os.path.realpath(spec.cwd or os.getcwd())
     options = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc"]
-    options += ["--unshare-uts", "--unshare-cgroup-try"]
+    # bwrap run by root keeps nearly every capability (CAP_SYS_MODULE, CAP_SYS_TIME...) unless
+    # told otherwise: a sandboxed task has none, whoever started the executor.
+    options += ["--unshare-uts", "--unshare-cgroup-try", "--cap-drop", "ALL"]
     if not sandbox.network:
         options.append("--unshare-net")
     bound = ["/usr", "/etc"]

@@ -221,6 +221,13 @@ async def test_own_pid_namespace_and_the_record_keeps_the_real_pid(
     assert facts["network"] is False
 
 
+async def test_no_capabilities_even_as_root(tmp_path: Path, workdir: Path) -> None:
+    record, lines = await run_logged(
+        tmp_path, ["grep", "^CapEff", "/proc/self/status"], cwd=workdir, sandbox=Sandbox()
+    )
+    assert lines == ["CapEff:\t0000000000000000"], lines
+
+
 # --- reporting -----------------------------------------------------------------------------------
 
 MESSAGES = 10_000
@@ -354,6 +361,13 @@ async def test_a_graph_node_sandbox(tmp_path: Path, workdir: Path) -> None:
     assert (workdir / "pid").read_text() == "2\n"
 
 
+def test_a_bad_task_file_sandbox_names_the_task_and_the_key() -> None:
+    text = '[tasks.boxed]\ncommand = ["true"]\nsandbox = { network = "no" }\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "tasks.toml")
+    assert "tasks.toml" in str(info.value) and "'sandbox.network'" in str(info.value)
+
+
 # --- bad values and failures ---------------------------------------------------------------------
 
 
@@ -429,6 +443,16 @@ async def test_tcp_needs_the_network(tmp_path: Path, workdir: Path) -> None:
     async with executor(tmp_path) as ex:
         record = await ex.run(["true"], cwd=workdir, communicators=["tcp"], sandbox=Sandbox())
     assert record.error is not None and "needs sandbox network=true" in record.error["message"]
+
+
+async def test_a_launcher_that_cannot_sandbox_refuses(tmp_path: Path, workdir: Path) -> None:
+    from lute_async import MPI
+
+    async with executor(tmp_path) as ex:
+        record = await ex.run(["true"], cwd=workdir, launcher=MPI(np=1), sandbox=Sandbox())
+    assert record.status == TaskStatus.FAILED.value
+    assert record.error is not None and record.error["type"] == "LaunchError"
+    assert "the mpi launcher cannot run run 'true' in a sandbox" in record.error["message"]
 
 
 async def test_bwrap_missing_is_a_launch_error_naming_the_package(

@@ -112,6 +112,8 @@ class Local:
     """Run the command on this machine (the default launcher)."""
 
     kind = "local"
+    #: Applies ``LaunchSpec.sandbox`` (launchers without this attribute refuse a sandbox).
+    sandboxes = True
 
     def __init__(self, *, parent_death_signal: bool = True) -> None:
         #: End the task (SIGKILL) if the executor dies, via the ``setpriv`` exec shim.
