@@ -115,7 +115,7 @@ class Option:
             return key_error(
                 where, f"{key}.{name}", f"unknown key; expected one of {', '.join(self.parts)}"
             )
-        part = re.search(r"at `\$\.(\w+)`$", detail)
+        part = re.search(r"at `\$\.(\w+)(?:\[\d+\])*`$", detail)  # a table's entry, or in it
         if part is not None and part.group(1) in self.parts and isinstance(value, Mapping):
             name = part.group(1)
             return expected(where, f"{key}.{name}", self.parts[name], value[name])

@@ -26,7 +26,7 @@ import shutil
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import msgspec
 
@@ -87,12 +87,16 @@ class Sandbox:
         }
 
 
+#: An absolute path as a table writes it.
+AbsolutePath = Annotated[str, msgspec.Meta(pattern="^/[^\x00]*$")]
+
+
 class SandboxTable(msgspec.Struct, forbid_unknown_fields=True):
     """:class:`Sandbox` written as a table (a task file's or graph node's ``sandbox``)."""
 
     network: bool = False
-    readonly: list[Any] = []  # each entry checked by Sandbox, whose errors name the key
-    writable: list[Any] = []
+    readonly: list[AbsolutePath] = []
+    writable: list[AbsolutePath] = []
 
 
 def _build(table: SandboxTable) -> Sandbox:

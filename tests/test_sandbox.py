@@ -222,7 +222,7 @@ async def test_own_pid_namespace_and_the_record_keeps_the_real_pid(
 
 
 async def test_no_capabilities_even_as_root(tmp_path: Path, workdir: Path) -> None:
-    record, lines = await run_logged(
+    _, lines = await run_logged(
         tmp_path, ["grep", "^CapEff", "/proc/self/status"], cwd=workdir, sandbox=Sandbox()
     )
     assert lines == ["CapEff:\t0000000000000000"], lines
@@ -362,10 +362,11 @@ async def test_a_graph_node_sandbox(tmp_path: Path, workdir: Path) -> None:
 
 
 def test_a_bad_task_file_sandbox_names_the_task_and_the_key() -> None:
-    text = '[tasks.boxed]\ncommand = ["true"]\nsandbox = { network = "no" }\n'
-    with pytest.raises(ConfigError) as info:
-        parse_config(text, "tasks.toml")
-    assert "tasks.toml" in str(info.value) and "'sandbox.network'" in str(info.value)
+    for table, key in [("{ network = 'no' }", "network"), ("{ readonly = ['rel'] }", "readonly")]:
+        text = f'[tasks.boxed]\ncommand = ["true"]\nsandbox = {table}\n'
+        with pytest.raises(ConfigError) as info:
+            parse_config(text, "tasks.toml")
+        assert "tasks.toml" in str(info.value) and f"'sandbox.{key}'" in str(info.value)
 
 
 # --- bad values and failures ---------------------------------------------------------------------
