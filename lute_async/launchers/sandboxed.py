@@ -16,10 +16,14 @@ in; the task is that pid 1's child (pid 2 inside). So:
 * once bwrap is reaped, pid 1 is killed and awaited on its pidfd: a pid namespace's init ends
   only after every process in it, so nothing is left behind in or out of the namespace.
 
-Any launcher that execs an argv can do the same: :func:`prepare` gives the argv and the fds
-to pass, :func:`launch` starts it locally; a fork server would send the prepared argv and fds
-to its server and wrap the pid it gets back in a :class:`SandboxedProcess`-like handle
-(signalling the group named by bwrap's info fd, awaiting the monitor's and pid 1's pidfds).
+Any launcher that execs an argv can do the same and say ``sandboxes = True``: :func:`launch`
+takes the launcher's own ``spawn(argv, spec)``, which must start the argv with ``spec``'s
+``pass_fds`` (bwrap's info, ready and task-stderr pipes) and ``stderr`` (bwrap's own), and
+return a handle with ``pid``, ``argv``, ``returncode``, ``wait``, ``wait_stopped``,
+``send_signal`` and ``describe`` (:class:`MonitorProcess`). A fork server passes those fds to
+its server (SCM_RIGHTS) with the prepared argv, and its handle reaps bwrap there; the rest
+(signals to the sandbox's group, pid 1's pidfd, the exit status) is this module's. Its
+parent-death shim ties bwrap to the server, which must itself die with the executor.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import select
 import signal
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -46,13 +51,28 @@ _TEARDOWN = 5.0
 _STOPPING = 1.0
 
 
-def _state(pid: int) -> str:
-    """The state letter of ``pid`` (``R``, ``S``, ``T``...), ``X`` when it is gone."""
+#: Seconds bwrap may take to set the sandbox up before the launch fails.
+_SETUP = 30.0
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command (state, ppid, ...); [] when gone."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return "X"
+            return stat.read().rpartition(")")[2].split()
+    except OSError:
+        return []
+
+
+def _state(pid: int) -> str:
+    """The state letter of ``pid`` (``R``, ``S``, ``T``...), ``X`` when it is gone."""
+    fields = _stat(pid)
+    return fields[0] if fields else "X"
+
+
+def _parent(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[1]) if len(fields) > 1 else None
 
 
 @dataclasses.dataclass(slots=True)
@@ -142,7 +162,7 @@ async def launch(
         os.close(prepared.errors)
         if not isinstance(exc, LaunchError):
             raise
-        detail = message or f"bubblewrap exited with {status.exit_code or status.signal}"
+        detail = message or f"{exc} (bubblewrap ended with {status.exit_code or status.signal})"
         raise LaunchError(f"the sandbox of run {spec.name!r} failed to start: {detail}") from None
     return process
 
@@ -180,17 +200,26 @@ class SandboxedProcess:
     async def attach(self, prepared: Prepared) -> None:
         """Wait until the task runs inside the sandbox; learn the sandbox's pid 1."""
         try:
-            self.ready = (await _read_all(prepared.ready)) == b"x"
-            info = await _read_all(prepared.info) if self.ready else b""
+            with anyio.move_on_after(_SETUP) as setup:
+                self.ready = (await _read_all(prepared.ready)) == b"x"
+                info = await _read_all(prepared.info) if self.ready else b""
         finally:
             os.close(prepared.ready)
             os.close(prepared.info)
+        if setup.cancelled_caught:
+            self.ready = False
+            raise LaunchError(f"bubblewrap did not set the sandbox up within {_SETUP:g} s")
         if not self.ready:
             raise LaunchError("the sandbox did not start")
         self._errors = prepared.errors
         self.init_pid = int(json.loads(info)["child-pid"])
         with contextlib.suppress(OSError):
             self._init_fd = os.pidfd_open(self.init_pid)
+        # The pidfd is pid 1's only while its parent is still bwrap (unreaped, so not reused):
+        # had pid 1 already exited and been reaped, another process could have its number.
+        if self._init_fd is not None and _parent(self.init_pid) != self.pid:
+            os.close(self._init_fd)
+            self._init_fd = None
         with contextlib.suppress(OSError, ValueError, IndexError):
             children = f"/proc/{self.init_pid}/task/{self.init_pid}/children"
             with open(children) as listing:  # noqa: ASYNC230 (procfs: never blocks)
@@ -213,11 +242,17 @@ class SandboxedProcess:
             while self.task_pid is not None and _state(self.task_pid) not in "TtZX":  # noqa: ASYNC110
                 await anyio.sleep(0.001)
 
+    def _init_alive(self) -> bool:
+        """True while the sandbox's pid 1 runs (its pidfd is readable once it has ended)."""
+        if self._init_fd is None:
+            return False
+        return not select.select([self._init_fd], [], [], 0)[0]
+
     def send_signal(self, signum: int) -> None:
-        if self.init_pid is not None and self.monitor.returncode is None:
+        if self.init_pid is not None and self._init_alive():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.init_pid, signum)
-            if signum == signal.SIGKILL and self._init_fd is not None:
+            if signum == signal.SIGKILL and self._init_fd is not None:  # the whole namespace
                 with contextlib.suppress(ProcessLookupError, OSError):
                     signal.pidfd_send_signal(self._init_fd, signum)
         if self.init_pid is None or signum in _BOTH:
