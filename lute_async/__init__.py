@@ -21,6 +21,7 @@ _EXPORTS: dict[str, str] = {
     "RecordStore": "lute_async.records",
     "RunFilter": "lute_async.records",
     "Limits": "lute_async.limits",
+    "Sandbox": "lute_async.sandbox",
     "Workflow": "lute_async.workflow",
     "Channel": "lute_async.channel",
     "Local": "lute_async.launchers.local",
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from lute_async.limits import Limits
     from lute_async.messages import Message, TaskStatus
     from lute_async.records import AnalysisRecord, RecordStore, RunFilter
+    from lute_async.sandbox import Sandbox
     from lute_async.task import AsyncReporter, Reporter, task
     from lute_async.workflow import Workflow
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from lute_async.launchers.registry import build_launcher
 from lute_async.limits import Limits
+from lute_async.sandbox import Sandbox
 
 if TYPE_CHECKING:
     from lute_async.hooks.registry import Hook
@@ -72,6 +73,7 @@ class TaskDef:
     cwd: str | None = None
     timeout: float | None = None
     limits: Limits | None = None
+    sandbox: Sandbox | None = None
     launcher: LauncherDef = field(default_factory=LauncherDef)
     communicators: tuple[str, ...] | None = None
     hooks: tuple[str, ...] = ()
@@ -103,6 +105,7 @@ class ResolvedTask:
     communicators: tuple[str, ...] | None
     hooks: list[Hook]
     tags: list[str]
+    sandbox: Sandbox | None = None
 
     def run_options(self) -> dict[str, Any]:
         """Keyword arguments for :meth:`Executor.run` / :meth:`Executor.start`."""
@@ -118,6 +121,8 @@ class ResolvedTask:
         }
         if self.communicators is not None:
             options["communicators"] = self.communicators
+        if self.sandbox is not None:
+            options["sandbox"] = self.sandbox
         if self.hooks:
             options["hooks"] = {"*": self.hooks}
         return options

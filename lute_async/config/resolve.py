@@ -172,6 +172,7 @@ class TaskConfig:
             communicators=definition.communicators,
             hooks=hooks,
             tags=list(definition.tags),
+            sandbox=definition.sandbox,
         )
 
     def _params(
