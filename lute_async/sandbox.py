@@ -8,7 +8,7 @@ mount, pid, IPC and (unless ``network=True``) network namespaces, with:
   Python in use and the entries of the task's ``PYTHONPATH``);
 * a private ``/tmp``, and ``/proc`` and ``/dev`` of the sandbox's own; no capabilities (even
   when the executor runs as root), a session of its own (no terminal to inject input into);
-* the run's working directory writable, its Unix socket's directory and params file reachable;
+* the run's working directory writable, its Unix socket and params file reachable;
 * the extra ``readonly`` and ``writable`` paths, in that order (a writable path inside a
   read-only one stays writable).
 
@@ -231,9 +231,9 @@ def sandbox_command(
     if ENV_PARAMS_FILE in spec.env:
         params_dir = os.path.dirname(spec.env[ENV_PARAMS_FILE])
         options += ["--ro-bind", params_dir, params_dir]
-    if ENV_SOCKET in spec.env:
-        socket_dir = os.path.dirname(spec.env[ENV_SOCKET])
-        options += ["--bind", socket_dir, socket_dir]
+    if ENV_SOCKET in spec.env:  # the run's own socket only, not its neighbours in the home
+        socket_path = spec.env[ENV_SOCKET]
+        options += ["--bind", socket_path, socket_path]
     for path in [cwd, *_existing("writable", sandbox.writable, spec)]:
         options += ["--bind", path, path]
         bound.append(path)

@@ -257,6 +257,30 @@ async def test_messages_arrive_in_order_over_fd_3_and_the_socket(
     assert sources == {kind}
 
 
+async def test_a_sandboxed_task_sees_its_own_socket_not_the_other_runs_sockets(
+    tmp_path: Path, workdir: Path
+) -> None:
+    code = python(
+        """
+        import os
+        path = os.environ["LUTE_ASYNC_SOCKET"]
+        print(sorted(os.listdir(os.path.dirname(path))) == [os.path.basename(path)])
+        """
+    )
+    lines: list[str] = []
+    async with (
+        executor(tmp_path) as ex,
+        ex.start(["sleep", "60"], communicators=("socket",)) as neighbour,
+    ):
+        async with ex.start(code, cwd=workdir, env=ENV, sandbox=Sandbox()) as run:
+            async for message in run.messages():
+                if message.sig == "log":
+                    lines.append(message.data["message"])
+        await neighbour.cancel()
+    assert run.record.status == TaskStatus.COMPLETED.value, run.record.error
+    assert lines == ["True"]
+
+
 # --- control -------------------------------------------------------------------------------------
 
 
