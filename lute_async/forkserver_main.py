@@ -35,6 +35,12 @@ ENTRY = (
     "import sys; sys.flags.safe_path or sys.path.pop(0); "
     "from lute_async.forkserver_main import main; sys.exit(main())"
 )
+#: What every task (and a child's set-up) would import on its own: imported once, here.
+WARM = (
+    *("lute_async.worker", "lute_async.task.async_reporter", "json", "stat", "atexit"),
+    *("traceback", "msgpack", "dataclasses", "threading", "fcntl", "resource", "io"),
+)
+_libc: Any = None
 #: rlimits by :class:`~lute_async.limits.Limits` field, as the ``prlimit`` shim sets them.
 RLIMITS = {
     "memory": "RLIMIT_AS",
@@ -47,8 +53,10 @@ def die_with_parent() -> None:
     """Ask the kernel to SIGKILL this process when the thread that started it ends."""
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+    global _libc
+    if _libc is None:  # loaded once, in the server: every child calls this
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
 
 
@@ -78,6 +86,17 @@ def set_rlimits(limits: dict[str, Any]) -> None:
         value = limits.get(field)
         if value is not None:
             resource.setrlimit(getattr(resource, name), (int(value), int(value)))
+
+
+def set_environ(env: dict[str, str]) -> None:
+    """Make ``os.environ`` (and the C environment) exactly ``env``, changing only what differs
+    from the server's (most of it is the same)."""
+    environ = os.environ
+    for key in [key for key in environ if key not in env]:
+        del environ[key]
+    for key, value in env.items():
+        if environ.get(key) != value:
+            environ[key] = value
 
 
 def place_fds(received: list[int], targets: list[int], keep: int = 3) -> None:
@@ -114,8 +133,7 @@ def child(request: dict[str, Any], received: list[int], server_pid: int) -> int:
     try:
         if request.get("cwd") is not None:
             os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
+        set_environ(request["env"])
         set_rlimits(request.get("limits") or {})
     except OSError as exc:
         print(f"lute-async fork server: cannot start the task: {exc}", file=sys.stderr)
@@ -262,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     sock = socket.socket(fileno=int(args[0]))
     import importlib
 
-    for module in ["lute_async.worker", *args[2:]]:
+    for module in [*WARM, *args[2:]]:
         try:
             importlib.import_module(module)
         except BaseException as exc:  # whatever the import raised is the reason

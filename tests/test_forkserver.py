@@ -401,3 +401,18 @@ async def test_the_server_and_its_tasks_die_with_the_executor(
         for pidfd in watched:
             os.close(pidfd)
     assert not process_exists(task) and not process_exists(server)
+
+
+async def test_a_forked_task_reports_over_a_socket_when_asked(
+    executor: Executor, tasks_env: dict[str, str]
+) -> None:
+    record = await executor.run_function(
+        "fs_tasks:add",
+        params={"a": 2, "b": 2},
+        env=tasks_env,
+        launcher=FORK,
+        communicators=["socket"],
+    )
+    assert record.status == "COMPLETED"
+    assert record.result is not None and record.result["payload"]["sum"] == 4
+    assert [c["kind"] for c in record.communicators] == ["socket"]

@@ -26,6 +26,8 @@ from lute_async.launchers.base import ExitStatus, LaunchSpec, Notify
 from lute_async.launchers.forkserver.server import Server, ServerDied, server_for
 from lute_async.worker import ENTRY as WORKER_ENTRY
 
+#: This machine's name, for records and the ``started`` event (one lookup, not one a run).
+HOST = socket.gethostname()
 #: How long the child of a dead server may take to be gone (it is SIGKILLed by the kernel).
 ORPHAN_WAIT = 5.0
 
@@ -143,9 +145,14 @@ class Forkserver:
         self.python = python
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "host": socket.gethostname(), "preload": list(self.preload)}
+        return {"kind": self.kind, "host": HOST, "preload": list(self.preload)}
 
     def communicators(self, requested: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The pipe alone when the run asked for the pipe and a socket (the default): a forked
+        task reports over fd 3, and a socket directory per run would cost more than the fork.
+        A run that asks for a socket (or TCP) without the pipe gets what it asked for."""
+        if "pipe" in requested and "socket" in requested:
+            return tuple(kind for kind in requested if kind != "socket")
         return requested
 
     async def launch(self, spec: LaunchSpec, notify: Notify) -> ForkserverProcess:
@@ -175,6 +182,5 @@ class Forkserver:
         spawned = await server.spawn(request, fds)
         process = ForkserverProcess(server, spawned["pid"], list(spec.argv), spawned["rss_kib"])
         command = [f"forkserver:{server.pid}", target]
-        host = socket.gethostname()
-        await notify("started", {"pid": process.pid, "host": host, "command": command})
+        await notify("started", {"pid": process.pid, "host": HOST, "command": command})
         return process
