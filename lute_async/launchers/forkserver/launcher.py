@@ -182,5 +182,9 @@ class Forkserver:
         spawned = await server.spawn(request, fds)
         process = ForkserverProcess(server, spawned["pid"], list(spec.argv), spawned["rss_kib"])
         command = [f"forkserver:{server.pid}", target]
-        await notify("started", {"pid": process.pid, "host": HOST, "command": command})
+        try:
+            await notify("started", {"pid": process.pid, "host": HOST, "command": command})
+        except BaseException:  # cancelled before the run could hold it: nobody would end it
+            process.send_signal(signal.SIGKILL)
+            raise
         return process
