@@ -416,3 +416,16 @@ async def test_a_forked_task_reports_over_a_socket_when_asked(
     assert record.status == "COMPLETED"
     assert record.result is not None and record.result["payload"]["sum"] == 4
     assert [c["kind"] for c in record.communicators] == ["socket"]
+
+
+async def test_the_server_holds_no_runs_secret_in_its_environment(
+    executor: Executor, tasks_env: dict[str, str]
+) -> None:
+    record = await executor.run_function(
+        "fs_tasks:add", params={"a": 1, "b": 2}, env=tasks_env, launcher=FORK
+    )
+    assert record.status == "COMPLETED"
+    environ = Path(f"/proc/{record.extra['forkserver_pid']}/environ").read_bytes()
+    names = [item.partition(b"=")[0] for item in environ.split(b"\0")]
+    assert b"PYTHONPATH" in names
+    assert not [name for name in names if name.startswith(b"LUTE_ASYNC_")]

@@ -24,11 +24,12 @@ import msgpack
 
 from lute_async.errors import LaunchError
 from lute_async.forkserver_main import ENTRY, MAX_FDS, MAX_MESSAGE
-from lute_async.wire import ENV_PARAMS, ENV_SECRET
 
 #: What a server is shared by: (workdir, python, PYTHONPATH, preloads).
 Key = tuple[str, str, str, tuple[str, ...]]
 
+#: The prefix of the variables a run sets for its task (none of them is the server's).
+RUN_VARIABLES = "LUTE_ASYNC_"
 #: How long a spawn request may take to be answered (a fork is well under a second).
 SPAWN_TIMEOUT = 30.0
 
@@ -61,7 +62,8 @@ class Server:
         with contextlib.suppress(OSError):  # a spawn request carries the run's environment
             ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE)
         self.sock = ours
-        server_env = {k: v for k, v in env.items() if k not in (ENV_SECRET, ENV_PARAMS)}
+        # No run's variables (its secret, params, fds): each child gets its own after the fork.
+        server_env = {k: v for k, v in env.items() if not k.startswith(RUN_VARIABLES)}
         server_env["PYTHONUNBUFFERED"] = "1"  # its children's stdout, like a spawned worker's
         try:
             self.popen = subprocess.Popen(
