@@ -48,6 +48,11 @@ def hog():
         chunks.append(bytearray(16 * 1024 * 1024))
 
 @task
+def spin():
+    while True:
+        pass
+
+@task
 def crash():
     ctypes.string_at(0)
 
@@ -149,6 +154,17 @@ async def test_a_forked_task_hits_its_memory_limit(
     )
     assert again.status == "COMPLETED"
     assert again.extra["forkserver_pid"] == record.extra["forkserver_pid"]
+
+
+async def test_a_forked_task_hits_its_cpu_limit(
+    executor: Executor, tasks_env: dict[str, str]
+) -> None:
+    record = await executor.run_function(
+        "fs_tasks:spin", env=tasks_env, launcher=FORK, limits=Limits(cpu_time=1)
+    )
+    assert record.status == "FAILED"
+    assert record.verdict is not None and record.verdict["kind"] == "cpu_limit"
+    assert record.usage is not None and record.usage["user"] + record.usage["system"] >= 0.5
 
 
 async def test_a_forked_task_is_stopped_and_resumed(
