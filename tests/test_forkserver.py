@@ -434,7 +434,7 @@ async def test_a_forked_task_reports_over_a_socket_when_asked(
     assert [c["kind"] for c in record.communicators] == ["socket"]
 
 
-async def test_the_server_holds_no_runs_secret_in_its_environment(
+async def test_the_server_holds_no_runs_secret_and_runs_one_thread(
     executor: Executor, tasks_env: dict[str, str]
 ) -> None:
     record = await executor.run_function(
@@ -445,3 +445,5 @@ async def test_the_server_holds_no_runs_secret_in_its_environment(
     names = [item.partition(b"=")[0] for item in environ.split(b"\0")]
     assert b"PYTHONPATH" in names
     assert not [name for name in names if name.startswith(b"LUTE_ASYNC_")]
+    # and it never started a thread: one task in /proc
+    assert len(os.listdir(f"/proc/{record.extra['forkserver_pid']}/task")) == 1
