@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "Local": "lute_async.launchers.local",
     "MPI": "lute_async.launchers.mpi",
     "Slurm": "lute_async.launchers.slurm",
+    "Forkserver": "lute_async.launchers.forkserver",
     "Reporter": "lute_async.task",
     "AsyncReporter": "lute_async.task",
     "task": "lute_async.task",
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from lute_async.channel import Channel
     from lute_async.executor import Executor, Run
     from lute_async.hooks.registry import Event, HookRegistry
+    from lute_async.launchers.forkserver import Forkserver
     from lute_async.launchers.local import Local
     from lute_async.launchers.mpi import MPI
     from lute_async.launchers.slurm import Slurm

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -273,7 +274,10 @@ class Executor:
             )
 
     async def aclose(self) -> None:
-        """Close the record store (and stop the hook watchdog)."""
+        """Close the record store (and stop the hook watchdog and this executor's fork servers)."""
+        forkservers = sys.modules.get("lute_async.launchers.forkserver")
+        if forkservers is not None:  # loaded only once a Forkserver launcher was used
+            forkservers.close_servers(self.workdir)
         if self._watchdog is not None:
             self._watchdog.close()
         self._socket_home.close()

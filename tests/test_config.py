@@ -438,7 +438,8 @@ def test_an_infinite_timeout_is_refused() -> None:
 
 def test_an_unknown_launcher_kind_lists_the_registered_kinds() -> None:
     assert error_of('[tasks.a]\ncommand = ["true"]\nlauncher = "k8s"\n') == (
-        "tasks.toml: task 'a': key 'launcher.kind': expected one of local, mpi, slurm, got 'k8s'"
+        "tasks.toml: task 'a': key 'launcher.kind': "
+        "expected one of local, mpi, slurm, forkserver, got 'k8s'"
     )
 
 

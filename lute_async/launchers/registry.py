@@ -142,3 +142,10 @@ register(
         },
     )
 )
+register(
+    LauncherKind(
+        "forkserver",
+        "lute_async.launchers.forkserver:Forkserver",
+        {"preload": _StrList, "python": _text("a Python interpreter path")},
+    )
+)
