@@ -149,7 +149,8 @@ class Forkserver:
 
     def communicators(self, requested: tuple[Any, ...]) -> tuple[Any, ...]:
         """The pipe alone when the run asked for the pipe and a socket (the default): a forked
-        task reports over fd 3, and a socket directory per run would cost more than the fork.
+        task reports over fd 3, and a socket bound and served per run costs a share of what
+        the fork does.
         A run that asks for a socket (or TCP) without the pipe gets what it asked for."""
         if "pipe" in requested and "socket" in requested:
             return tuple(kind for kind in requested if kind != "socket")
