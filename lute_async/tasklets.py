@@ -145,10 +145,10 @@ def load_tasklets(phase: Phase, steps: Any) -> tuple[LoadedTasklet, ...]:
 
 
 def _load(phase: Phase, index: int, step: Any) -> LoadedTasklet:
-    key = f"{phase}[{index}]"
+    key = f"{phase}' step {index + 1}"
     if isinstance(step, LoadedTasklet):
         if step.phase != phase:
-            raise ConfigError(f"key {key!r}: a {step.phase} step given as a {phase} step")
+            raise ConfigError(f"key '{key}: a {step.phase} step given as a {phase} step")
         return step
     if isinstance(step, str) or callable(step):
         step = Tasklet(function=step)
@@ -156,25 +156,25 @@ def _load(phase: Phase, index: int, step: Any) -> LoadedTasklet:
         unknown = [name for name in step if name not in _STEP_KEYS]
         if unknown:
             raise ConfigError(
-                f"key {key!r}: unknown key {unknown[0]!r}; expected one of {', '.join(_STEP_KEYS)}"
+                f"key '{key}: unknown key {unknown[0]!r}; expected one of {', '.join(_STEP_KEYS)}"
             )
         step = Tasklet(**step)
     elif isinstance(step, Sequence) and not isinstance(step, bytes):
         step = Tasklet(command=step)
     if not isinstance(step, Tasklet):
-        raise ConfigError(f"key {key!r}: expected a step ({TASKLETS_EXPECTED}), got {step!r}")
+        raise ConfigError(f"key '{key}: expected a step ({TASKLETS_EXPECTED}), got {step!r}")
     if (step.function is None) == (step.command is None):
-        raise ConfigError(f"key {key!r}: expected exactly one of 'function' or 'command'")
+        raise ConfigError(f"key '{key}: expected exactly one of 'function' or 'command'")
     if not isinstance(step.args, Mapping) or not all(isinstance(k, str) for k in step.args):
-        raise ConfigError(f"key {key!r}: 'args' must be a table with string keys")
+        raise ConfigError(f"key '{key}: 'args' must be a table with string keys")
     try:  # malformed templates are refused now; what they name is looked up when it runs
         render(step.args if step.command is None else list(step.command), lambda r, k: LEAVE, key)
     except TemplateError as exc:
-        raise ConfigError(f"key {exc.key!r}: {exc}") from None
+        raise ConfigError(f"key '{key}: {exc}") from None
     if step.command is not None:
         argv = _command(key, step.command)
         if step.args:
-            raise ConfigError(f"key {key!r}: a command step takes no 'args'")
+            raise ConfigError(f"key '{key}: a command step takes no 'args'")
         name = step.name or " ".join(argv)
         return LoadedTasklet(phase, name, None, argv, {})
     function = step.function
@@ -184,7 +184,7 @@ def _load(phase: Phase, index: int, step: Any) -> LoadedTasklet:
     else:
         name = step.name or str(getattr(function, "__qualname__", repr(function)))
     if not callable(function):
-        raise ConfigError(f"key {key!r}: step {name!r} is not callable")
+        raise ConfigError(f"key '{key}: step {name!r} is not callable")
     return LoadedTasklet(phase, str(name), function, None, dict(step.args))
 
 
@@ -195,32 +195,32 @@ def _command(key: str, command: Any) -> tuple[str, ...]:
         or not command
         or not all(isinstance(part, str) for part in command)
     ):
-        raise ConfigError(f"key {key!r}: a command is a non-empty list of strings, got {command!r}")
+        raise ConfigError(f"key '{key}: a command is a non-empty list of strings, got {command!r}")
     program = command[0]
     if "{{" not in program and shutil.which(program) is None:
-        raise ConfigError(f"key {key!r}: command {program!r} is not an executable on PATH")
+        raise ConfigError(f"key '{key}: command {program!r} is not an executable on PATH")
     return tuple(command)
 
 
 def _import(key: str, target: str) -> Callable[..., Any]:
     if not _TARGET.match(target):
-        raise ConfigError(f"key {key!r}: {target!r} is not 'package.module:function'")
+        raise ConfigError(f"key '{key}: {target!r} is not 'package.module:function'")
     module_name, _, attribute = target.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or whatever the module raises on import
         raise ConfigError(
-            f"key {key!r}: cannot import {module_name!r} for step {target!r}: {exc}"
+            f"key '{key}: cannot import {module_name!r} for step {target!r}: {exc}"
         ) from None
     for part in attribute.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise ConfigError(
-                f"key {key!r}: module {module_name!r} has no {attribute!r} for step {target!r}"
+                f"key '{key}: module {module_name!r} has no {attribute!r} for step {target!r}"
             ) from None
     if not callable(obj):
-        raise ConfigError(f"key {key!r}: step {target!r} is not callable")
+        raise ConfigError(f"key '{key}: step {target!r} is not callable")
     function: Callable[..., Any] = obj
     return function
 

@@ -14,6 +14,8 @@ from lute_async.limits import Limits
 if TYPE_CHECKING:
     from lute_async.hooks.registry import Hook
     from lute_async.launchers.base import Launcher
+    from lute_async.retry import Retry
+    from lute_async.tasklets import LoadedTasklet
 
 __all__ = ["EnvSetting", "ExecutorSettings", "LauncherDef", "ResolvedTask", "TaskDef"]
 
@@ -64,6 +66,10 @@ class TaskDef:
     hooks: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     description: str = ""
+    retry: Retry | None = None
+    #: Steps as written (imported when the task is resolved).
+    before: tuple[Any, ...] = ()
+    after: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +96,9 @@ class ResolvedTask:
     communicators: tuple[str, ...] | None
     hooks: list[Hook]
     tags: list[str]
+    retry: Retry | None = None
+    before: tuple[LoadedTasklet, ...] = ()
+    after: tuple[LoadedTasklet, ...] = ()
 
     def run_options(self) -> dict[str, Any]:
         """Keyword arguments for :meth:`Executor.run` / :meth:`Executor.start`."""
@@ -107,4 +116,7 @@ class ResolvedTask:
             options["communicators"] = self.communicators
         if self.hooks:
             options["hooks"] = {"*": self.hooks}
+        for key in ("retry", "before", "after"):
+            if getattr(self, key):
+                options[key] = getattr(self, key)
         return options
