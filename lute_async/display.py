@@ -122,6 +122,13 @@ class LiveDisplay:
             detail = f": {error.get('message')}" if isinstance(error, dict) else ""
             style = STATUS_STYLES[status]
             self._line(label, f"[bold {style}]{status}[/]{safe(detail)}")
+        elif name == "retrying" and isinstance(data, dict):
+            self._finish(run.id)
+            error = data.get("error")
+            why = f": {error.get('message')}" if isinstance(error, dict) else ""
+            attempt, reason, delay = data.get("attempt"), data.get("reason"), data.get("delay")
+            text = f"attempt {attempt} {reason}{why}; the next in {delay} s"
+            self._line(label, f"[yellow]RETRYING[/] {safe(text)}")
         elif name == "error":
             message = data.get("message") if isinstance(data, dict) else data
             kind = data.get("type", "error") if isinstance(data, dict) else "error"

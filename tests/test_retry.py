@@ -19,11 +19,13 @@ from typing import Any
 import anyio
 import pytest
 
-from lute_async import Event, Executor, Retry, TaskStatus
+from lute_async import Channel, Event, Executor, Retry, TaskStatus
 from lute_async.config import parse_config, parse_graph
 from lute_async.errors import ConfigError
+from lute_async.launchers.slurm import Slurm
 from lute_async.records import RecordStore
 from lute_async.workflow import load_graph
+from tests.slurm_support import SlurmCluster, slurm_cluster  # noqa: F401 - a fixture
 
 PYTHON = sys.executable
 CLI = [PYTHON, "-m", "lute_async.cli"]
@@ -311,6 +313,12 @@ def test_a_bad_retry_table_in_a_task_file_names_the_file_task_and_key(
         parse_config(text, "tasks.toml")
 
 
+async def test_a_run_with_a_channel_cannot_have_a_retry(executor: Executor) -> None:
+    with pytest.raises(ConfigError, match="cannot be retried"):
+        await executor.run(["true"], stdout=Channel(), retry=Retry())
+    assert (await executor.store()).query() == []
+
+
 async def test_a_bad_retry_option_starts_nothing(executor: Executor) -> None:
     with pytest.raises(ConfigError, match=re.escape("key 'retry.attempts'")):
         await executor.run(["true"], retry={"attempts": 0})
@@ -382,3 +390,24 @@ def test_records_show_lists_the_attempts_and_run_reads_retry_from_the_task_file(
     assert "#2 FAILED exit code 3" in shown.stdout
     assert "#3 COMPLETED exit code 0" in shown.stdout
     assert "retried (failed) after 0 s" in shown.stdout
+
+
+@pytest.mark.slurm
+async def test_a_slurm_job_that_fails_is_resubmitted_as_a_new_job_of_the_same_run(
+    request: pytest.FixtureRequest,
+    executor: Executor,
+    flaky: Callable[..., tuple[list[str], dict[str, str]]],
+) -> None:
+    cluster: SlurmCluster = request.getfixturevalue("slurm_cluster")  # skips without it
+    events = recorder(executor)
+    argv, env = flaky(succeed_at=2)
+    launcher = Slurm(tcp_host="127.0.0.1")
+    record = await executor.run(argv, env=env, launcher=launcher, retry=Retry(backoff=0))
+    assert record.status == TaskStatus.COMPLETED, record.error
+    jobs = [attempt["slurm_job_id"] for attempt in record.attempts]
+    assert [a["status"] for a in record.attempts] == ["FAILED", "COMPLETED"]
+    assert len(set(jobs)) == 2 and record.slurm_job_id == jobs[1]
+    assert cluster.job_state(jobs[0]) == "FAILED"
+    assert cluster.job_state(jobs[1]) == "COMPLETED"
+    lifecycle = [e.name for e in events if e.name in {"queued", "retrying", *TERMINAL}]
+    assert lifecycle == ["queued", "retrying", "queued", "done"]

@@ -54,7 +54,7 @@ class _EventLogger:
             elif event.name == EventName.RETRYING:
                 sent = event.data if isinstance(event.data, dict) else {}
                 keys = ("attempt", "reason", "delay", "exit_code")
-                log.warning("retrying", **{key: sent.get(key) for key in keys}, **fields)
+                log.info("retrying", **{key: sent.get(key) for key in keys}, **fields)
             elif event.name == EventName.ERROR:
                 sent = event.data if isinstance(event.data, dict) else {}
                 error = run.redactor.text(str(sent.get("message")))

@@ -34,6 +34,8 @@ class LaunchSpec:
     stdout: int | None = None
     stderr: int | None = None
     limits: Limits | None = None
+    #: Which attempt of the run this is (1 for the first; a run with a retry has more).
+    attempt: int = 1
 
     def private_run_dir(self) -> Path:
         """The run's own directory, made private (0700) on first use, under a working

@@ -187,7 +187,7 @@ class RecordKeeper:
     ) -> dict[str, Any]:
         """The record's entry for attempt ``number``, which ended at ``ts``."""
         record = self.record
-        return {
+        entry = {
             "attempt": number,
             "status": record.status,
             "reason": data.get("reason"),
@@ -200,6 +200,9 @@ class RecordKeeper:
             "delay": data.get("delay"),
             "next_at": data.get("next_at"),
         }
+        if record.slurm_job_id is not None:  # each attempt is a job of its own
+            entry["slurm_job_id"] = record.slurm_job_id
+        return entry
 
     def _log(self, message: Message) -> bool:
         self.judge.observe(message)

@@ -196,6 +196,7 @@ class Supervisor(RunState):
             run_dir=context.workdir / self.id,
             cwd=self._cwd,
             limits=self._limits,
+            attempt=max(1, self._attempt_number),
         )
         if self._params:
             text = json.dumps(self._params)
