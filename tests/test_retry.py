@@ -24,6 +24,7 @@ from lute_async.config import parse_config, parse_graph
 from lute_async.errors import ConfigError
 from lute_async.launchers.slurm import Slurm
 from lute_async.records import RecordStore
+from lute_async.retry import reason_for
 from lute_async.workflow import load_graph
 from tests.slurm_support import SlurmCluster, slurm_cluster  # noqa: F401 - a fixture
 
@@ -116,6 +117,31 @@ def test_the_backoff_grows_by_the_multiplier_up_to_the_max_delay() -> None:
         "max_delay": 60.0,
         "on": ["failed", "timed_out", "lost"],
     }
+
+
+@pytest.mark.parametrize(
+    ("event", "error", "reason"),
+    [
+        ("failed", {"type": "NonZeroExit"}, "failed"),
+        ("failed", None, "failed"),
+        ("timed_out", None, "timed_out"),
+        ("failed", {"type": "SlurmJobLost"}, "lost"),
+        ("failed", {"type": "NodeFail"}, "lost"),
+        ("done", None, None),
+        ("cancelled", None, None),
+    ],
+)
+def test_an_attempts_ending_names_the_retry_reason(
+    event: str, error: dict[str, str] | None, reason: str | None
+) -> None:
+    assert reason_for(event, error) == reason
+
+
+def test_a_retry_follows_only_its_endings_and_only_while_attempts_are_left() -> None:
+    retry = Retry(attempts=3, on=["failed"])
+    assert retry.retries("failed", 1) and retry.retries("failed", 2)
+    assert not retry.retries("failed", 3)
+    assert not retry.retries("timed_out", 1) and not retry.retries(None, 1)
 
 
 async def test_the_retrying_event_carries_each_backoff(
