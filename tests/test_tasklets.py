@@ -244,6 +244,25 @@ async def test_a_cancel_during_a_before_step_ends_the_run_cancelled_at_once(
     assert record.status == TaskStatus.CANCELLED and record.pid is None
 
 
+async def test_cancelling_the_caller_during_an_after_step_records_the_run_cancelled(
+    executor: Executor, echo: list[str]
+) -> None:
+    entered = anyio.Event()
+    ids: list[str] = []
+
+    async def wait_forever(context: TaskletContext) -> None:
+        ids.append(context.run_id)
+        entered.set()
+        await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: executor.run(echo, after=[wait_forever]))
+        await entered.wait()
+        tg.cancel_scope.cancel()
+    record = (await executor.store()).get(ids[0])
+    assert record.status == TaskStatus.CANCELLED
+
+
 async def test_steps_run_once_around_all_the_attempts_of_a_retried_run(
     executor: Executor, tmp_path: Path
 ) -> None:
