@@ -19,11 +19,12 @@ from typing import Any
 import anyio
 import pytest
 
-from lute_async import Channel, Event, Executor, Retry, TaskStatus
+from lute_async import AnalysisRecord, Channel, Event, Executor, Message, Retry, TaskStatus
 from lute_async.config import parse_config, parse_graph
 from lute_async.errors import ConfigError
 from lute_async.launchers.slurm import Slurm
 from lute_async.records import RecordStore
+from lute_async.records.keeper import RecordKeeper
 from lute_async.retry import reason_for
 from lute_async.workflow import load_graph
 from tests.slurm_support import SlurmCluster, slurm_cluster  # noqa: F401 - a fixture
@@ -437,3 +438,26 @@ async def test_a_slurm_job_that_fails_is_resubmitted_as_a_new_job_of_the_same_ru
     assert cluster.job_state(jobs[1]) == "COMPLETED"
     lifecycle = [e.name for e in events if e.name in {"queued", "retrying", *TERMINAL}]
     assert lifecycle == ["queued", "retrying", "queued", "done"]
+
+
+def test_the_keeper_files_each_attempt_and_clears_what_was_its_own() -> None:
+    record = AnalysisRecord(name="flaky")
+    keeper = RecordKeeper(record)
+    keeper.apply(Message("started", {"pid": 10}, ts=1.0))
+    keeper.apply(Message("result", {"payload": 1, "summary": None}, source="pipe", ts=1.5))
+    keeper.apply(Message("error", {"type": "OSError", "message": "disk"}, source="pipe", ts=2))
+    failed = {"exit_code": 3, "signal": None, "usage": None, "error": None, "extra": {}}
+    retrying = {**failed, "attempt": 1, "reason": "failed", "event": "failed", "delay": 0.5}
+    assert keeper.apply(Message("retrying", {**retrying, "next_at": 3.5}, ts=3.0))
+    assert record.status == TaskStatus.PENDING
+    assert record.error is None and record.result is None and record.exit_code is None
+    keeper.apply(Message("started", {"pid": 11}, ts=4.0))
+    done = {"exit_code": 0, "signal": None, "usage": None, "error": None, "attempt": 2}
+    keeper.apply(Message("done", done, ts=5.0))
+    assert record.status == TaskStatus.COMPLETED and record.error is None and record.pid == 11
+    first, second = record.attempts
+    assert first["error"]["type"] == "OSError" and first["exit_code"] == 3
+    assert (first["started_at"], first["ended_at"], first["next_at"]) == (1.0, 3.0, 3.5)
+    assert first["verdict"]["kind"] == "runtime_error"
+    assert (second["attempt"], second["status"], second["started_at"]) == (2, "COMPLETED", 4.0)
+    assert second["verdict"] == {"kind": "ok", "detail": None}

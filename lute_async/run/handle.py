@@ -86,7 +86,7 @@ class Run(Attempts, TaskletSteps, Dispatcher):
     ) -> None:
         if retry is not None and (stdin is not None or stdout is not None):
             raise ConfigError(
-                "retry: a run whose stdin or stdout is a Channel cannot be retried "
+                "key 'retry': a run whose stdin or stdout is a Channel cannot be retried "
                 "(a channel's bytes are read once)"
             )
         self.id = uuid.uuid4().hex
