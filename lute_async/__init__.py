@@ -31,6 +31,9 @@ _EXPORTS: dict[str, str] = {
     "Reporter": "lute_async.task",
     "AsyncReporter": "lute_async.task",
     "task": "lute_async.task",
+    "Retry": "lute_async.retry",
+    "Tasklet": "lute_async.tasklets",
+    "TaskletContext": "lute_async.tasklets",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -48,8 +51,10 @@ if TYPE_CHECKING:
     from lute_async.limits import Limits
     from lute_async.messages import Message, TaskStatus
     from lute_async.records import AnalysisRecord, RecordStore, RunFilter
+    from lute_async.retry import Retry
     from lute_async.sandbox import Sandbox
     from lute_async.task import AsyncReporter, Reporter, task
+    from lute_async.tasklets import Tasklet, TaskletContext
     from lute_async.workflow import Workflow
 
 

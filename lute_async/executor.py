@@ -178,7 +178,9 @@ class Executor:
 
         Options: ``name``, ``params``, ``env``, ``cwd``, ``timeout`` (seconds), ``hooks``
         (``{event: fn or [fns]}`` for this run), ``launcher``, ``limits``, ``communicators``,
-        ``tags``, ``grace``, ``stdin``/``stdout`` (a :class:`~lute_async.channel.Channel`).
+        ``tags``, ``grace``, ``stdin``/``stdout`` (a :class:`~lute_async.channel.Channel`),
+        ``retry`` (a :class:`~lute_async.retry.Retry`: more attempts, one run), ``before`` and
+        ``after`` (tasklet steps, :mod:`lute_async.tasklets`).
         Cancelling the caller cancels the run (its record says CANCELLED).
         """
         run = self._make_run(cmd, options)

@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "launchers.base": 1, "communicators.base": 1, "communicators.bounds": 1,
     "communicators.lines": 1, "hooks.events": 1, "records.model": 1,
     "options": 1, "sandbox": 1,
+    "retry": 1, "tasklets": 1,
     # L2 domain
     "run.lifecycle": 2, "records.keeper": 2,
     # L3 adapters

@@ -166,8 +166,10 @@ def _line(key: str, value: str, error: type[LuteAsyncError], where: str = "") ->
 
 
 def _keep_copy(spec: LaunchSpec, text: bytes) -> Path:
-    """Write the submitted script as ``job.sbatch`` in the run's private directory."""
+    """Write the submitted script as ``job.sbatch`` (``job-N.sbatch`` for attempt N > 1 of
+    a retried run) in the run's private directory."""
+    name = "job.sbatch" if spec.attempt == 1 else f"job-{spec.attempt}.sbatch"
     try:
-        return spec.write_private_file("job.sbatch", text)
+        return spec.write_private_file(name, text)
     except OSError as exc:
         raise LaunchError(f"cannot create the batch script of run {spec.name!r}: {exc}") from None
