@@ -10,6 +10,7 @@ thread, one at a time, when a page or a filter asks.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -64,9 +65,9 @@ def _when(ts: float | None) -> str:
 
 def _duration(summary: dict[str, Any]) -> str:
     start, end = summary.get("started_at"), summary.get("ended_at")
-    if not start or not end:
+    if not start:
         return ""
-    seconds = end - start
+    seconds = (end or time.time()) - start  # a running run's: so far
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 

@@ -18,8 +18,9 @@ function when(ts) {
 }
 
 function duration(run) {
-  if (!run.started_at || !run.ended_at) return "";
-  const s = run.ended_at - run.started_at;
+  // A running run's is its time so far, as of its last update (the page keeps no clock).
+  if (!run.started_at) return "";
+  const s = (run.ended_at || Date.now() / 1000) - run.started_at;
   return s < 120 ? `${s.toFixed(1)} s` : `${(s / 60).toFixed(1)} min`;
 }
 
