@@ -43,8 +43,7 @@ from lute_async.templates import (
 #: Record fields a template may read from a finished task.
 TEMPLATE_FIELDS = ("result", "status", "exit_code", "verdict", "usage", "id")
 
-#: Tags a node's run ``graph:<workflow id>``; its record's ``extra["graph"]`` is the graph
-GRAPH_TAG = "graph:"
+GRAPH_TAG = "graph:"  # + Workflow.id tags its runs; their extra["graph"] holds the edges
 
 
 class StartedRun(Protocol):
@@ -130,8 +129,7 @@ class Workflow:
         self.max_concurrency = max_concurrency
         self.nodes: dict[str, Node] = {}
         self._on_state = on_state
-        #: Links the records of this workflow's runs (their ``graph:<id>`` tag).
-        self.id = uuid.uuid4().hex
+        self.id = uuid.uuid4().hex  # links the records of its runs (tagged graph:<id>)
 
     def add(
         self,
@@ -287,7 +285,6 @@ class Workflow:
             node.ended.set()
 
     def _link(self, node: Node, record: AnalysisRecord) -> None:
-        """Note in ``record`` which workflow and node it is, and the graph's edges."""
         edges = {name: list(other.after) for name, other in self.nodes.items()}
         record.extra["graph"] = {"id": self.id, "node": node.name, "nodes": edges}
 

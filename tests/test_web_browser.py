@@ -25,9 +25,7 @@ from web_support import (
 
 from lute_async import Executor
 from lute_async.records import RecordStore
-
-pytest.importorskip("starlette")
-from lute_async.web import Dashboard  # noqa: E402
+from lute_async.web import Dashboard
 
 pytestmark = pytest.mark.timeout(120)
 STEPS = 3
@@ -120,9 +118,7 @@ async def test_filters_and_paging_over_ten_thousand_planted_records(tmp_path: Pa
             seen |= {i for i in ids if i}
             await page.locator("#older").click()
             await expect(rows).to_have_count(50)
-        assert [r.id for r in planted[-150:]][::-1] == [
-            r.id for r in planted[::-1] if r.id in seen
-        ]
+        assert [r.id for r in planted[-150:]][::-1] == [r.id for r in planted[::-1] if r.id in seen]
         await page.locator("#newer").click()  # back one page: the third
         await expect(rows.first).to_have_attribute("data-run", planted[-101].id)
         # Filters: name and status and tag, then a time range; each row matches.
@@ -148,13 +144,15 @@ async def test_filters_and_paging_over_ten_thousand_planted_records(tmp_path: Pa
 
 
 async def test_no_token_no_page(tmp_path: Path) -> None:
-    async with Dashboard(db=tmp_path / "runs.db", announce=None) as dashboard:
-        async with browser_page() as page:
-            response = await page.goto(f"{dashboard.address}/")
-            assert response is not None and response.status == 403
-            assert "needs its token" in await page.content()
-            response = await page.goto(f"{dashboard.address}/?token=wrong-token-of-some-length")
-            assert response is not None and response.status == 403
-            response = await page.goto(dashboard.url)
-            assert response is not None and response.status == 200
-            assert "token" not in page.url  # it went into a cookie, out of the address
+    async with (
+        Dashboard(db=tmp_path / "runs.db", announce=None) as dashboard,
+        browser_page() as page,
+    ):
+        response = await page.goto(f"{dashboard.address}/")
+        assert response is not None and response.status == 403
+        assert "needs its token" in await page.content()
+        response = await page.goto(f"{dashboard.address}/?token=wrong-token-of-some-length")
+        assert response is not None and response.status == 403
+        response = await page.goto(dashboard.url)
+        assert response is not None and response.status == 200
+        assert "token" not in page.url  # it went into a cookie, out of the address

@@ -27,6 +27,9 @@ from lute_async.status import RUN_STATUSES, status_value
 
 __all__ = ["Cursor", "RecordStore"]
 
+#: A tag at most this many runs have is where a page starts looking (sorting them is cheap).
+RARE_TAG_RUNS = 5_000
+
 #: Where a page of runs ended: the last run's ``(submitted_at, rowid)``.
 Cursor = tuple[float, int]
 
@@ -230,7 +233,12 @@ class RecordStore:
         """
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
-        where, args = (runs or RunFilter()).where()
+        runs = runs or RunFilter()
+        where, args = runs.where()
+        rare = self._rare_tag(runs.wanted_tags())
+        if rare is not None:  # few runs have it: start from them, not from a scan of all
+            where += " AND id IN (SELECT run_id FROM run_tags WHERE tag = ?)"
+            args.append(rare)
         direction, beyond = ("DESC", "<") if newest_first else ("ASC", ">")
         order = f" ORDER BY submitted_at {direction}, rowid {direction} LIMIT ?"
         if after is not None:
@@ -247,6 +255,19 @@ class RecordStore:
             return found, None
         last = rows[limit - 1]
         return found[:limit], (last[3], last[4])
+
+    def _rare_tag(self, tags: list[str]) -> str | None:
+        """The rarest of ``tags`` when at most :data:`RARE_TAG_RUNS` runs have it, else None."""
+        counts = []
+        for tag in tags:
+            rows = self._database.read(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM run_tags WHERE tag = ? LIMIT ?)",
+                (tag, RARE_TAG_RUNS + 1),
+                "count tagged runs",
+            )
+            counts.append((int(rows[0][0]), tag))
+        rarest = min(counts, default=None)
+        return rarest[1] if rarest is not None and rarest[0] <= RARE_TAG_RUNS else None
 
     def cursor_of(self, run_id: str) -> Cursor:
         """The :meth:`page` cursor of run ``run_id`` (pages start just after it)."""

@@ -22,8 +22,13 @@ import anyio
 import jinja2
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
-from starlette.responses import StreamingResponse
+from starlette.responses import (
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -139,9 +144,7 @@ def build_app(state: DashboardState, *, cookie: str) -> Any:
             event_next=live.events_seen if live else 0,
             csrf=csrf_value(state.token),
             attempts=record.extra.get("attempts"),
-            protocol_errors={
-                key: value for key, value in record.extra.items() if "error" in key
-            },
+            protocol_errors={key: value for key, value in record.extra.items() if "error" in key},
         )
 
     async def graph_page(request: Request) -> Response:

@@ -20,7 +20,17 @@ from lute_async.records.store import Cursor
 from lute_async.status import RUN_STATUSES
 from lute_async.workflow import GRAPH_TAG
 
-__all__ = ["PAGE_SIZE", "FilterError", "HistoryPage", "HistoryQuery", "graph_records", "read_run"]
+__all__ = [
+    "GRAPH_TAG",
+    "PAGE_SIZE",
+    "FilterError",
+    "HistoryPage",
+    "HistoryQuery",
+    "graph_layout",
+    "graph_records",
+    "read_page",
+    "read_run",
+]
 
 #: Runs on one page of the history.
 PAGE_SIZE: Final = 50

@@ -16,7 +16,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import uvicorn
@@ -115,9 +115,7 @@ class Dashboard:
             self._store = await executor.store()
         else:
             path = self.db if self.db is not None else default_db_path()
-            self._store = await anyio.to_thread.run_sync(
-                lambda: RecordStore(path, mark_lost=False)
-            )
+            self._store = await anyio.to_thread.run_sync(lambda: RecordStore(path, mark_lost=False))
             self._own_store = True
         sock = _bind(self.host, self.port)
         try:
