@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-from starlette.testclient import TestClient
+
+with warnings.catch_warnings():  # Starlette 1.x suggests another client; httpx still works
+    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
+    from starlette.testclient import TestClient
 from web_support import Gate, gated_command, plant
 
 from lute_async import Executor
@@ -23,11 +28,7 @@ from lute_async.web import Dashboard
 from lute_async.web.app import DashboardState, build_app
 from lute_async.web.live import LiveHub
 
-pytestmark = [
-    pytest.mark.timeout(120),
-    # Starlette 1.x suggests another client for its TestClient; httpx still works.
-    pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`"),
-]
+pytestmark = pytest.mark.timeout(120)
 TOKEN = "t" * 24
 ROW = re.compile(r'<tr data-run="([0-9a-f]{32})">')
 
@@ -263,14 +264,20 @@ async def test_a_live_run_over_real_uvicorn_streams_then_is_cancelled(tmp_path: 
             await http.get("/")
 
 
-async def test_read_only_by_default_no_cancel(tmp_path: Path) -> None:
+@asynccontextmanager
+async def served(tmp_path: Path) -> AsyncIterator[tuple[Executor, httpx.AsyncClient]]:
+    """An executor serving its dashboard, and a client holding the token."""
     dashboard = Dashboard(announce=None, token=TOKEN)
+    bearer = {"authorization": f"Bearer {TOKEN}"}
     async with (
         Executor(db=tmp_path / "runs.db", workdir=tmp_path / "work", dashboard=dashboard) as ex,
-        httpx.AsyncClient(
-            base_url=dashboard.address, headers={"authorization": f"Bearer {TOKEN}"}
-        ) as http,
+        httpx.AsyncClient(base_url=dashboard.address, headers=bearer) as http,
     ):
+        yield ex, http
+
+
+async def test_read_only_by_default_no_cancel(tmp_path: Path) -> None:
+    async with served(tmp_path) as (ex, http):
         record = await ex.run([sys.executable, "-c", "print('hi')"], name="short")
         page = (await http.get(f"/runs/{record.id}")).text
         assert "cancel-form" not in page and "hi\n" in page
@@ -282,13 +289,7 @@ async def test_read_only_by_default_no_cancel(tmp_path: Path) -> None:
 
 
 async def test_a_finished_runs_log_is_paged(tmp_path: Path) -> None:
-    dashboard = Dashboard(announce=None, token=TOKEN)
-    async with (
-        Executor(db=tmp_path / "runs.db", workdir=tmp_path / "work", dashboard=dashboard) as ex,
-        httpx.AsyncClient(
-            base_url=dashboard.address, headers={"authorization": f"Bearer {TOKEN}"}
-        ) as http,
-    ):
+    async with served(tmp_path) as (ex, http):
         code = "for i in range(450): print(f'line {i}')"
         record = await ex.run([sys.executable, "-c", code], name="chatty")
         latest = (await http.get(f"/runs/{record.id}")).text
@@ -301,10 +302,8 @@ async def test_a_finished_runs_log_is_paged(tmp_path: Path) -> None:
 
 
 async def test_a_workflow_has_a_graph_page_live_and_from_the_records(tmp_path: Path) -> None:
-    dashboard = Dashboard(announce=None, token=TOKEN)
-    db = tmp_path / "runs.db"
     ok, bad = [sys.executable, "-c", "pass"], [sys.executable, "-c", "raise SystemExit(3)"]
-    async with Executor(db=db, workdir=tmp_path / "work", dashboard=dashboard) as ex:
+    async with served(tmp_path) as (ex, http):
         graph = ex.graph()
         graph.add("calibrate", ok)
         graph.add("peaks", bad, after=["calibrate"])
@@ -312,14 +311,11 @@ async def test_a_workflow_has_a_graph_page_live_and_from_the_records(tmp_path: P
         graph.add("<b>odd</b>", ok, after=["calibrate"])
         records = await graph.run()
         assert f"graph:{graph.id}" in records["calibrate"].tags
-        async with httpx.AsyncClient(
-            base_url=dashboard.address, headers={"authorization": f"Bearer {TOKEN}"}
-        ) as http:
-            live_page = (await http.get(f"/graphs/{graph.id}")).text
-            run_page = (await http.get(f"/runs/{records['peaks'].id}")).text
+        live_page = (await http.get(f"/graphs/{graph.id}")).text
+        run_page = (await http.get(f"/runs/{records['peaks'].id}")).text
     assert f'href="/graphs/{graph.id}"' in run_page
     async with (
-        Dashboard(db=db, announce=None, token=TOKEN) as history_only,
+        Dashboard(db=tmp_path / "runs.db", announce=None, token=TOKEN) as history_only,
         httpx.AsyncClient(
             base_url=history_only.address, headers={"authorization": f"Bearer {TOKEN}"}
         ) as http,
