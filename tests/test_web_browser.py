@@ -8,6 +8,7 @@ page waits on a timer. Playwright's ``expect`` waits for the page to reach the s
 from __future__ import annotations
 
 import re
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -156,3 +157,37 @@ async def test_no_token_no_page(tmp_path: Path) -> None:
         response = await page.goto(dashboard.url)
         assert response is not None and response.status == 200
         assert "token" not in page.url  # it went into a cookie, out of the address
+
+
+async def test_a_graph_page_follows_its_nodes_states_live(tmp_path: Path) -> None:
+    from playwright.async_api import expect
+
+    gate = Gate(tmp_path / "gate")
+    dashboard = Dashboard(announce=None)
+    async with (
+        Executor(db=tmp_path / "runs.db", workdir=tmp_path / "work", dashboard=dashboard) as ex,
+        browser_page() as page,
+        anyio.create_task_group() as tg,
+    ):
+        graph = ex.graph()
+        graph.add("calibrate", gated_command(tmp_path, gate, 1))
+        graph.add("peaks", [sys.executable, "-c", "pass"], after=["calibrate"])
+        await page.goto(dashboard.url)
+        tg.start_soon(graph.run)
+        row = page.locator("#live-runs tbody tr", has_text="calibrate")
+        await expect(row.locator(".status")).to_have_text("RUNNING")
+        await page.goto(f"{dashboard.address}/graphs/{graph.id}")
+        calibrate = page.locator('g[data-node="calibrate"]')
+        peaks = page.locator('g[data-node="peaks"]')
+        await expect(calibrate).to_have_class("node s-RUNNING")
+        await expect(peaks).to_have_class("node s-PENDING")
+        await expect(page.locator('line[data-from="calibrate"][data-to="peaks"]')).to_have_count(1)
+        await gate.step()
+        await gate.step()
+        gate.close()
+        await expect(calibrate).to_have_class("node s-COMPLETED")
+        await expect(peaks).to_have_class("node s-COMPLETED")
+        await expect(peaks.locator(".node-status")).to_have_text("COMPLETED")
+        peaks_link = page.locator('li[data-node="peaks"] a.node-link')
+        await expect(peaks_link).to_have_attribute("href", re.compile(r"^/runs/[0-9a-f]{32}$"))
+        await screenshot(page, "dashboard-graph.png")

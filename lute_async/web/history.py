@@ -182,7 +182,7 @@ def graph_layout(
         for row, name in enumerate(members):
             x, y = 20 + column * (width + gap_x), 20 + row * (height + gap_y)
             where[name] = (x, y)
-            state = states.get(name, {})
+            state = states.get(name, {"status": "PENDING", "id": None})
             nodes.append({"name": name, "x": x, "y": y, "w": width, "h": height, **state})
     lines = [
         {

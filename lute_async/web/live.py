@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 
 from lute_async.messages import TERMINAL_EVENTS, EventName
+from lute_async.workflow import GRAPH_TAG
 
 if TYPE_CHECKING:
     from lute_async.hooks.events import Event, RunView
@@ -57,7 +58,7 @@ def _brief(data: Any) -> str:
 
 def summary_of(record: Any, progress: dict[str, Any] | None, live: bool) -> dict[str, Any]:
     """What a runs table row shows of a run (a record, and its progress when live)."""
-    graph = record.extra.get("graph") if isinstance(record.extra, dict) else None
+    graph = next((tag[len(GRAPH_TAG) :] for tag in record.tags if tag.startswith(GRAPH_TAG)), None)
     fraction = progress.get("fraction") if isinstance(progress, dict) else None
     message = progress.get("message") if isinstance(progress, dict) else None
     return {
@@ -73,7 +74,7 @@ def summary_of(record: Any, progress: dict[str, Any] | None, live: bool) -> dict
         "pid": record.pid,
         "job": record.slurm_job_id,
         "tags": list(record.tags),
-        "graph": graph.get("id") if isinstance(graph, dict) else None,
+        "graph": graph,
         "verdict": (record.verdict or {}).get("kind"),
         "live": live,
     }

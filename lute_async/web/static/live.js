@@ -35,14 +35,23 @@ function statusBadge(status) {
   return el("span", status, `status s-${status}`);
 }
 
+function runLink(run, cls) {
+  const link = el("a", run.name, cls);
+  link.href = `/runs/${encodeURIComponent(run.id)}`;
+  return link;
+}
+
 // -- the runs page: one row per run the executor has shown, newest first ----------------------
 function runRow(run) {
   const row = el("tr");
   row.dataset.run = run.id;
   const name = el("td");
-  const link = el("a", run.name);
-  link.href = `/runs/${encodeURIComponent(run.id)}`;
-  name.append(link);
+  name.append(runLink(run));
+  if (run.graph) {
+    const graph = el("a", "graph", "graph-link");
+    graph.href = `/graphs/${encodeURIComponent(run.graph)}`;
+    name.append(" ", graph);
+  }
   const status = el("td");
   status.append(statusBadge(run.status));
   status.className = "cell-status";
@@ -139,6 +148,8 @@ function startGraphPage() {
           node.querySelector(".node-status").textContent = run.status;
         } else {
           node.querySelector(".node-state").textContent = run.status;
+          const name = node.querySelector(".node-link");
+          if (name.tagName.toLowerCase() !== "a") name.replaceWith(runLink(run, "node-link"));
         }
       }
     }
