@@ -281,7 +281,11 @@ class Executor:
     async def __aenter__(self) -> Executor:
         await self.store()
         if self.dashboard is not None:
-            await self.dashboard.open(self)
+            try:
+                await self.dashboard.open(self)
+            except BaseException:
+                await self.aclose()
+                raise
         return self
 
     async def __aexit__(

@@ -186,6 +186,12 @@ def test_bad_dashboard_arguments_are_config_errors(tmp_path: Path) -> None:
         Dashboard(port=70000)
     with pytest.raises(ConfigError, match="token: expected a string of at least 16"):
         Dashboard(token="short")
+    with pytest.raises(ConfigError, match="allow_control: expected true or false, got 'yes'"):
+        Dashboard(allow_control="yes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="host: expected an address to listen on, got ''"):
+        Dashboard(host="")
+    with pytest.raises(ConfigError, match="host: expected an address to listen on, got 8080"):
+        Dashboard(host=8080)  # type: ignore[arg-type]
 
 
 async def test_a_port_in_use_is_a_config_error(tmp_path: Path) -> None:
@@ -195,6 +201,11 @@ async def test_a_port_in_use_is_a_config_error(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
             await second.open()
         await second.aclose()
+        # An executor whose dashboard cannot listen fails on entry, its store closed again.
+        executor = Executor(db=tmp_path / "runs.db", dashboard=second)
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            await executor.__aenter__()
+        assert executor._store is None
 
 
 async def sse_events(response: httpx.Response) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -131,6 +132,25 @@ def test_bad_dashboard_values_are_one_line_and_exit_2(
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_a_dashboard_port_in_use_exits_2_before_anything_runs(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    (tmp_path / "lute-async.toml").write_text('[tasks.x]\ncommand = ["true"]\n')
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for args in (["run", "x", "--dashboard", str(port)], ["serve", "--port", str(port)]):
+            done = subprocess.run(
+                [*CLI, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode == 2, done.stderr
+            assert f"dashboard: cannot listen on 127.0.0.1:{port}" in done.stderr
+            assert len(done.stderr.strip().splitlines()) == 1
+    with RecordStore(tmp_path / "runs.db") as store:
+        assert store.query() == []  # nothing ran, no record left behind
 
 
 def test_serve_on_a_database_that_is_not_one_exits_2(tmp_path: Path, env: dict[str, str]) -> None:

@@ -79,6 +79,12 @@ class Dashboard:
     ) -> None:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise ConfigError(f"dashboard: port: expected 0 to 65535, got {port!r}")
+        if not isinstance(allow_control, bool):
+            raise ConfigError(
+                f"dashboard: allow_control: expected true or false, got {allow_control!r}"
+            )
+        if not isinstance(host, str) or not host:
+            raise ConfigError(f"dashboard: host: expected an address to listen on, got {host!r}")
         if token is not None and (not isinstance(token, str) or len(token) < 16):
             raise ConfigError("dashboard: token: expected a string of at least 16 characters")
         self.host = host
