@@ -54,7 +54,10 @@ def need_browser() -> None:
 @asynccontextmanager
 async def browser_page() -> AsyncIterator[Any]:
     """A fresh page of headless Chromium (one context, so cookies are its own)."""
-    from playwright.async_api import async_playwright
+    from playwright.async_api import async_playwright, expect
+
+    # A loaded CI machine may take seconds to start a task: wait for states, up to 30 s.
+    expect.set_options(timeout=30_000)
 
     async with async_playwright() as driver:
         browser = await driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

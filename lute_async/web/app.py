@@ -9,6 +9,7 @@ thread, one at a time, when a page or a filter asks.
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -221,8 +222,6 @@ def build_app(state: DashboardState, *, cookie: str) -> Any:
             return PlainTextResponse("403 Forbidden: started without --allow-control", 403)
         form = dict(parse_qsl((await request.body()).decode("utf-8", errors="replace")))
         given = form.get("csrf", "")
-        import hmac
-
         if not same_origin(dict(request.headers)) or not hmac.compare_digest(
             given.encode(), csrf_value(state.token).encode()
         ):

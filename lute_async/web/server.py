@@ -22,6 +22,7 @@ import anyio
 import uvicorn
 
 from lute_async.errors import ConfigError
+from lute_async.logs import get_logger
 from lute_async.web.access import new_token
 from lute_async.web.live import LiveHub
 
@@ -169,7 +170,10 @@ class Dashboard:
             assert self._server is not None
             self._server.stop()
             with anyio.CancelScope(shield=True):
-                await task
+                try:
+                    await task
+                except Exception as exc:  # the server failed: say so, still close the rest
+                    get_logger().error("dashboard_failed", error=f"{type(exc).__name__}: {exc}")
         if self._own_store and self._store is not None:
             store, self._store = self._store, None
             await anyio.to_thread.run_sync(store.close)
