@@ -347,3 +347,38 @@ async def test_a_workflow_has_a_graph_page_live_and_from_the_records(tmp_path: P
             ("peaks", "report"),
             ("calibrate", "&lt;b&gt;odd&lt;/b&gt;"),
         }
+
+
+async def test_what_is_kept_of_a_run_is_bounded_and_coalesced(tmp_path: Path) -> None:
+    from lute_async.web.live import MAX_LOG_LINES
+
+    async with served(tmp_path) as (ex, http):
+        dashboard = ex.dashboard
+        assert isinstance(dashboard, Dashboard)
+        watching = dashboard.hub.subscribe()
+        lines = MAX_LOG_LINES + 50
+        code = (
+            "from lute_async.task import Reporter\n"
+            "with Reporter.connect() as r:\n"
+            "    for i in range(1000): r.progress(i / 1000)\n"
+            f"for i in range({lines}): print(f'line {{i}}')\n"
+        )
+        record = await ex.run([sys.executable, "-c", code], name="flood")
+        # 1,000 progress events and the rest, unread meanwhile: one change to send, once.
+        assert await watching.changed() == [record.id]
+        assert watching.dirty == {}
+        live = dashboard.hub.runs[record.id]
+        kept, skipped = live.logs_from(0, 200)
+        assert skipped == 50 and kept[0]["n"] == 50 and kept[0]["text"] == "line 50"
+        assert live.logs_seen == lines and len(live.logs) == MAX_LOG_LINES
+        first = (await http.get(f"/runs/{record.id}?log_start=0")).text
+        assert "50 earlier line(s) no longer kept" in first
+
+
+async def test_a_runs_secrets_are_masked_in_its_log_lines(tmp_path: Path) -> None:
+    secret = "s3cr3t-value-for-the-dashboard"
+    async with served(tmp_path) as (ex, http):
+        code = "import os; print('token is', os.environ['API_TOKEN'])"
+        record = await ex.run([sys.executable, "-c", code], name="leaky", env={"API_TOKEN": secret})
+        page = (await http.get(f"/runs/{record.id}")).text
+    assert "token is " in page and secret not in page
