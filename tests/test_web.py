@@ -350,7 +350,7 @@ async def test_a_workflow_has_a_graph_page_live_and_from_the_records(tmp_path: P
 
 
 async def test_what_is_kept_of_a_run_is_bounded_and_coalesced(tmp_path: Path) -> None:
-    from lute_async.web.live import MAX_LOG_LINES
+    from lute_async.web.live import MAX_LOG_CHARS, MAX_LOG_LINES
 
     async with served(tmp_path) as (ex, http):
         dashboard = ex.dashboard
@@ -373,6 +373,10 @@ async def test_what_is_kept_of_a_run_is_bounded_and_coalesced(tmp_path: Path) ->
         assert live.logs_seen == lines and len(live.logs) == MAX_LOG_LINES
         first = (await http.get(f"/runs/{record.id}?log_start=0")).text
         assert "50 earlier line(s) no longer kept" in first
+        wide = await ex.run([sys.executable, "-c", "for i in range(300): print('x' * 3999)"])
+        kept_wide = dashboard.hub.runs[wide.id].logs
+        assert dashboard.hub.runs[wide.id].logs_seen == 300
+        assert sum(len(line["text"]) for line in kept_wide) <= MAX_LOG_CHARS < 300 * 3999
 
 
 async def test_a_runs_secrets_are_masked_in_its_log_lines(tmp_path: Path) -> None:

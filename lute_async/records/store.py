@@ -250,11 +250,13 @@ class RecordStore:
             [*args, limit + 1],
             "query runs",
         )
-        found = [self._database.decode(run_id, doc, result) for run_id, doc, result, _, _ in rows]
-        if len(rows) <= limit:
+        found = [
+            self._database.decode(run_id, doc, result) for run_id, doc, result, _, _ in rows[:limit]
+        ]
+        if len(rows) <= limit:  # the one row more was asked only to know whether one follows
             return found, None
         last = rows[limit - 1]
-        return found[:limit], (last[3], last[4])
+        return found, (last[3], last[4])
 
     def _rare_tag(self, tags: list[str]) -> str | None:
         """The rarest of ``tags`` when at most :data:`RARE_TAG_RUNS` runs have it, else None."""

@@ -23,12 +23,13 @@ if TYPE_CHECKING:
 
 __all__ = ["LiveHub", "LiveRun", "Subscriber", "log_text"]
 
-#: Log lines kept per run (older ones are dropped and counted).
-MAX_LOG_LINES: Final = 10_000
+#: Log lines kept per run, and their characters (older lines are dropped and counted).
+MAX_LOG_LINES: Final = 5_000
+MAX_LOG_CHARS: Final = 1_000_000
 #: Events kept per run for its timeline (progress and log events are not in it).
 MAX_EVENTS: Final = 500
 #: Finished runs kept in memory (with their logs) beyond the live ones.
-MAX_FINISHED: Final = 200
+MAX_FINISHED: Final = 100
 #: Characters of one log line or of one event's data kept for display.
 MAX_TEXT: Final = 4_000
 
@@ -87,8 +88,9 @@ class LiveRun:
         self.run = run
         self.events: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS)
         self.events_seen = 0
-        self.logs: deque[dict[str, Any]] = deque(maxlen=MAX_LOG_LINES)
+        self.logs: deque[dict[str, Any]] = deque()
         self.logs_seen = 0
+        self._log_chars = 0
         self.finished = False
 
     def summary(self) -> dict[str, Any]:
@@ -110,6 +112,11 @@ class LiveRun:
             }
         )
         self.logs_seen += 1
+        self._log_chars += len(text)
+        while len(self.logs) > MAX_LOG_LINES or (
+            self._log_chars > MAX_LOG_CHARS and len(self.logs) > 1
+        ):
+            self._log_chars -= len(self.logs.popleft()["text"])
 
     def add_event(self, event: Event) -> None:
         self.events.append(
