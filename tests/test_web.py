@@ -386,3 +386,15 @@ async def test_a_runs_secrets_are_masked_in_its_log_lines(tmp_path: Path) -> Non
         record = await ex.run([sys.executable, "-c", code], name="leaky", env={"API_TOKEN": secret})
         page = (await http.get(f"/runs/{record.id}")).text
     assert "token is " in page and secret not in page
+
+
+def test_a_history_only_page_lists_what_the_records_say_is_running(tmp_path: Path) -> None:
+    from lute_async.records import AnalysisRecord
+
+    with RecordStore(tmp_path / "runs.db") as store:
+        elsewhere = AnalysisRecord(name="elsewhere", status="RUNNING", started_at=1.0e9)
+        store.save_many([elsewhere, AnalysisRecord(name="over", status="COMPLETED")])
+        page = signed_in(store).get("/").text
+    active = page.split('id="recorded-active"', 1)[1].split("</table>", 1)[0]
+    assert ROW.findall(active) == [elsewhere.id]
+    assert f"{elsewhere.executor_host}:{elsewhere.executor_pid}" in active

@@ -109,12 +109,17 @@ def build_app(state: DashboardState, *, cookie: str) -> Any:
         query = history.HistoryQuery.from_params(request.query_params)
         found = await state.read(lambda store: history.read_page(store, query))
         rows = [summary_of(record, None, live=False) for record in found.records]
+        active = []
+        if not state.live:  # no stream here: what the records say is running elsewhere
+            recorded = await state.read(history.read_active)
+            active = [summary_of(record, None, live=False) for record in recorded]
         return page(
             "runs.html",
             status=400 if found.error else 200,
             query=query,
             found=found,
             rows=rows,
+            active=active,
             statuses=sorted(RUN_STATUSES),
         )
 

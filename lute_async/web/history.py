@@ -17,7 +17,7 @@ from typing import Any, Final
 from lute_async.errors import RecordNotFound
 from lute_async.records import AnalysisRecord, RecordStore, RunFilter
 from lute_async.records.store import Cursor
-from lute_async.status import RUN_STATUSES
+from lute_async.status import ACTIVE_STATUSES, RUN_STATUSES
 from lute_async.workflow import GRAPH_TAG
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "HistoryQuery",
     "graph_layout",
     "graph_records",
+    "read_active",
     "read_page",
     "read_run",
 ]
@@ -140,6 +141,12 @@ def _keys(store: RecordStore, run_id: str) -> str:
     """The cursor ``submitted_at:rowid`` of run ``run_id``."""
     at, rowid = store.cursor_of(run_id)
     return f"{at!r}:{rowid}"
+
+
+def read_active(store: RecordStore) -> list[AnalysisRecord]:
+    """The runs the records say are not over (PENDING, QUEUED, RUNNING, STOPPED), newest first:
+    what other processes run, as last recorded."""
+    return store.page(RunFilter(status=ACTIVE_STATUSES), limit=PAGE_SIZE)[0]
 
 
 def read_run(store: RecordStore, run_id: str) -> AnalysisRecord | None:

@@ -77,6 +77,7 @@ def summary_of(record: Any, progress: dict[str, Any] | None, live: bool) -> dict
         "tags": list(record.tags),
         "graph": graph,
         "verdict": (record.verdict or {}).get("kind"),
+        "executor": f"{record.executor_host}:{record.executor_pid}",
         "live": live,
     }
 

@@ -116,6 +116,7 @@ class Dashboard:
         executor the records database ``db`` only."""
         if self._task is not None:
             raise RuntimeError("this dashboard is already open")
+        self.hub.closed = False  # open again after a close
         from lute_async.records import RecordStore, default_db_path
 
         if executor is not None:
