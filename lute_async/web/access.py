@@ -17,7 +17,14 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode
 
-__all__ = ["SECURITY_HEADERS", "TokenGate", "csrf_value", "new_token", "same_origin"]
+__all__ = [
+    "SECURITY_HEADERS",
+    "TokenGate",
+    "cookie_name",
+    "csrf_value",
+    "new_token",
+    "same_origin",
+]
 
 Scope = dict[str, Any]
 Receive = Any
@@ -40,6 +47,12 @@ SECURITY_HEADERS: Final = [
 def new_token() -> str:
     """A fresh random token (32 bytes, URL-safe)."""
     return secrets.token_urlsafe(32)
+
+
+def cookie_name(token: str) -> str:
+    """The cookie holding ``token``: named after it, so two dashboards on one host (the browser
+    keeps cookies per host, not per port) do not overwrite each other's."""
+    return "lute_async_token_" + hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 def csrf_value(token: str) -> str:
@@ -84,7 +97,8 @@ class TokenGate:
         if given:
             if len(given) == 1 and _equal(given[0], self.token):
                 rest = urlencode([(key, value) for key, value in query if key != "token"])
-                await self._redirect(send, scope.get("path", "/") + (f"?{rest}" if rest else ""))
+                path = scope.get("raw_path") or scope.get("path", "/").encode("utf-8")
+                await self._redirect(send, path + (f"?{rest}".encode() if rest else b""))
             else:
                 await self._forbidden(send)
             return
@@ -107,10 +121,10 @@ class TokenGate:
         scheme, _, value = headers.get("authorization", "").partition(" ")
         return value.strip() if scheme.lower() == "bearer" else None
 
-    async def _redirect(self, send: Send, location: str) -> None:
+    async def _redirect(self, send: Send, location: bytes) -> None:
         cookie = f"{self.cookie}={self.token}; Path=/; HttpOnly; SameSite=Strict"
         headers = [
-            (b"location", location.encode("latin-1", errors="replace")),
+            (b"location", location),
             (b"set-cookie", cookie.encode()),
             (b"content-length", b"0"),
             *SECURITY_HEADERS,

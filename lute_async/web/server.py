@@ -23,7 +23,7 @@ import uvicorn
 
 from lute_async.errors import ConfigError
 from lute_async.logs import get_logger
-from lute_async.web.access import new_token
+from lute_async.web.access import cookie_name, new_token
 from lute_async.web.live import LiveHub
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ class Dashboard:
             live=live,
             limiter=anyio.CapacityLimiter(1),
         )
-        app = build_app(state, cookie=f"lute_async_token_{abs(hash(self.token)) % 10**8}")
+        app = build_app(state, cookie=cookie_name(self.token))
         config = uvicorn.Config(
             app,
             lifespan="off",
