@@ -21,6 +21,7 @@ from lute_async.communicators import CommunicatorSpec, SocketHome
 from lute_async.errors import ConfigError
 from lute_async.hooks.builtin import log_event
 from lute_async.hooks.events import Hook, RunView
+from lute_async.hooks.observer import Observer
 from lute_async.hooks.registry import HookRegistry
 from lute_async.hooks.watchdog import HookWatchdog
 from lute_async.logs import get_logger
@@ -75,6 +76,8 @@ class Executor:
     ``drain_timeout`` is how long the stream may stay silent after a task's exit before its
     readers are ended; ``hook_timeout`` cuts async hooks and has a watchdog report sync ones
     that block the loop; ``max_result_bytes`` bounds a result kept whole in its record.
+    ``dashboard`` (e.g. :class:`lute_async.web.Dashboard`) sees every event and is served
+    while the executor is open (``async with``).
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class Executor:
         log_events: bool = True,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
         record_env: str = "overrides",
+        dashboard: Observer | None = None,
     ) -> None:
         # Every argument checked the one way run options and task files are: a ConfigError
         # naming the argument, the value and what was expected.
@@ -104,6 +108,10 @@ class Executor:
         self.hooks = hooks if isinstance(hooks, HookRegistry) else HookRegistry(hooks)
         if checked["log_events"]:
             log_event.register(self.hooks)
+        #: Sees every event (a ``"*"`` hook), opened and closed with the executor.
+        self.dashboard: Observer | None = checked["dashboard"]
+        if self.dashboard is not None:
+            self.hooks.add("*", self.dashboard)
         self.communicators = tuple(checked["communicators"])
         self.grace: float = checked["grace"]
         self.max_frame: int = checked["max_frame"]
@@ -276,7 +284,10 @@ class Executor:
             )
 
     async def aclose(self) -> None:
-        """Close the record store (and stop the hook watchdog and this executor's fork servers)."""
+        """Close the dashboard and the record store (and stop the hook watchdog and this
+        executor's fork servers)."""
+        if self.dashboard is not None:
+            await self.dashboard.aclose()
         forkservers = sys.modules.get("lute_async.launchers.forkserver")
         if forkservers is not None:  # loaded only once a Forkserver launcher was used
             forkservers.close_servers(self.workdir)
@@ -290,6 +301,12 @@ class Executor:
 
     async def __aenter__(self) -> Executor:
         await self.store()
+        if self.dashboard is not None:
+            try:
+                await self.dashboard.open(self)
+            except BaseException:
+                await self.aclose()
+                raise
         return self
 
     async def __aexit__(

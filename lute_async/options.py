@@ -302,4 +302,5 @@ EXECUTOR_ARGUMENTS: dict[str, Option] = {
     "record_env": Option(
         " or ".join(repr(mode) for mode in RECORD_ENV), Literal["overrides", "all"]
     ),
+    "dashboard": Option("a dashboard", accepts=_has_methods("open", "aclose", "__call__")),
 }

@@ -38,7 +38,7 @@ LAYERS: dict[str, int] = {
     # L5 orchestration
     "executor": 5, "workflow": 5, "config": 5,
     # L6 application
-    "cli": 6, "demo": 6, "display": 6, "app": 6,
+    "cli": 6, "demo": 6, "display": 6, "app": 6, "web": 6,
 }
 FACE = "lute_async"  # the public face re-exports every layer
 

@@ -25,7 +25,13 @@ from lute_async.records.journal import RecordJournal
 from lute_async.records.model import AnalysisRecord, default_db_path
 from lute_async.status import RUN_STATUSES, status_value
 
-__all__ = ["RecordStore"]
+__all__ = ["Cursor", "RecordStore"]
+
+#: A tag at most this many runs have is where a page starts looking (sorting them is cheap).
+RARE_TAG_RUNS = 5_000
+
+#: Where a page of runs ended: the last run's ``(submitted_at, rowid)``.
+Cursor = tuple[float, int]
 
 
 class RecordStore:
@@ -168,12 +174,7 @@ class RecordStore:
         return errors
 
     def _stored(self, record: AnalysisRecord) -> StoredRecord:
-        status = status_value(record.status)
-        if status not in RUN_STATUSES:
-            raise ValueError(
-                f"run {record.id} has unknown status {status!r}; "
-                f"expected one of {', '.join(sorted(RUN_STATUSES))}"
-            )
+        _check_status(record)
         return stored_record(record, self.max_result_bytes)
 
     def replay_journal(self) -> list[str]:
@@ -229,27 +230,75 @@ class RecordStore:
         (``records export`` uses it)."""
         if page < 1:
             raise ValueError(f"page must be >= 1, got {page}")
-        where, args = (runs or RunFilter()).where()
-        direction, after = ("DESC", "<") if newest_first else ("ASC", ">")
-        order = f" ORDER BY submitted_at {direction}, rowid {direction} LIMIT ?"
-        last: tuple[float, int] | None = None
+        after: Cursor | None = None
         while True:
-            # Keyset paging: each page starts after the last row of the one before.
-            clause, page_args = where, list(args)
-            if last is not None:
-                keyset = f"(submitted_at, rowid) {after} (?, ?)"
-                clause = f"{where} AND {keyset}" if where else f" WHERE {keyset}"
-                page_args.extend(last)
-            rows = self._database.read(
-                f"SELECT id, doc, result, submitted_at, rowid FROM runs{clause}{order}",
-                [*page_args, page],
-                "query runs",
-            )
-            for run_id, doc, result, _, _ in rows:
-                yield self._database.decode(run_id, doc, result)
-            if len(rows) < page:
+            found, after = self.page(runs, after=after, limit=page, newest_first=newest_first)
+            yield from found
+            if after is None:
                 return
-            last = (rows[-1][3], rows[-1][4])
+
+    def page(
+        self,
+        runs: RunFilter | None = None,
+        *,
+        after: Cursor | None = None,
+        limit: int = 50,
+        newest_first: bool = True,
+    ) -> tuple[list[AnalysisRecord], Cursor | None]:
+        """One page of the runs ``runs`` matches, from just after the cursor ``after`` (the
+        start when None), and the cursor of its last run (None when no run follows).
+
+        Keyset paging on the indexed ``(submitted_at, rowid)``: a page deep in 100,000 runs
+        costs what the first one does (no OFFSET scan).
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        runs = runs or RunFilter()
+        where, args = runs.where()
+        rare = self._rare_tag(runs.wanted_tags())
+        if rare is not None:  # few runs have it: start from them, not from a scan of all
+            where += " AND id IN (SELECT run_id FROM run_tags WHERE tag = ?)"
+            args.append(rare)
+        direction, beyond = ("DESC", "<") if newest_first else ("ASC", ">")
+        order = f" ORDER BY submitted_at {direction}, rowid {direction} LIMIT ?"
+        if after is not None:
+            keyset = f"(submitted_at, rowid) {beyond} (?, ?)"
+            where = f"{where} AND {keyset}" if where else f" WHERE {keyset}"
+            args = [*args, float(after[0]), int(after[1])]
+        rows = self._database.read(
+            f"SELECT id, doc, result, submitted_at, rowid FROM runs{where}{order}",
+            [*args, limit + 1],
+            "query runs",
+        )
+        found = [
+            self._database.decode(run_id, doc, result) for run_id, doc, result, _, _ in rows[:limit]
+        ]
+        if len(rows) <= limit:  # the one row more was asked only to know whether one follows
+            return found, None
+        last = rows[limit - 1]
+        return found, (last[3], last[4])
+
+    def _rare_tag(self, tags: list[str]) -> str | None:
+        """The rarest of ``tags`` when at most :data:`RARE_TAG_RUNS` runs have it, else None."""
+        counts = []
+        for tag in tags:
+            rows = self._database.read(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM run_tags WHERE tag = ? LIMIT ?)",
+                (tag, RARE_TAG_RUNS + 1),
+                "count tagged runs",
+            )
+            counts.append((int(rows[0][0]), tag))
+        rarest = min(counts, default=None)
+        return rarest[1] if rarest is not None and rarest[0] <= RARE_TAG_RUNS else None
+
+    def cursor_of(self, run_id: str) -> Cursor:
+        """The :meth:`page` cursor of run ``run_id`` (pages start just after it)."""
+        rows = self._database.read(
+            "SELECT submitted_at, rowid FROM runs WHERE id = ?", (run_id,), f"read run {run_id}"
+        )
+        if not rows:
+            raise RecordNotFound(run_id, str(self.path))
+        return float(rows[0][0]), int(rows[0][1])
 
     def latest(self, name: str, status: str | None = "COMPLETED") -> AnalysisRecord | None:
         """Return the last-submitted run called *name* with *status* (any if None), or None."""
@@ -277,3 +326,12 @@ class RecordStore:
         check errs towards leaving a run alone.
         """
         return recovery.mark_lost(self._database, is_alive)
+
+
+def _check_status(record: AnalysisRecord) -> None:
+    status = status_value(record.status)
+    if status not in RUN_STATUSES:
+        raise ValueError(
+            f"run {record.id} has unknown status {status!r}; "
+            f"expected one of {', '.join(sorted(RUN_STATUSES))}"
+        )
