@@ -137,11 +137,13 @@ class Supervisor(RunState):
             self._readers_left = len(communicators)
             for communicator in communicators:
                 readers.start_soon(self._serve, communicator)
-            async with anyio.create_task_group() as waiting:
-                if self._deadline is not None:
-                    waiting.start_soon(self._enforce_timeout, self._deadline)
+            if self._deadline is None:  # nothing to watch beside the exit: no task group
                 status = await self._process.wait()
-                waiting.cancel_scope.cancel()
+            else:
+                async with anyio.create_task_group() as waiting:
+                    waiting.start_soon(self._enforce_timeout, self._deadline)
+                    status = await self._process.wait()
+                    waiting.cancel_scope.cancel()
             self._exit = status
             self._lifecycle.advance(Phase.DRAINING)
             self._exited.set()
