@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
-import pytest
 from conftest import process_exists
 
 from lute_async import Executor
@@ -138,7 +137,6 @@ EXECUTOR_SCRIPT = """
 """
 
 
-@pytest.mark.skipif(not parent_death_shim(), reason="needs util-linux setpriv")
 def test_a_task_ends_when_its_executor_is_sigkilled(tmp_path: Path) -> None:
     path = tmp_path / "executor.py"
     path.write_text(textwrap.dedent(EXECUTOR_SCRIPT))
@@ -165,7 +163,7 @@ def test_a_task_ends_when_its_executor_is_sigkilled(tmp_path: Path) -> None:
     assert not process_exists(task_pid)
 
 
-def test_local_runs_start_behind_the_parent_death_shim_when_available() -> None:
+def test_the_parent_death_shim_is_setpriv_when_available() -> None:
     shim = parent_death_shim()
     if shutil.which("setpriv") is None:
         assert shim == []

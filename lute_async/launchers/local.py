@@ -21,6 +21,7 @@ import anyio
 
 from lute_async.errors import LaunchError
 from lute_async.launchers.base import ExitStatus, LaunchSpec, Notify
+from lute_async.launchers.guardian import GUARDIAN
 from lute_async.launchers.sandboxed import SandboxedProcess
 from lute_async.launchers.sandboxed import launch as launch_sandboxed
 from lute_async.limits import parent_death_shim
@@ -29,7 +30,9 @@ from lute_async.limits import parent_death_shim
 class LocalProcess:
     """A local task process (and its process group)."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], argv: list[str]) -> None:
+    def __init__(
+        self, popen: subprocess.Popen[bytes], argv: list[str], *, guarded: bool = False
+    ) -> None:
         self._popen = popen
         self.pid: int | None = popen.pid
         self.argv = argv
@@ -38,6 +41,10 @@ class LocalProcess:
         # Linux carries the parent's peak RSS into a vfork'd child's ru_maxrss (exec records
         # the old mm's high-water mark), so the child's figure is only its own above this.
         self.inherited_rss_kib = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        #: Registered with the guardian (killed if the executor dies) until it is reaped.
+        self.guarded = guarded
+        if guarded:
+            GUARDIAN.watch(popen.pid)
 
     async def wait(self) -> ExitStatus:
         pid = self._popen.pid
@@ -60,6 +67,8 @@ class LocalProcess:
         wall = time.monotonic() - self.started
         code = os.waitstatus_to_exitcode(status)
         self.returncode = self._popen.returncode = code  # Popen must not reap it again
+        if self.guarded:
+            GUARDIAN.release(pid)
         self._end_stragglers()
         usage = {
             "wall": wall,
@@ -116,7 +125,8 @@ class Local:
     sandboxes = True
 
     def __init__(self, *, parent_death_signal: bool = True) -> None:
-        #: End the task (SIGKILL) if the executor dies, via the ``setpriv`` exec shim.
+        #: End the task (SIGKILL to its group) if the executor dies: the executor process's
+        #: guardian (:mod:`lute_async.launchers.guardian`) watches it.
         self.parent_death_signal = parent_death_signal
 
     def describe(self) -> dict[str, Any]:
@@ -126,10 +136,8 @@ class Local:
         return requested
 
     def command(self, spec: LaunchSpec) -> list[str]:
-        """The argv to execute, wrapped by the limits shim when limits are set and by the
-        parent-death shim (when available) so the task does not outlive the executor."""
+        """The argv to execute, wrapped by the limits shim when limits are set."""
         argv = spec.limits.wrap(spec.argv) if spec.limits is not None else list(spec.argv)
-        argv = parent_death_shim() + argv if self.parent_death_signal else argv
         if spec.argv and argv[0] != spec.argv[0]:
             check_executable(spec)  # a shim would otherwise turn "not found" into exit 127
         return argv
@@ -147,7 +155,7 @@ class Local:
             argv = process.argv
         else:
             argv = self.command(spec)
-            process = spawn(argv, spec)
+            process = spawn(argv, spec, guard=self.parent_death_signal)
         await notify("started", {"pid": process.pid, "host": socket.gethostname(), "command": argv})
         return process
 
@@ -167,8 +175,9 @@ def check_executable(spec: LaunchSpec) -> None:
         raise LaunchError(f"command {program!r} is not executable (run {spec.name!r})")
 
 
-def spawn(argv: list[str], spec: LaunchSpec) -> LocalProcess:
-    """Start ``argv`` in a new session with the spec's environment, cwd and fds.
+def spawn(argv: list[str], spec: LaunchSpec, *, guard: bool = False) -> LocalProcess:
+    """Start ``argv`` in a new session with the spec's environment, cwd and fds (``guard``:
+    watched by the guardian, so it dies with the executor).
 
     ``subprocess.Popen`` forks with vfork and no ``preexec_fn``, so it is safe in a threaded
     parent and takes well under a millisecond of the event loop.
@@ -197,4 +206,4 @@ def spawn(argv: list[str], spec: LaunchSpec) -> LocalProcess:
         raise LaunchError(f"command {argv[0]!r} is not executable (run {spec.name!r})") from exc
     except OSError as exc:
         raise LaunchError(f"cannot start {argv[0]!r} for run {spec.name!r}: {exc}") from exc
-    return LocalProcess(popen, argv)
+    return LocalProcess(popen, argv, guarded=guard)

@@ -204,7 +204,11 @@ class MPI:
                 pass_fds = tuple(fd for fd in pass_fds if fd != int(fd_text))
         local_spec = dataclasses.replace(spec, argv=argv, env=env, pass_fds=pass_fds)
         full_argv = self._local.command(local_spec)
-        process = MPIProcess(spawn(full_argv, local_spec), ranks=ranks, starter=self.starter(env))
+        process = MPIProcess(
+            spawn(full_argv, local_spec, guard=self._local.parent_death_signal),
+            ranks=ranks,
+            starter=self.starter(env),
+        )
         await notify(
             "started",
             {
