@@ -17,6 +17,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 
 
 def _end(pid: int, pidfd: int) -> None:
@@ -33,25 +34,34 @@ def _end(pid: int, pidfd: int) -> None:
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
 
 
-def _apply(line: bytes, tasks: dict[int, int]) -> None:
-    """Apply one ``+PID`` / ``-PID`` line to ``tasks`` (pid -> pidfd)."""
-    try:
-        pid = int(line[1:])
-    except ValueError:
-        return
-    if line[:1] == b"+":
+#: Pause between reads: lines written meanwhile wait in the pipe, so a burst of runs wakes the
+#: guardian once, not twice per run. Its cost is only how late it sees the pipe end.
+PAUSE = 0.1
+
+
+def _apply(lines: list[bytes], tasks: dict[int, int]) -> None:
+    """Apply ``+PID`` / ``-PID`` lines to ``tasks`` (pid -> pidfd); a task started and reaped
+    within one batch is never opened."""
+    net: dict[int, bool] = {}
+    for line in lines:
         try:
-            fd = os.pidfd_open(pid)
-        except OSError:
-            return  # already ended and reaped: nothing to guard
-        old = tasks.pop(pid, None)
-        if old is not None:
+            pid = int(line[1:])
+        except ValueError:
+            continue
+        if line[:1] == b"+":
+            net[pid] = True
+        elif line[:1] == b"-":
+            if net.get(pid):
+                del net[pid]
+            else:
+                net[pid] = False
+    for pid, alive in net.items():
+        old = tasks.pop(pid, -1)
+        if old >= 0:
             os.close(old)
-        tasks[pid] = fd
-    elif line[:1] == b"-":
-        fd = tasks.pop(pid, -1)
-        if fd >= 0:
-            os.close(fd)
+        if alive:
+            with contextlib.suppress(OSError):  # OSError: already ended and reaped
+                tasks[pid] = os.pidfd_open(pid)
 
 
 def main() -> int:
@@ -68,8 +78,8 @@ def main() -> int:
         if not chunk:
             break
         *lines, pending = (pending + chunk).split(b"\n")
-        for line in lines:
-            _apply(line, tasks)
+        _apply(lines, tasks)
+        time.sleep(PAUSE)
     for pid, fd in tasks.items():
         _end(pid, fd)
     return 0
