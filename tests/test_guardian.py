@@ -80,6 +80,8 @@ def test_a_killed_guardian_is_started_again_and_told_every_running_task(
     old = guardian.pid
     assert old is not None
     os.kill(old, signal.SIGKILL)
+    assert guardian._process is not None
+    guardian._process.wait()  # dead (and reaped) before the next spawn looks at it
     after = _sleeper(sleepers)
     guardian.watch(after.pid)  # finds its guardian dead: starts one, tells it both tasks
     assert guardian.pid not in (None, old)
