@@ -8,6 +8,7 @@ whole group so grandchildren (shell pipelines, forked workers) are ended too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 import shutil
@@ -155,8 +156,20 @@ class Local:
             argv = process.argv
         else:
             argv = self.command(spec)
-            process = spawn(argv, spec, guard=self.parent_death_signal)
-        await notify("started", {"pid": process.pid, "host": socket.gethostname(), "command": argv})
+            # The guardian, not the spawning thread, ends the task with the executor, so the
+            # spawn runs in a worker thread: the loop goes on while vfork waits for the exec.
+            # Shielded: once started, a process is never lost to a cancel.
+            with anyio.CancelScope(shield=True):
+                process = await anyio.to_thread.run_sync(
+                    functools.partial(spawn, argv, spec, guard=self.parent_death_signal)
+                )
+        try:
+            await notify(
+                "started", {"pid": process.pid, "host": socket.gethostname(), "command": argv}
+            )
+        except BaseException:  # cancelled before the run holds the process: end it here
+            process.send_signal(signal.SIGKILL)
+            raise
         return process
 
 
