@@ -354,6 +354,17 @@ async def test_a_pipe_held_open_by_an_escaped_grandchild_ends_the_run_after_drai
     assert [(e["run_id"], e["seconds"]) for e in drains] == [(record.id, 0.3)]
 
 
+async def test_a_run_with_no_communicator_ends_at_its_exit_without_a_drain_timeout(
+    tmp_path: Path, json_logs: io.StringIO
+) -> None:
+    # No reader to wait for: the drain is over at the exit (it used to sit out drain_timeout
+    # of silence and log drain_timeout for every such run).
+    async with Executor(db=tmp_path / "runs.db", drain_timeout=0.5) as executor:
+        record = await executor.run(["/bin/true"], communicators=[])
+    assert record.status == "COMPLETED" and record.communicators == []
+    assert [e for e in log_events(json_logs.getvalue()) if e["event"] == "drain_timeout"] == []
+
+
 async def test_a_hook_busy_past_drain_timeout_after_the_exit_loses_nothing(
     tmp_path: Path, script: Callable[[str], list[str]], json_logs: io.StringIO
 ) -> None:

@@ -135,6 +135,8 @@ class Supervisor(RunState):
             await self._process.terminate()
         async with anyio.create_task_group() as readers:
             self._readers_left = len(communicators)
+            if not communicators:  # nothing to drain: the stream ends with the exit
+                self._drained.set()
             for communicator in communicators:
                 readers.start_soon(self._serve, communicator)
             if self._deadline is None:  # nothing to watch beside the exit: no task group
