@@ -51,6 +51,11 @@ RETRY_FIRST = 0.01
 RETRY_LONGEST = 1.0
 
 
+async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
 class ListeningCommunicator:
     """Base of socket communicators; subclasses bind the socket and name the child's variable."""
 
@@ -99,10 +104,11 @@ class ListeningCommunicator:
         sock = self._sock
         assert sock is not None
         async with anyio.create_task_group() as connections:
-            async with anyio.create_task_group() as accepting:
-                accepting.start_soon(self._accept_forever, sock, connections)
-                await exited.wait()
-                accepting.cancel_scope.cancel()
+            # The accept loop runs in this task until the exit cancels it (one task group less
+            # per run than a task group of its own).
+            with anyio.CancelScope() as accepting:
+                connections.start_soon(_cancel_when_set, exited, accepting)
+                await self._accept_forever(sock, connections)
             # Connections a finished task made but that were not accepted yet still hold its
             # messages: take every one waiting in the backlog before closing the listener.
             self._accept_waiting(sock, connections)

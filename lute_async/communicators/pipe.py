@@ -63,12 +63,16 @@ class PipeCommunicator:
 
     async def serve(self, exited: anyio.Event) -> None:
         # Pipes end by themselves: EOF arrives once every process holding the write end is gone.
+        # The frame pipe is read by this task itself: one task less per run.
         async with anyio.create_task_group() as tg:
+            frames: int | None = None
             for fd, source in self._read_fds:
                 if source == "pipe":
-                    tg.start_soon(self._read_frames, fd)
+                    frames = fd
                 else:
                     tg.start_soon(self._read_lines, fd, source)
+            if frames is not None:
+                await self._read_frames(frames)
 
     async def _read_frames(self, fd: int) -> None:
         assert self._channel is not None

@@ -216,6 +216,8 @@ class Supervisor(RunState):
         return spec
 
     def _remove_params_file(self) -> None:
+        if not self._params:  # no params, no file (and no stat for every run)
+            return
         path = self._context.workdir / self.id / "params.json"
         if path.exists():
             path.unlink(missing_ok=True)
