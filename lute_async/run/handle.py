@@ -110,8 +110,10 @@ class Run(Attempts, TaskletSteps, Dispatcher):
         self._secret = secrets.token_urlsafe(24)
         # What the record and the logs may keep: the secret values the task can see (its
         # environment and its TCP secret) and secret-looking keys and flags masked.
-        known = dict(os.environ) if context.inherit_env else {}
-        known.update(self._env_overrides)
+        # The environment the task inherits, taken once, when the run is made: its launch
+        # builds on this copy (decoding os.environ costs ~20 us a time).
+        self._inherited_env = dict(os.environ) if context.inherit_env else {}
+        known = {**self._inherited_env, **self._env_overrides}
         self.redactor = Redactor(known, (self._secret,))
         self.record = AnalysisRecord(
             id=self.id,

@@ -56,6 +56,7 @@ class RunState:
     _argv: list[str]
     _params: dict[str, Any]
     _env_overrides: dict[str, str]
+    _inherited_env: dict[str, str]  # os.environ when the run was made (or {}: inherit_env off)
     _cwd: str | None
     _limits: Limits | None
     _sandbox: Sandbox | None

@@ -185,7 +185,7 @@ class Supervisor(RunState):
 
     def _launch_spec(self) -> LaunchSpec:
         context = self._context
-        env = dict(os.environ) if context.inherit_env else {}
+        env = dict(self._inherited_env)
         env.setdefault("PYTHONUNBUFFERED", "1")  # live log lines from Python tasks
         env.update(self._env_overrides)
         env[ENV_RUN] = self.id
