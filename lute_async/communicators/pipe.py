@@ -6,6 +6,7 @@ a frame: every byte on stdout/stderr becomes a ``log`` message and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -57,8 +58,10 @@ class PipeCommunicator:
         self._child_fds.append(write_fd)
 
     def child_started(self) -> None:
+        # The child's ends: nothing here ever waits on them, so no event-loop notice first.
         for fd in self._child_fds:
-            close_fd(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
         self._child_fds.clear()
 
     async def serve(self, exited: anyio.Event) -> None:
