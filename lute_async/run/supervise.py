@@ -253,14 +253,23 @@ class Supervisor(RunState):
         await self._inject(sig, data)
 
     async def _inject(self, sig: str, data: Any) -> None:
-        await self._send.send([Message(str(sig), data, 0, time.time(), None, os.getpid())])
+        await self._put([Message(str(sig), data, 0, time.time(), None, os.getpid())])
 
     async def _end(self, status: ExitStatus) -> None:
         """Send the terminal event of the run's first-wins end, the last message of the
         stream."""
         event = self._lifecycle.finish(status)
         data = self._attempt_noted(self._lifecycle.payload(event, status))
-        await self._send.send([Message(event, data, 0, time.time(), None, os.getpid())])
+        await self._put([Message(event, data, 0, time.time(), None, os.getpid())])
+
+    async def _put(self, batch: list[Message]) -> None:
+        """Queue one of the executor's own messages for the dispatcher: at once while the
+        stream has room (no checkpoint, so no extra turn of the loop per started or terminal
+        event), else waiting for room like a reader."""
+        try:
+            self._send.send_nowait(batch)
+        except anyio.WouldBlock:
+            await self._send.send(batch)
 
     def _attempt_noted(self, data: dict[str, Any]) -> dict[str, Any]:
         """``data`` of a terminal event, with the attempt it ends for a run with a retry."""
