@@ -13,11 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 from conftest import process_exists
 
 from lute_async import Executor
+from lute_async.launchers.base import LaunchSpec
 from lute_async.launchers.guardian import GUARDIAN, Guardian
+from lute_async.launchers.local import Local
 
 WAIT_LIMIT = 30.0  # seconds: a bound on waits that succeed at once when the code is right
 
@@ -159,3 +162,31 @@ def test_a_task_and_its_process_group_end_when_the_executor_is_sigkilled(
         finally:
             os.close(pidfd)
         assert readable, f"{pid} still running after its executor was SIGKILLed"
+
+
+async def test_a_cancel_that_lands_on_the_started_notify_kills_the_new_process(
+    tmp_path: Path,
+) -> None:
+    # The spawn runs shielded in a worker thread; a cancel that arrives meanwhile lands on the
+    # started notify, before the run holds the process: the launcher ends it instead.
+    spec = LaunchSpec(
+        argv=["sleep", "3600"], env=dict(os.environ), run_id="r", name="r", run_dir=tmp_path
+    )
+    pidfds: list[int] = []
+
+    async def notify(sig: str, data: dict[str, object]) -> None:
+        pidfds.append(os.pidfd_open(int(str(data["pid"]))))  # held while it surely runs
+        scope.cancel()
+        await anyio.lowlevel.checkpoint()
+
+    with anyio.CancelScope() as scope:
+        await Local().launch(spec, notify)
+        pytest.fail("the launch was not cancelled")
+    [pidfd] = pidfds
+    try:
+        with anyio.move_on_after(WAIT_LIMIT):
+            await anyio.wait_readable(pidfd)  # readable once the process has ended
+        readable, _, _ = select.select([pidfd], [], [], 0)
+    finally:
+        os.close(pidfd)
+    assert readable, "the process a cancelled launch started is still running"
