@@ -14,14 +14,23 @@ task ended is never signalled.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import sys
 import time
 
+#: Held for a task when the kernel has no pidfds (before Linux 5.3): its group is signalled
+#: by pid alone.
+NO_PIDFD = -2
+
 
 def _end(pid: int, pidfd: int) -> None:
     """SIGKILL ``pid``'s process group, if ``pid`` is still the task registered as ``pidfd``."""
+    if pidfd == NO_PIDFD:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+        return
     try:
         signal.pidfd_send_signal(pidfd, 0)
     except ProcessLookupError:
@@ -60,8 +69,11 @@ def _apply(lines: list[bytes], tasks: dict[int, int]) -> None:
         if old >= 0:
             os.close(old)
         if alive:
-            with contextlib.suppress(OSError):  # OSError: already ended and reaped
+            try:
                 tasks[pid] = os.pidfd_open(pid)
+            except OSError as exc:  # already ended and reaped, or no pidfds here
+                if exc.errno == errno.ENOSYS:
+                    tasks[pid] = NO_PIDFD
 
 
 def main() -> int:

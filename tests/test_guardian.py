@@ -3,6 +3,7 @@ shim in front of each task; a guardian that was killed is started again and told
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -17,7 +18,7 @@ import anyio.lowlevel
 import pytest
 from conftest import process_exists
 
-from lute_async import Executor
+from lute_async import Executor, guardian_main
 from lute_async.launchers.base import LaunchSpec
 from lute_async.launchers.guardian import GUARDIAN, Guardian
 from lute_async.launchers.local import Local
@@ -115,7 +116,7 @@ def test_local_runs_start_with_no_exec_shim_and_are_watched(tmp_path: Path) -> N
 EXECUTOR_SCRIPT = """
     import subprocess, sys
     import anyio
-    from lute_async import Executor
+    from lute_async import Executor, guardian_main
 
     TASK = (
         "import subprocess, time; child = subprocess.Popen(['sleep', '3600']); "
@@ -190,3 +191,20 @@ async def test_a_cancel_that_lands_on_the_started_notify_kills_the_new_process(
     finally:
         os.close(pidfd)
     assert readable, "the process a cancelled launch started is still running"
+
+
+def test_without_pidfds_the_guardian_signals_the_group_by_pid(
+    sleepers: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Kernels before 5.3 have no pidfd_open (none here to run on): the task is held by pid.
+    def no_pidfds(pid: int) -> int:
+        raise OSError(errno.ENOSYS, "pidfd_open")
+
+    monkeypatch.setattr(guardian_main.os, "pidfd_open", no_pidfds)
+    task = _sleeper(sleepers)
+    tasks: dict[int, int] = {}
+    guardian_main._apply([b"+%d" % task.pid], tasks)
+    assert tasks == {task.pid: guardian_main.NO_PIDFD}
+    for pid, held in tasks.items():
+        guardian_main._end(pid, held)
+    assert _ended(task) and task.returncode == -signal.SIGKILL
