@@ -269,6 +269,18 @@ class SandboxedProcess:
             return ExitStatus(exit_code=None, signal=code - 128, usage=usage)
         return ExitStatus(exit_code=code, signal=status.signal, usage=usage)
 
+    def release(self) -> None:
+        """What :meth:`wait` does once the monitor is reaped, without waiting: SIGKILL the
+        sandbox's pid 1 (the namespace ends a moment later) and close its fds."""
+        fd, self._init_fd = self._init_fd, None
+        if fd is not None:
+            with contextlib.suppress(ProcessLookupError, OSError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            os.close(fd)
+        if self._errors is not None:
+            os.close(self._errors)
+            self._errors = None
+
     async def _teardown(self) -> None:
         """SIGKILL the sandbox's pid 1 and wait until the namespace is empty."""
         fd, self._init_fd = self._init_fd, None
