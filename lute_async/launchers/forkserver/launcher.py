@@ -136,7 +136,11 @@ class ForkserverProcess:
         self.send_signal(signal.SIGKILL)
 
     def describe(self) -> dict[str, Any]:
-        facts = {"launch_command": self.argv, "pid": self.pid, "forkserver_pid": self._server.pid}
+        facts: dict[str, Any] = {
+            "launch_command": self.argv,
+            "pid": self.pid,
+            "forkserver_pid": self._server.pid,
+        }
         if isinstance(self._server.popen, BoxedServer):
             facts["sandbox"] = {**self._server.popen.describe(), "task_pid": self.reported_as}
         return facts
@@ -189,7 +193,7 @@ class Forkserver:
                 targets.append(number)
         fds += spec.pass_fds
         targets += spec.pass_fds
-        env, opened = spec.env, []
+        env, opened = spec.env, list[int]()
         if boxed is not None:
             env, opened = boxed_request(spec, targets)
         try:
