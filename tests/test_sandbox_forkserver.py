@@ -80,10 +80,17 @@ def count(n, report):
 def size(blob):
     return len(blob)
 
+def started(marker, **options):
+    child = subprocess.Popen(["sleep", marker], **options)
+    # Popen returns once the exec has begun, a moment before /proc shows the new command line.
+    while marker.encode() not in Path(f"/proc/{child.pid}/cmdline").read_bytes():
+        pass
+    return child
+
 @task
 def spawner(marker):
-    subprocess.Popen(["sleep", marker])
-    subprocess.Popen(["sleep", marker], start_new_session=True)
+    started(marker)
+    started(marker, start_new_session=True)
     print("ready", flush=True)
     time.sleep(600)
 
@@ -439,9 +446,9 @@ def test_the_executor_dying_ends_the_server_and_its_tasks(
     )
     assert child.stdout is not None
     pids = [int(word) for word in child.stdout.readline().split()]
-    assert len(pids) == 3, "the child executor did not report its run"
     pidfds = [os.pidfd_open(pid) for pid in pids]
     try:
+        assert len(pids) == 3, "the child executor did not report its run"
         assert len([pid for pid in live_processes_with(mark) if pid != child.pid]) == 2
         child.send_signal(signal.SIGKILL)
         child.wait()
@@ -449,6 +456,8 @@ def test_the_executor_dying_ends_the_server_and_its_tasks(
             readable, _, _ = select.select([pidfd], [], [], WAIT_LIMIT)
             assert readable == [pidfd]
     finally:
+        child.kill()
+        child.wait()
         for pidfd in pidfds:
             os.close(pidfd)
     assert live_processes_with(mark) == []

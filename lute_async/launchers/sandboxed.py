@@ -270,12 +270,13 @@ class SandboxedProcess:
         return ExitStatus(exit_code=code, signal=status.signal, usage=usage)
 
     def release(self) -> None:
-        """What :meth:`wait` does once the monitor is reaped, without waiting: SIGKILL the
-        sandbox's pid 1 (the namespace ends a moment later) and close its fds."""
+        """What :meth:`wait` does once the monitor is reaped, blocking (for a synchronous
+        close): SIGKILL the sandbox's pid 1, wait until the namespace is empty, close its fds."""
         fd, self._init_fd = self._init_fd, None
         if fd is not None:
             with contextlib.suppress(ProcessLookupError, OSError):
                 signal.pidfd_send_signal(fd, signal.SIGKILL)
+            select.select([fd], [], [], _TEARDOWN)  # a killed namespace ends in milliseconds
             os.close(fd)
         if self._errors is not None:
             os.close(self._errors)
