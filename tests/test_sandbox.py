@@ -471,13 +471,13 @@ async def test_tcp_needs_the_network(tmp_path: Path, workdir: Path) -> None:
 
 
 async def test_a_launcher_that_cannot_sandbox_refuses(tmp_path: Path, workdir: Path) -> None:
-    from lute_async import MPI
+    from lute_async import Slurm
 
     async with executor(tmp_path) as ex:
-        record = await ex.run(["true"], cwd=workdir, launcher=MPI(np=1), sandbox=Sandbox())
+        record = await ex.run(["true"], cwd=workdir, launcher=Slurm(), sandbox=Sandbox())
     assert record.status == TaskStatus.FAILED.value
     assert record.error is not None and record.error["type"] == "LaunchError"
-    assert "the mpi launcher cannot run run 'true' in a sandbox" in record.error["message"]
+    assert "the slurm launcher cannot run run 'true' in a sandbox" in record.error["message"]
 
 
 async def test_bwrap_missing_is_a_launch_error_naming_the_package(

@@ -138,18 +138,25 @@ class Local:
         self, spec: LaunchSpec, notify: Notify
     ) -> LocalProcess | SandboxedProcess:
         process: LocalProcess | SandboxedProcess
-        if spec.sandbox is not None:  # bwrap around the limits shim, behind the pdeath one
-            inner = spec.limits.wrap(spec.argv) if spec.limits is not None else list(spec.argv)
-            if spec.argv:
-                check_executable(spec)
-            prefix = parent_death_shim() if self.parent_death_signal else []
-            process = await launch_sandboxed(spec.sandbox, spec, inner, prefix, spawn)
+        if spec.sandbox is not None:
+            process = await self.start_sandboxed(spec)
             argv = process.argv
         else:
             argv = self.command(spec)
             process = spawn(argv, spec)
         await notify("started", {"pid": process.pid, "host": socket.gethostname(), "command": argv})
         return process
+
+
+    async def start_sandboxed(self, spec: LaunchSpec) -> SandboxedProcess:
+        """``spec.argv`` in ``spec.sandbox``: bwrap around the limits shim, behind the
+        parent-death one."""
+        assert spec.sandbox is not None
+        inner = spec.limits.wrap(spec.argv) if spec.limits is not None else list(spec.argv)
+        if spec.argv:
+            check_executable(spec)
+        prefix = parent_death_shim() if self.parent_death_signal else []
+        return await launch_sandboxed(spec.sandbox, spec, inner, prefix, spawn)
 
 
 def check_executable(spec: LaunchSpec) -> None:
