@@ -303,6 +303,25 @@ async def test_runs_share_a_server_only_with_the_same_sandbox_and_cwd(
     assert "sandbox" not in records[4].extra
 
 
+async def test_concurrent_first_runs_start_one_server_and_closing_ends_its_sandbox(
+    tmp_path: Path, env: dict[str, str], box: Path
+) -> None:
+    async with Executor(tmp_path / "own.db", workdir=tmp_path / "own", log_events=False) as own:
+        records: list[Any] = []
+
+        async def one() -> None:
+            records.append(await call(own, "look", env, box))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(6):
+                group.start_soon(one)
+        assert len({payload(record)["pid"] for record in records}) == 6
+        facts = {(r.extra["forkserver_pid"], r.extra["sandbox"]["init_pid"]) for r in records}
+        assert len(facts) == 1
+    ((server, init),) = facts
+    assert not process_exists(server) and not process_exists(init)
+
+
 # --- reporting -----------------------------------------------------------------------------------
 
 MESSAGES = 10_000
