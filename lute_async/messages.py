@@ -41,6 +41,8 @@ class EventName(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
+    #: The scheduler put the run's job back in its queue (SLURM requeue, preemption).
+    REQUEUED = "requeued"
 
 
 TERMINAL_EVENTS: Final = frozenset(
@@ -51,6 +53,7 @@ EXECUTOR_EVENTS: Final = TERMINAL_EVENTS | {
     EventName.QUEUED,
     EventName.STOPPED,
     EventName.CONTINUED,
+    EventName.REQUEUED,
 }
 
 

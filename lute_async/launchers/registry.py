@@ -135,6 +135,7 @@ register(
             "qos": _text("a QOS name"),
             "extra_sbatch": _LineList,
             "mpi": Option("true or false", bool),
+            "requeue": Option("true or false", bool),
         },
     )
 )

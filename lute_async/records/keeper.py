@@ -37,6 +37,7 @@ class RecordKeeper:
             EventName.ERROR: self._error,
             EventName.STOPPED: self._stopped,
             EventName.CONTINUED: self._continued,
+            EventName.REQUEUED: self._requeued,
         }
         for event in TERMINAL_STATUS:
             self._handlers[event] = self._terminal
@@ -118,6 +119,14 @@ class RecordKeeper:
 
     def _continued(self, message: Message) -> bool:
         self.record.status = TaskStatus.RUNNING.value
+        return True
+
+    def _requeued(self, message: Message) -> bool:
+        """Back in the scheduler's queue: QUEUED until the next attempt starts."""
+        data = message.data if isinstance(message.data, dict) else {}
+        self.record.status = TaskStatus.QUEUED.value
+        seen = self.record.extra.get("requeues", 0) + 1
+        self.record.extra["requeues"] = data.get("requeues", seen)
         return True
 
     def _terminal(self, message: Message) -> bool:

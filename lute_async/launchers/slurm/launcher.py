@@ -35,7 +35,9 @@ class Slurm:
     ``mpi=True`` and more than one task or node the command runs under ``srun --mpi=pmix``
     (every task runs it), otherwise the batch shell runs it once. Ranks report over TCP to
     ``tcp_host`` (default: this host's reachable address). A command starting with a bare
-    ``python`` runs with ``python`` (default: this interpreter).
+    ``python`` runs with ``python`` (default: this interpreter). ``requeue=True`` passes
+    ``--requeue`` (``False``: ``--no-requeue``; None: the cluster's default): a job the
+    scheduler requeues is followed through the queue to its next attempt.
     """
 
     kind = "slurm"
@@ -57,6 +59,7 @@ class Slurm:
         tcp_host: str | None = None,
         tcp_advertise: str | None = None,
         python: str | None = None,
+        requeue: bool | None = None,
     ) -> None:
         self.options: dict[str, str] = {
             key: str(value)
@@ -84,6 +87,11 @@ class Slurm:
         self.tcp_host = tcp_host
         self.tcp_advertise = tcp_advertise
         self.python = python
+        if requeue is not None and not isinstance(requeue, bool):
+            raise ConfigError(
+                f"key 'launcher.requeue': expected true, false or None, got {requeue!r}"
+            )
+        self.requeue = requeue
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -91,6 +99,7 @@ class Slurm:
             "sbatch": dict(self.options),
             "extra_sbatch": list(self.extra_sbatch),
             "mpi": self.mpi,
+            "requeue": self.requeue,
             "host": socket.gethostname(),
         }
 
@@ -110,6 +119,7 @@ class Slurm:
         lines = [
             "#!/bin/bash",
             *(f"#SBATCH --{key}={value}" for key, value in options.items()),
+            *self._requeue_lines(),
             *(f"#SBATCH {shlex.quote(arg)}" for arg in self.extra_sbatch),
             f"# lute-async run {spec.run_id}; the environment comes from sbatch (--export=ALL)",
         ]
@@ -119,6 +129,11 @@ class Slurm:
         prefix = "srun --mpi=pmix " if self.mpi and many else ""
         lines.append(f"exec {prefix}{shlex.join(argv)}")
         return "\n".join(lines) + "\n"
+
+    def _requeue_lines(self) -> tuple[str, ...]:
+        if self.requeue is None:
+            return ()
+        return ("#SBATCH --requeue" if self.requeue else "#SBATCH --no-requeue",)
 
     async def launch(self, spec: LaunchSpec, notify: Notify) -> SlurmJob:
         if not spec.argv:
@@ -142,6 +157,7 @@ class Slurm:
             env=spec.env,
             notify=notify,
             run_id=spec.run_id,
+            append_output="--open-mode=append" in self.extra_sbatch,
         )
         await notify(
             "queued",
