@@ -135,7 +135,8 @@ async def test_a_requeued_job_is_followed_to_its_second_attempt_and_counted(
     slurm_cluster: SlurmCluster, executor: Executor, script: Callable[[str], list[str]]
 ) -> None:
     # The first attempt says it runs, then waits: the test requeues it, and once the job is
-    # back in the queue lets it start at once (SLURM holds a requeued job for a while).
+    # back in the queue lets it start in 2 s instead of SLURM's ~2 minutes (a start in the
+    # second of the requeue is refused: "Job credential revoked").
     hooked: list[dict[str, Any]] = []
     executor.on("requeued", lambda event: hooked.append(event.data))
     seen: list[tuple[str, Any]] = []
@@ -151,7 +152,7 @@ async def test_a_requeued_job_is_followed_to_its_second_attempt_and_counted(
                     await _scontrol("requeue", message.data["job"])
                 elif message.sig == "requeued":
                     await _scontrol(
-                        "update", f"JobId={message.data['slurm_job_id']}", "StartTime=now"
+                        "update", f"JobId={message.data['slurm_job_id']}", "StartTime=now+2"
                     )
     record = run.record
     assert record.status == "COMPLETED", record.error
