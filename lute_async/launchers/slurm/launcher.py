@@ -26,6 +26,10 @@ from lute_async.launchers.mpi import own_python
 from lute_async.launchers.slurm.client import run_client, submitted_job_id
 from lute_async.launchers.slurm.job import SlurmJob
 from lute_async.options import control_character
+from lute_async.wire import ENV_SPOOL
+
+#: The directory, in a run's own, its job's reporters spool to (:mod:`lute_async.task.spool`).
+SPOOL_DIR = "spool"
 
 
 class Slurm:
@@ -143,6 +147,8 @@ class Slurm:
         # A copy for the record and reconcile, in the run's private directory (0700, under a
         # working directory of the user's own): a new 0600 file, never through a link.
         script = await anyio.to_thread.run_sync(_keep_copy, spec, text)
+        # Where the job's reporters spool while no executor listens (lute-async attach).
+        spec.env[ENV_SPOOL] = os.fspath(await anyio.to_thread.run_sync(_spool_dir, spec))
         # On stdin: sbatch submits exactly this text, whatever becomes of the kept copy.
         # --export=ALL: the job gets sbatch's environment, which carries the run's secret.
         argv = ["sbatch", "--parsable", "--export=ALL"]
@@ -178,6 +184,18 @@ def _line(key: str, value: str, error: type[LuteAsyncError], where: str = "") ->
             f"{where}key {key!r}: an sbatch directive may not hold a control character "
             f"({char!r}), got {value!r}"
         )
+
+
+def _spool_dir(spec: LaunchSpec) -> Path:
+    """The run's spool directory (0700), made new in its private directory."""
+    path = spec.private_run_dir() / SPOOL_DIR
+    try:
+        os.mkdir(path, 0o700)
+    except OSError as exc:
+        raise LaunchError(
+            f"cannot create the spool directory of run {spec.name!r}: {exc}"
+        ) from None
+    return path
 
 
 def _keep_copy(spec: LaunchSpec, text: bytes) -> Path:

@@ -1,0 +1,249 @@
+"""An executor that dies mid-job loses nothing: the job's reporters spool while no executor
+listens, and ``Executor.attach`` / ``lute-async attach`` take the run up again, replay the spool
+in order through the hooks, follow the job to its end and settle the record."""
+
+from __future__ import annotations
+
+import os
+import stat
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+from conftest import PYTHON
+
+from lute_async import AnalysisRecord, Executor, RecordStore
+from lute_async.communicators.base import Batch, RunChannel
+from lute_async.communicators.spool import SpoolReader
+from lute_async.messages import encode
+from lute_async.run.attach import AttachError
+from lute_async.task.spool import open_spool
+
+if TYPE_CHECKING:
+    from slurm_support import SlurmCluster
+
+pytest_plugins = ["slurm_support"]
+
+CLI = [PYTHON, "-m", "lute_async.cli"]
+
+
+def _channel(run_id: str, errors: list[str]) -> RunChannel:
+    send, _ = anyio.create_memory_object_stream[Batch](1)
+    return RunChannel(
+        run_id,
+        "s3cret",
+        send,
+        max_frame=1 << 20,
+        on_protocol_error=lambda source, conn, error: errors.append(str(error)),
+    )
+
+
+def _frame(seq: int) -> bytes:
+    return encode({"sig": "n", "seq": seq, "ts": 1.0, "data": {"i": seq}})
+
+
+# -- without the cluster ----------------------------------------------------------------
+
+
+def test_a_spool_holds_batches_in_order_and_says_when_it_is_full(tmp_path: Path) -> None:
+    env = {"LUTE_ASYNC_SPOOL": os.fspath(tmp_path), "LUTE_ASYNC_SPOOL_MAX": "200"}
+    spool = open_spool(env, "run1", 42, 0)
+    assert spool is not None
+    assert stat.S_IMODE(os.stat(spool.path).st_mode) == 0o600
+    spool.write(_frame(7) + _frame(8))
+    spool.write(_frame(9) * 20)  # past the limit: dropped, and said so
+    spool.write(_frame(10))
+    spool.close()
+    errors: list[str] = []
+    reader = SpoolReader(Path(spool.path), _channel("run1", errors))
+    batch, more = reader.read()
+    assert more and [(m.sig, m.seq, m.data, m.rank, m.pid, m.source) for m in batch] == [
+        ("n", 7, {"i": 7}, 0, 42, "spool"),
+        ("n", 8, {"i": 8}, 0, 42, "spool"),
+    ]
+    assert reader.read() == ([], False)
+    reader.finish()
+    assert errors == [
+        f"the spool {Path(spool.path).name} reached its 200-byte limit: "
+        "the task dropped the messages it sent after that"
+    ]
+
+
+def test_a_spool_of_another_run_or_cut_inside_a_frame_is_reported(tmp_path: Path) -> None:
+    env = {"LUTE_ASYNC_SPOOL": os.fspath(tmp_path)}
+    other = open_spool(env, "other", 1, None)
+    assert other is not None
+    other.close()
+    errors: list[str] = []
+    assert SpoolReader(Path(other.path), _channel("run1", errors)).read()[0] == []
+    assert errors == [f"the spool {Path(other.path).name} is another run's"]
+    cut = open_spool(env, "run1", 2, None)
+    assert cut is not None
+    cut.write(_frame(1) + _frame(2)[:-3])
+    cut.close()
+    errors.clear()
+    reader = SpoolReader(Path(cut.path), _channel("run1", errors))
+    assert [m.seq for m in reader.read()[0]] == [1]
+    reader.finish()
+    assert errors == [f"the spool {Path(cut.path).name} ends inside a frame"]
+
+
+def test_no_spool_is_made_where_none_is_asked_for(tmp_path: Path) -> None:
+    assert open_spool({}, "run1", 1, None) is None
+
+
+async def test_runs_that_cannot_be_attached_to_say_why(tmp_path: Path) -> None:
+    async with Executor(db=tmp_path / "runs.db") as executor:
+        store = await executor.store()
+        local = AnalysisRecord(name="local", status="LOST")
+        ended = AnalysisRecord(name="ended", status="COMPLETED", slurm_job_id="1")
+        watched = AnalysisRecord(name="watched", status="RUNNING", slurm_job_id="2")
+        for record in (local, ended, watched):
+            store.save(record)
+        cases = {
+            "nope": "no run with id 'nope'",
+            local.id: "is not a SLURM batch job",
+            ended.id[:8]: "has ended COMPLETED: nothing to attach to",
+            watched.id: f"is followed by executor process {os.getpid()}",
+        }
+        for run_id, message in cases.items():
+            with pytest.raises(AttachError, match=message):
+                await executor.attach(run_id)
+        assert store.get(watched.id).status == "RUNNING"
+
+
+def test_the_cli_says_why_a_run_cannot_be_attached_to(tmp_path: Path) -> None:
+    import subprocess
+
+    env = {**os.environ, "LUTE_ASYNC_DB": os.fspath(tmp_path / "runs.db")}
+    done = subprocess.run([*CLI, "attach", "0123abcd"], env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "no run with id '0123abcd'" in done.stderr and "Traceback" not in done.stderr
+
+
+# -- against the cluster ----------------------------------------------------------------
+
+SENDER = """
+    import os, socket, sys
+    from lute_async.task import Reporter
+
+    def gate(message):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect({gate!r})
+        s.sendall(message.encode() + b"\\n")
+        s.recv(1)
+        s.close()
+
+    with Reporter.connect(required=True) as report:
+        report.started()
+        gate(os.environ["SLURM_JOB_ID"])  # the test kills the executor meanwhile
+        for i in range({count}):
+            report.emit("n", {{"i": i}})
+        report.flush()
+        gate("sent")  # the test attaches meanwhile
+        report.emit("after", {{"live": True}})
+        report.result({{"sent": {count}}})
+"""
+
+
+async def _gate(listener: Any) -> tuple[str, Any]:
+    """The next gate message of the job and its connection (released with a byte)."""
+    stream = await listener.accept()
+    received = b""
+    while not received.endswith(b"\n"):
+        received += await stream.receive()
+    return received.decode().strip(), stream
+
+
+@pytest.mark.slurm
+async def test_an_executor_killed_mid_job_loses_none_of_1000_messages(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate.sock"
+    task = tmp_path / "sender.py"
+    task.write_text(textwrap.dedent(SENDER.format(gate=os.fspath(gate), count=1000)))
+    config = tmp_path / "tasks.toml"
+    config.write_text(
+        f'[tasks.sender]\ncommand = ["{PYTHON}", "{task}"]\nlauncher = {{ kind = "slurm" }}\n'
+    )
+    db = tmp_path / "runs.db"
+    env = {**os.environ, "LUTE_ASYNC_DB": os.fspath(db)}
+    seen: list[int] = []
+    events: list[str] = []
+    async with await anyio.create_unix_listener(gate) as listener:
+        with anyio.fail_after(120):  # a hang guard
+            executor = await anyio.open_process(
+                [*CLI, "run", "sender", "--config", os.fspath(config)], env=env
+            )
+            job_id, first = await _gate(listener)
+            executor.kill()  # SIGKILL: no clean-up, the job goes on
+            await executor.wait()
+            await first.send(b"!")  # the job now sends its 1,000 messages to nobody
+            sent, second = await _gate(listener)
+            assert sent == "sent"
+            with RecordStore(db) as store:
+                (lost,) = store.query(name="sender")
+            assert (lost.status, lost.slurm_job_id) == ("LOST", job_id)
+
+            async def released(event: Any) -> None:
+                seen.append(event.data["i"])
+                if len(seen) == 1:
+                    await second.send(b"!")  # attached to the live job: let it finish
+
+            hooks = {"n": released, "*": lambda event: events.append(event.name)}
+            async with Executor(db=db) as attaching:
+                record = await attaching.attach(lost.id[:8], hooks=hooks)
+    assert seen == list(range(1000))
+    assert record.status == "COMPLETED", record.error
+    assert record.id == lost.id and record.result == {"payload": {"sent": 1000}, "summary": None}
+    assert record.error is None and record.exit_code == 0
+    assert events.count("after") == 1 and events[-1] == "done" and events.count("done") == 1
+    assert record.started_at is not None and record.ended_at is not None
+    assert lost.started_at is None or record.started_at == lost.started_at  # the first start
+    (attached,) = record.extra["attached"]
+    assert attached["was"] == "LOST" and attached["error"]["type"] == "ExecutorLost"
+    spool = record.extra["spooled"]
+    assert (spool["files"], spool["messages"]) == (1, 1002)  # n x 1000, after, result
+    (spooled,) = Path(spool["directory"]).iterdir()
+    assert stat.S_IMODE(spooled.stat().st_mode) == 0o600
+    assert b"secret" not in spooled.read_bytes()  # no hello, no secret, is ever spooled
+    with RecordStore(db) as store:
+        assert store.get(lost.id).status == "COMPLETED"
+
+
+@pytest.mark.slurm
+async def test_lute_async_attach_settles_a_run_whose_job_ended_meanwhile(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate.sock"
+    task = tmp_path / "sender.py"
+    task.write_text(textwrap.dedent(SENDER.format(gate=os.fspath(gate), count=3)))
+    config = tmp_path / "tasks.toml"
+    config.write_text(
+        f'[tasks.sender]\ncommand = ["{PYTHON}", "{task}"]\nlauncher = {{ kind = "slurm" }}\n'
+    )
+    env = {**os.environ, "LUTE_ASYNC_DB": os.fspath(tmp_path / "runs.db")}
+    async with await anyio.create_unix_listener(gate) as listener:
+        with anyio.fail_after(120):  # a hang guard
+            executor = await anyio.open_process(
+                [*CLI, "run", "sender", "--config", os.fspath(config)], env=env
+            )
+            job_id, first = await _gate(listener)
+            executor.kill()
+            await executor.wait()
+            await first.send(b"!")
+            _, second = await _gate(listener)
+            await second.send(b"!")
+    ended = await anyio.run_process(["srun", f"--dependency=afterany:{job_id}", "true"])
+    assert ended.returncode == 0
+    with RecordStore(tmp_path / "runs.db") as store:
+        (lost,) = store.query(name="sender")
+    done = await anyio.run_process([*CLI, "attach", lost.id], env=env, check=False)
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    assert [line.split()[2] for line in out.splitlines() if " sender n " in line] == ["n"] * 3
+    assert "COMPLETED" in out and "result" in out
+    with RecordStore(tmp_path / "runs.db") as store:
+        assert store.get(lost.id).status == "COMPLETED"
