@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import stat
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,75 @@ def test_a_spool_of_another_run_or_cut_inside_a_frame_is_reported(tmp_path: Path
 
 def test_no_spool_is_made_where_none_is_asked_for(tmp_path: Path) -> None:
     assert open_spool({}, "run1", 1, None) is None
+
+
+REPORTING = """
+    import sys
+    from lute_async.task import Reporter
+    with Reporter.connect(required=True) as report:
+        sys.stdin.readline()  # the test closes the executor's end meanwhile
+        for i in range(3):
+            report.emit("n", {"i": i})
+"""
+
+
+def _spooled(directory: Path, run_id: str) -> list[tuple[str, int, Any]]:
+    errors: list[str] = []
+    (path,) = directory.iterdir()
+    reader = SpoolReader(path, _channel(run_id, errors))
+    batch, _ = reader.read()
+    reader.finish()
+    assert errors == []
+    assert b"secret" not in path.read_bytes() and b"s3cret" not in path.read_bytes()
+    return [(m.sig, m.seq, m.data) for m in batch]
+
+
+def _task_env(tmp_path: Path, tcp: str) -> dict[str, str]:
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)
+    return {
+        **os.environ,
+        "LUTE_ASYNC_RUN": "run1",
+        "LUTE_ASYNC_SECRET": "s3cret",
+        "LUTE_ASYNC_TCP": tcp,
+        "LUTE_ASYNC_SPOOL": os.fspath(spool),
+    }
+
+
+def test_a_reporter_whose_executor_closed_its_connection_spools_what_follows(
+    tmp_path: Path, script: Callable[[str], list[str]]
+) -> None:
+    import socket
+    import subprocess
+
+    from lute_async.wire import CHALLENGE_PREFIX
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        env = _task_env(tmp_path, f"127.0.0.1:{server.getsockname()[1]}")
+        task = subprocess.Popen(script(REPORTING), env=env, stdin=subprocess.PIPE, text=True)
+        conn, _ = server.accept()
+        conn.sendall(CHALLENGE_PREFIX + bytes(16))
+        assert conn.recv(4096)  # its hello
+        conn.close()  # the executor is gone; the task has not sent a message yet
+    assert task.stdin is not None
+    task.stdin.write("go\n")
+    task.stdin.close()
+    assert task.wait(timeout=60) == 0  # a hang guard
+    assert _spooled(tmp_path / "spool", "run1") == [("n", i + 1, {"i": i}) for i in range(3)]
+
+
+def test_a_reporter_that_cannot_reach_its_executor_spools_from_its_first_message(
+    tmp_path: Path, script: Callable[[str], list[str]]
+) -> None:
+    import socket
+    import subprocess
+
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]  # nothing listens there once closed
+    env = _task_env(tmp_path, f"127.0.0.1:{port}")
+    done = subprocess.run(script(REPORTING), env=env, input="go\n", text=True, timeout=60)
+    assert done.returncode == 0
+    assert _spooled(tmp_path / "spool", "run1") == [("n", i + 1, {"i": i}) for i in range(3)]
 
 
 async def test_runs_that_cannot_be_attached_to_say_why(tmp_path: Path) -> None:

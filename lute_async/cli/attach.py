@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from lute_async.app.supervise import run_loop
+from lute_async.app.supervise import cancel_on_signal, run_loop
 from lute_async.cli.common import (
     EXIT_HELP,
+    EXIT_INTERRUPTED,
+    fail,
     json_option,
     lute_errors,
     overall_exit_code,
@@ -17,6 +20,10 @@ from lute_async.cli.common import (
 )
 from lute_async.cli.database import db_option, records_db
 from lute_async.cli.execute import make_executor
+
+if TYPE_CHECKING:
+    from lute_async.hooks.events import Event
+    from lute_async.records import AnalysisRecord
 
 
 @click.command(epilog=EXIT_HELP, short_help="Follow a SLURM run whose executor died.")
@@ -37,13 +44,27 @@ def attach(ctx: click.Context, run_id: str, as_json: bool) -> None:
     stream = sys.stderr if as_json else sys.stdout
     display = LiveDisplay(stream)
     executor.on("*", display)
+    followed: list[AnalysisRecord] = []
 
-    async def follow() -> object:
-        async with executor:
-            return await executor.attach(run_id)
+    def keep(event: Event) -> None:  # the record, also when Ctrl-C cancels the attach
+        if not followed:
+            followed.append(event.run.record)
+
+    executor.on("*", keep)
+
+    async def follow() -> None:
+        import anyio
+
+        async with executor, anyio.create_task_group() as tg:
+            tg.start_soon(cancel_on_signal, tg.cancel_scope, "the attached run")
+            await executor.attach(run_id)
+            tg.cancel_scope.cancel()
 
     with lute_errors(), display:
-        record = run_loop(follow)
+        run_loop(follow)
+    if not followed:
+        fail("interrupted before the run was taken up", EXIT_INTERRUPTED)
+    (record,) = followed
     if as_json:
         sys.stdout.write(json.dumps(record.to_dict()) + "\n")
         sys.stdout.flush()
