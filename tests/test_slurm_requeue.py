@@ -17,6 +17,7 @@ from lute_async.config import load_config
 from lute_async.errors import ConfigError, ProtocolError
 from lute_async.launchers.base import LaunchSpec
 from lute_async.launchers.slurm import OUTPUT_STREAM, Slurm, job_info_from_row, parse_job_fields
+from lute_async.launchers.slurm.attach import AttachedSlurm
 from lute_async.launchers.slurm.requeue import Attempts
 from lute_async.launchers.slurm.states import JobInfo
 from lute_async.messages import Message, parse_message
@@ -105,8 +106,31 @@ def test_a_requeue_is_seen_once_back_in_the_queue_not_while_the_old_attempt_comp
 def test_the_record_is_queued_again_and_counts_its_requeues() -> None:
     record = AnalysisRecord(name="r", status="RUNNING")
     keeper = RecordKeeper(record)
-    assert keeper.apply(Message("requeued", {"requeues": 1}))
-    assert (record.status, record.extra["requeues"]) == ("QUEUED", 1)
+    assert keeper.apply(Message("requeued", {"requeues": 1, "slurm_restarts": 1}))
+    assert (record.status, record.extra["requeues"], record.extra["slurm_restarts"]) == (
+        "QUEUED",
+        1,
+        1,
+    )
+
+
+def test_an_attached_run_counts_requeues_after_those_its_first_executor_saw(
+    tmp_path: Path,
+) -> None:
+    record = AnalysisRecord(
+        name="r",
+        status="LOST",
+        slurm_job_id="7",
+        extra={
+            "batch_script": os.fspath(tmp_path / "job.sbatch"),
+            "requeues": 1,
+            "slurm_restarts": 1,
+        },
+    )
+    attempts = AttachedSlurm(record)._attempts
+    assert attempts.requeued(JobInfo("RUNNING", restarts=1), started=False, node_list=None) is None
+    data = attempts.requeued(JobInfo("RUNNING", restarts=2), started=False, node_list=None)
+    assert data is not None and (data["requeues"], data["slurm_restarts"]) == (2, 2)
 
 
 # -- against the cluster ----------------------------------------------------------------

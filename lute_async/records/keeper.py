@@ -127,6 +127,8 @@ class RecordKeeper:
         self.record.status = TaskStatus.QUEUED.value
         seen = self.record.extra.get("requeues", 0) + 1
         self.record.extra["requeues"] = data.get("requeues", seen)
+        if data.get("slurm_restarts") is not None:
+            self.record.extra["slurm_restarts"] = data["slurm_restarts"]
         return True
 
     def _terminal(self, message: Message) -> bool:

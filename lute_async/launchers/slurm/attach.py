@@ -11,6 +11,7 @@ from lute_async.errors import LaunchError
 from lute_async.launchers.base import LaunchSpec, Notify
 from lute_async.launchers.slurm.job import SlurmJob
 from lute_async.launchers.slurm.launcher import SPOOL_DIR
+from lute_async.launchers.slurm.requeue import Attempts
 from lute_async.records.model import AnalysisRecord
 
 
@@ -35,6 +36,13 @@ class AttachedSlurm:
         self.spool = self.run_dir / SPOOL_DIR
         self._described = dict(record.launcher)
         self._append = "--open-mode=append" in (record.launcher.get("extra_sbatch") or [])
+        # Requeues the run's earlier executor saw, so later ones are counted after them.
+        restarts, requeues = record.extra.get("slurm_restarts"), record.extra.get("requeues")
+        self._attempts = Attempts(
+            self.job_id,
+            restarts=restarts if isinstance(restarts, int) else 0,
+            requeues=requeues if isinstance(requeues, int) else 0,
+        )
         #: The run's spool reader, once the run engine has asked for its communicators.
         self.reader: SpoolCommunicator | None = None
 
@@ -55,4 +63,5 @@ class AttachedSlurm:
             notify=notify,
             run_id=spec.run_id,
             append_output=self._append,
+            attempts=self._attempts,
         )

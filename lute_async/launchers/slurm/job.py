@@ -59,6 +59,7 @@ class SlurmJob:
         notify: Notify,
         run_id: str,
         append_output: bool = False,
+        attempts: Attempts | None = None,
     ) -> None:
         self.job_id = job_id
         self.pid: int | None = None
@@ -81,7 +82,7 @@ class SlurmJob:
         self.board = board_for(self._env)
         #: Requeues seen; an attempt's output file is rewritten unless ``append_output``
         #: (sbatch's ``--open-mode=append``) says the next attempt appends to it.
-        self.attempts = Attempts(job_id)
+        self.attempts = attempts if attempts is not None else Attempts(job_id)
         self._append_output = append_output
         #: The last scontrol failure other than "unknown job" (controller down, timeout).
         self.controller_error: str | None = None

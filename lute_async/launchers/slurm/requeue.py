@@ -22,12 +22,13 @@ __all__ = ["Attempts"]
 class Attempts:
     """Counts the attempts of one job as the job follower sees them."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, *, restarts: int = 0, requeues: int = 0) -> None:
         self.job_id = job_id
         #: The scheduler's restart count of the attempt being followed.
-        self.restarts = 0
-        #: Requeues seen (each is a ``requeued`` event).
-        self.requeues = 0
+        self.restarts = restarts
+        #: Requeues seen (each is a ``requeued`` event), counting those an earlier executor
+        #: of the run saw when it is taken up again (``lute-async attach``).
+        self.requeues = requeues
 
     def starting(self, state: str) -> bool:
         """True when a job not yet announced and seen in ``state`` has an attempt running
