@@ -317,3 +317,42 @@ async def test_lute_async_attach_settles_a_run_whose_job_ended_meanwhile(
     assert "COMPLETED" in out and "result" in out
     with RecordStore(tmp_path / "runs.db") as store:
         assert store.get(lost.id).status == "COMPLETED"
+
+
+SPOOLING = """
+    import os
+    from lute_async.messages import encode
+    from lute_async.task import Reporter
+    from lute_async.task.spool import open_spool
+
+    with Reporter.connect(required=True) as report:
+        report.emit("live", {"over": "tcp"})
+        # What a reporter whose connection broke writes (tests above check the reporter).
+        spool = open_spool(os.environ, os.environ["LUTE_ASYNC_RUN"], os.getpid(), 0)
+        frames = [encode({"sig": "late", "seq": n, "ts": 1.0, "data": n}) for n in (5, 6, 7)]
+        spool.write(b"".join(frames))
+        spool.close()
+"""
+
+
+@pytest.mark.slurm
+async def test_a_live_executor_reads_what_its_job_spooled_before_the_job_ends(
+    slurm_cluster: SlurmCluster, executor: Executor, script: Callable[[str], list[str]]
+) -> None:
+    from lute_async import Slurm
+
+    seen: list[tuple[str, Any, str]] = []
+    hooks = {
+        event: lambda e: seen.append((e.name, e.data, e.message.source))
+        for event in ("live", "late", "done")
+    }
+    record = await executor.run(script(SPOOLING), launcher=Slurm(tcp_host="127.0.0.1"), hooks=hooks)
+    assert record.status == "COMPLETED", record.error
+    assert seen == [
+        ("live", {"over": "tcp"}, "tcp"),
+        ("late", 5, "spool"),
+        ("late", 6, "spool"),
+        ("late", 7, "spool"),
+        ("done", seen[-1][1], "executor"),
+    ]
+    assert {"kind": "spool", "follow": False} in record.communicators

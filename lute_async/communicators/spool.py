@@ -125,17 +125,33 @@ class SpoolReader:
 
 
 class SpoolCommunicator:
-    """Reads a run's spool directory: every file in it, each in order, until the job ends."""
+    """Reads a run's spool directory: every file in it, each in order, until the job ends.
+
+    ``follow``: look while the job runs (an attached run, whose job spools all it sends), or
+    only once it has ended (a run whose executor lives: its job spools only what a broken
+    connection could not take). ``claims``: the run's id is entered there at :meth:`open`,
+    for the launcher to give the directory (:attr:`directory`) it makes at launch.
+    """
 
     kind = "spool"
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
+    def __init__(
+        self,
+        directory: Path | None = None,
+        *,
+        follow: bool = True,
+        claims: dict[str, SpoolCommunicator] | None = None,
+    ) -> None:
+        self.directory = directory
+        self.follow = follow
+        self._claims = claims
         self._channel: RunChannel | None = None
         self._readers: dict[str, SpoolReader] = {}
 
     async def open(self, channel: RunChannel) -> ChildSetup:
         self._channel = channel
+        if self._claims is not None:
+            self._claims[channel.run_id] = self
         return ChildSetup()
 
     def child_started(self) -> None:
@@ -143,6 +159,8 @@ class SpoolCommunicator:
 
     async def serve(self, exited: anyio.Event) -> None:
         delay = LOOK_FIRST
+        if not self.follow:
+            await exited.wait()
         while not exited.is_set():
             moved = await self._look(final=False)
             delay = LOOK_FIRST if moved else min(delay * 2, LOOK_LONGEST)
@@ -154,11 +172,13 @@ class SpoolCommunicator:
 
     async def _look(self, *, final: bool) -> bool:
         """Read what every spool file holds now; True when a message was read."""
-        channel = self._channel
+        channel, directory = self._channel, self.directory
         assert channel is not None
-        for name in await anyio.to_thread.run_sync(self._names):
+        if directory is None:
+            return False  # the run never launched
+        for name in await anyio.to_thread.run_sync(self._names, directory):
             if name not in self._readers:
-                self._readers[name] = SpoolReader(self.directory / name, channel)
+                self._readers[name] = SpoolReader(directory / name, channel)
         moved = False
         for reader in self._readers.values():
             reads = 0
@@ -174,20 +194,26 @@ class SpoolCommunicator:
                 reader.finish()
         return moved
 
-    def _names(self) -> list[str]:
+    @staticmethod
+    def _names(directory: Path) -> list[str]:
         try:
-            return sorted(name for name in os.listdir(self.directory) if name.endswith(SUFFIX))
+            return sorted(name for name in os.listdir(directory) if name.endswith(SUFFIX))
         except OSError:
             return []
 
     def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "follow": self.follow}
+
+    def summary(self) -> dict[str, Any]:
+        """What was read: the directory, its files and their messages."""
         return {
-            "kind": self.kind,
-            "directory": os.fspath(self.directory),
+            "directory": None if self.directory is None else os.fspath(self.directory),
             "files": len(self._readers),
             "messages": sum(reader.messages for reader in self._readers.values()),
         }
 
     async def aclose(self) -> None:
+        if self._claims is not None and self._channel is not None:
+            self._claims.pop(self._channel.run_id, None)
         for reader in self._readers.values():
             reader.close()

@@ -110,7 +110,7 @@ class AttachedRun(Run):
     async def _end(self, status: ExitStatus) -> None:
         """End as any run does, the record saying what was replayed from the spool."""
         if self._attached.reader is not None:
-            status.extra["spooled"] = self._attached.reader.describe()
+            status.extra["spooled"] = self._attached.reader.summary()
         await super()._end(status)
 
     async def _handle(self, message: Message) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 
+from lute_async.communicators.spool import SpoolCommunicator
 from lute_async.communicators.tcp import TcpCommunicator
 from lute_async.errors import ConfigError, LaunchError, LuteAsyncError
 from lute_async.launchers.base import LaunchSpec, Notify
@@ -96,6 +97,8 @@ class Slurm:
                 f"key 'launcher.requeue': expected true, false or None, got {requeue!r}"
             )
         self.requeue = requeue
+        #: The spool readers of runs being launched, by run id (see SpoolCommunicator).
+        self._spools: dict[str, SpoolCommunicator] = {}
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -108,10 +111,12 @@ class Slurm:
         }
 
     def communicators(self, requested: tuple[Any, ...]) -> tuple[Any, ...]:
-        """A job's processes run elsewhere: they can reach the executor over TCP only."""
+        """A job's processes run elsewhere: they can reach the executor over TCP only; what
+        they spool when a connection breaks is read once the job has ended."""
+        spool = SpoolCommunicator(follow=False, claims=self._spools)
         if self.tcp_host is None and self.tcp_advertise is None:
-            return ("tcp",)
-        return (TcpCommunicator(self.tcp_host, advertise=self.tcp_advertise),)
+            return ("tcp", spool)
+        return (TcpCommunicator(self.tcp_host, advertise=self.tcp_advertise), spool)
 
     def batch_script(self, spec: LaunchSpec, output: Path) -> str:
         """The batch script's text: options, working directory and the command, no secrets."""
@@ -148,7 +153,11 @@ class Slurm:
         # working directory of the user's own): a new 0600 file, never through a link.
         script = await anyio.to_thread.run_sync(_keep_copy, spec, text)
         # Where the job's reporters spool while no executor listens (lute-async attach).
-        spec.env[ENV_SPOOL] = os.fspath(await anyio.to_thread.run_sync(_spool_dir, spec))
+        spool_dir = await anyio.to_thread.run_sync(_spool_dir, spec)
+        spec.env[ENV_SPOOL] = os.fspath(spool_dir)
+        reader = self._spools.pop(spec.run_id, None)
+        if reader is not None:
+            reader.directory = spool_dir
         # On stdin: sbatch submits exactly this text, whatever becomes of the kept copy.
         # --export=ALL: the job gets sbatch's environment, which carries the run's secret.
         argv = ["sbatch", "--parsable", "--export=ALL"]
