@@ -222,7 +222,8 @@ class Executor:
     async def attach(self, run_id: str, *, hooks: HooksArg = None) -> AnalysisRecord:
         """Take up run ``run_id`` (or a unique prefix) whose executor died while its SLURM job
         went on: follow the job to its end, replay what it spooled meanwhile through the
-        hooks, and settle the record. A run that cannot be raises ``AttachError``."""
+        hooks, and settle the record. A run that cannot be raises
+        :class:`~lute_async.errors.AttachError` saying why."""
         from lute_async.run.attach import attach_run
 
         run = await attach_run(self._run_context(), await self.store(), run_id, hooks)

@@ -18,8 +18,8 @@ from conftest import PYTHON
 from lute_async import AnalysisRecord, Executor, RecordStore
 from lute_async.communicators.base import Batch, RunChannel
 from lute_async.communicators.spool import SpoolReader
+from lute_async.errors import AttachError
 from lute_async.messages import encode
-from lute_async.run.attach import AttachError
 from lute_async.task.spool import open_spool
 
 if TYPE_CHECKING:

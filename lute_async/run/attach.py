@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 
-from lute_async.errors import LuteAsyncError, RecordNotFound
+from lute_async.errors import AttachError, RecordNotFound
 from lute_async.launchers.base import ExitStatus
 from lute_async.launchers.slurm.attach import AttachedSlurm
 from lute_async.messages import Message
@@ -24,15 +24,20 @@ from lute_async.run.context import RunContext
 from lute_async.run.handle import HooksArg, Run
 from lute_async.status import TaskStatus
 
+__all__ = [
+    "ATTACHABLE",
+    "AttachError",
+    "AttachedRun",
+    "attach_run",
+    "check_attachable",
+    "find_record",
+]
+
 #: Statuses a run may be attached in: its executor died (LOST) or is said to be watching.
 ATTACHABLE = frozenset(
     status.value
     for status in (TaskStatus.LOST, TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.STOPPED)
 )
-
-
-class AttachError(LuteAsyncError):
-    """A run that cannot be attached to: unknown, not a batch job, ended, or still watched."""
 
 
 def find_record(store: RecordStore, run_id: str) -> AnalysisRecord:
