@@ -164,6 +164,15 @@ def test_a_reporter_that_cannot_reach_its_executor_spools_from_its_first_message
     assert _spooled(tmp_path / "spool", "run1") == [("n", i + 1, {"i": i}) for i in range(3)]
 
 
+async def test_a_run_inside_a_job_does_not_inherit_the_jobs_spool(
+    executor: Executor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LUTE_ASYNC_SPOOL", os.fspath(tmp_path))  # as in a SLURM job's task
+    code = "import os, sys; sys.exit(3 if 'LUTE_ASYNC_SPOOL' in os.environ else 0)"
+    record = await executor.run([PYTHON, "-c", code])
+    assert record.status == "COMPLETED", record.error
+
+
 async def test_runs_that_cannot_be_attached_to_say_why(tmp_path: Path) -> None:
     async with Executor(db=tmp_path / "runs.db") as executor:
         store = await executor.store()
