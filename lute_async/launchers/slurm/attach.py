@@ -10,7 +10,7 @@ from lute_async.communicators.spool import SpoolCommunicator
 from lute_async.errors import LaunchError
 from lute_async.launchers.base import LaunchSpec, Notify
 from lute_async.launchers.slurm.job import SlurmJob
-from lute_async.launchers.slurm.launcher import SPOOL_DIR
+from lute_async.launchers.slurm.launcher import spool_dir_of
 from lute_async.launchers.slurm.requeue import Attempts
 from lute_async.records.model import AnalysisRecord
 
@@ -33,7 +33,7 @@ class AttachedSlurm:
         self.run_dir = self.batch_script.parent
         self.output = Path(record.extra.get("slurm_output") or self.run_dir / "slurm.out")
         self.ntasks = record.ranks
-        self.spool = self.run_dir / SPOOL_DIR
+        self.spool = spool_dir_of(self.batch_script)
         self._described = dict(record.launcher)
         self._append = "--open-mode=append" in (record.launcher.get("extra_sbatch") or [])
         # Requeues the run's earlier executor saw, so later ones are counted after them.

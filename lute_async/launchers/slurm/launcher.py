@@ -11,6 +11,7 @@ the script. No directive value may hold a control character: a newline would end
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import socket
 from collections.abc import Sequence
@@ -31,6 +32,20 @@ from lute_async.wire import ENV_SPOOL
 
 #: The directory, in a run's own, its job's reporters spool to (:mod:`lute_async.task.spool`).
 SPOOL_DIR = "spool"
+_BATCH_SCRIPT = re.compile(r"job(?:-(\d+))?\.sbatch")
+
+
+def attempt_name(stem: str, attempt: int, suffix: str = "") -> str:
+    """A file's name for attempt ``attempt`` of a retried run: ``job.sbatch``, then
+    ``job-2.sbatch``... (each attempt is a new job: new script, new spool)."""
+    return f"{stem}{suffix}" if attempt == 1 else f"{stem}-{attempt}{suffix}"
+
+
+def spool_dir_of(batch_script: Path) -> Path:
+    """The spool directory of the attempt whose kept batch script is ``batch_script``."""
+    found = _BATCH_SCRIPT.fullmatch(batch_script.name)
+    attempt = int(found.group(1)) if found is not None and found.group(1) else 1
+    return batch_script.parent / attempt_name(SPOOL_DIR, attempt)
 
 
 class Slurm:
@@ -197,8 +212,9 @@ def _line(key: str, value: str, error: type[LuteAsyncError], where: str = "") ->
 
 
 def _spool_dir(spec: LaunchSpec) -> Path:
-    """The run's spool directory (0700), made new in its private directory."""
-    path = spec.private_run_dir() / SPOOL_DIR
+    """The spool directory (0700) of this attempt of the run, made new in its private
+    directory."""
+    path = spec.private_run_dir() / attempt_name(SPOOL_DIR, spec.attempt)
     try:
         os.mkdir(path, 0o700)
     except OSError as exc:
@@ -211,7 +227,7 @@ def _spool_dir(spec: LaunchSpec) -> Path:
 def _keep_copy(spec: LaunchSpec, text: bytes) -> Path:
     """Write the submitted script as ``job.sbatch`` (``job-N.sbatch`` for attempt N > 1 of
     a retried run) in the run's private directory."""
-    name = "job.sbatch" if spec.attempt == 1 else f"job-{spec.attempt}.sbatch"
+    name = attempt_name("job", spec.attempt, ".sbatch")
     try:
         return spec.write_private_file(name, text)
     except OSError as exc:
