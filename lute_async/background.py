@@ -99,18 +99,19 @@ class BackgroundRuns:
         self,
         cmd: Command,
         on_end: Callable[[BackgroundRun], None] | None = None,
+        on_start: Callable[[BackgroundRun], None] | None = None,
         **options: Any,
     ) -> BackgroundRun:
         """Make and start a run of ``cmd`` (``options`` as :meth:`Executor.run`'s); a
-        ConfigError for a bad option is raised here, in the caller's thread. ``on_end`` is
-        called on the loop with the handle once the record is final."""
+        ConfigError for a bad option is raised here, in the caller's thread. ``on_start`` is
+        called on the loop when the task has started, ``on_end`` once the record is final."""
         if self._closed:
             raise LuteAsyncError("this lute-async background loop is shut down")
         if self.in_loop:  # from a hook or a callback: the loop is ours, make it right here
-            return self._start(cmd, options, on_end)
+            return self._start(cmd, options, on_end, on_start)
 
         async def start() -> BackgroundRun:
-            return self._start(cmd, options, on_end)
+            return self._start(cmd, options, on_end, on_start)
 
         return self.call(start())
 
@@ -119,10 +120,17 @@ class BackgroundRuns:
         cmd: Command,
         options: dict[str, Any],
         on_end: Callable[[BackgroundRun], None] | None,
+        on_start: Callable[[BackgroundRun], None] | None = None,
     ) -> BackgroundRun:
         run = self.executor._make_run(cmd, dict(options))
         handle = BackgroundRun(run, self)
-        run.on("started", lambda event: handle.started.set())
+
+        def started(event: Any) -> None:
+            handle.started.set()
+            if on_start is not None:
+                on_start(handle)
+
+        run.on("started", started)
         self._live[run.id] = handle
         self._loop.create_task(self._drive(handle, on_end))
         return handle
