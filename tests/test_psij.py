@@ -106,6 +106,11 @@ def test_failure_missing_executable_and_cancel_reach_psij_with_code_and_message(
     sleeper.cancel()
     status = sleeper.wait(timeout=timedelta(seconds=60))
     assert status is not None and status.state == JobState.CANCELED
+    nowhere = Job(JobSpec("/bin/true", directory="/nonexistent/dir"))
+    executor.submit(nowhere)
+    status = nowhere.wait(timeout=timedelta(seconds=60))
+    assert status is not None and status.state == JobState.FAILED
+    assert status.message is not None and "/nonexistent/dir" in status.message
     with RecordStore(db) as store:
         assert store.get(sleeper.native_id).status == "CANCELLED"
         assert store.get(missing.native_id).error["type"] == "LaunchError"
@@ -222,6 +227,8 @@ def test_the_mpirun_launcher_runs_ranks(
     [
         (JobSpec("/bin/true", launcher="aprun"), "launcher: 'aprun'"),
         (JobSpec(), "Missing specification|executable"),
+        (JobSpec("/bin/true", stdout_path="/nonexistent/dir/out"), "stdout_path: cannot create"),
+        (JobSpec("/bin/true", stderr_path="/nonexistent/dir/err"), "stderr_path: cannot create"),
     ],
 )
 def test_a_job_lute_async_cannot_run_is_refused_at_submit(

@@ -147,9 +147,16 @@ def plan(job: Job, spec: JobSpec, *, slurm: bool, private_dir: Path) -> Plan:
         env["PSIJ_NODEFILE"] = os.fspath(path)
         result.cleanup.append(path)
     outputs = [spec.stdout_path, spec.stderr_path]
-    for output in outputs:
+    for key, output in zip(("stdout_path", "stderr_path"), outputs, strict=True):
         if output is not None:
-            Path(output).write_bytes(b"")  # created empty: the ranks append to it
+            try:
+                Path(output).write_bytes(b"")  # created empty: the ranks append to it
+            except OSError as exc:
+                for path in result.cleanup:
+                    path.unlink(missing_ok=True)
+                raise InvalidJobException(
+                    f"{key}: cannot create {output}: {exc.strerror}"
+                ) from None
     redirect = [spec.stdin_path, *outputs, spec.pre_launch]
     if nodefile or any(part is not None for part in redirect):
         wrapped = [_path(part) for part in redirect] + [
