@@ -172,6 +172,29 @@ def test_attach_in_another_process_reads_the_run_from_the_records(db: Path) -> N
     assert status is not None and status.state == JobState.COMPLETED
 
 
+def test_attach_to_a_run_whose_executor_died_ends_failed_lost(db: Path) -> None:
+    code = textwrap.dedent(
+        f"""
+        import os
+        from psij import Job, JobExecutor, JobSpec, JobState
+        ex = JobExecutor.get_instance("lute-async", url={str(db)!r})
+        job = Job(JobSpec("/bin/sleep", ["60"]))
+        ex.submit(job)
+        job.wait(target_states=[JobState.ACTIVE])
+        print(job.native_id, flush=True)
+        os._exit(0)  # the executor dies with its run RUNNING in the records
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    job = Job()
+    JobExecutor.get_instance("lute-async", url=str(db)).attach(job, done.stdout.strip())
+    status = job.wait(timeout=timedelta(seconds=60))
+    assert status is not None and status.state == JobState.FAILED
+    assert status.message is not None and "LOST" in status.message
+
+
 def test_the_multiple_launcher_runs_process_count_copies_with_a_node_file(
     executor: JobExecutor, tmp_path: Path
 ) -> None:

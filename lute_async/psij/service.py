@@ -172,12 +172,14 @@ class PsijService:
                 self._push(watchers, job_status(record))
             if record.is_terminal:
                 return
-            if gone and not record.slurm_job_id:
-                status = JobStatus(
-                    JobState.FAILED,
-                    message=f"LOST: the executor {record.executor_pid} of run {run_id} is gone",
-                )
-                self._push(watchers, status)
+            if gone:  # nobody will ever finish this record
+                message = f"LOST: the executor {record.executor_pid} of run {run_id} is gone"
+                if record.slurm_job_id:
+                    message += (
+                        f"; SLURM job {record.slurm_job_id} may still run "
+                        "(`lute-async records reconcile` settles it)"
+                    )
+                self._push(watchers, JobStatus(JobState.FAILED, message=message))
                 return
 
     def _record(self, run_id: str) -> AnalysisRecord:
