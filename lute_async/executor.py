@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -16,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from lute_async.communicators import CommunicatorSpec
+from lute_async.communicators import CommunicatorSpec, SocketHome
 from lute_async.errors import ConfigError
 from lute_async.hooks.builtin import log_event
 from lute_async.hooks.events import Hook, RunView
+from lute_async.hooks.observer import Observer
 from lute_async.hooks.registry import HookRegistry
 from lute_async.hooks.watchdog import HookWatchdog
 from lute_async.logs import get_logger
@@ -32,6 +34,7 @@ from lute_async.records import (
     default_db_path,
     spill_record,
 )
+from lute_async.records.writer import RecordWriter
 from lute_async.run.context import RunContext
 from lute_async.run.handle import STREAM_BUFFER, HooksArg, Run
 from lute_async.run.supervise import MAX_ENV_PARAMS
@@ -73,6 +76,8 @@ class Executor:
     ``drain_timeout`` is how long the stream may stay silent after a task's exit before its
     readers are ended; ``hook_timeout`` cuts async hooks and has a watchdog report sync ones
     that block the loop; ``max_result_bytes`` bounds a result kept whole in its record.
+    ``dashboard`` (e.g. :class:`lute_async.web.Dashboard`) sees every event and is served
+    while the executor is open (``async with``).
     """
 
     def __init__(
@@ -91,6 +96,7 @@ class Executor:
         log_events: bool = True,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
         record_env: str = "overrides",
+        dashboard: Observer | None = None,
     ) -> None:
         # Every argument checked the one way run options and task files are: a ConfigError
         # naming the argument, the value and what was expected.
@@ -102,6 +108,10 @@ class Executor:
         self.hooks = hooks if isinstance(hooks, HookRegistry) else HookRegistry(hooks)
         if checked["log_events"]:
             log_event.register(self.hooks)
+        #: Sees every event (a ``"*"`` hook), opened and closed with the executor.
+        self.dashboard: Observer | None = checked["dashboard"]
+        if self.dashboard is not None:
+            self.hooks.add("*", self.dashboard)
         self.communicators = tuple(checked["communicators"])
         self.grace: float = checked["grace"]
         self.max_frame: int = checked["max_frame"]
@@ -123,8 +133,11 @@ class Executor:
             self.db_path = Path(db) if db is not None else default_db_path()
         self.workdir = Path(workdir) if workdir is not None else self.db_path.parent / "runs"
         self._store_lock = anyio.Lock()
+        self._record_writer: RecordWriter | None = None
         self._db_limiter = anyio.CapacityLimiter(1)
         self.host = socket.gethostname()
+        #: One private directory for every run's Unix socket, removed by :meth:`aclose`.
+        self._socket_home = SocketHome()
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -151,6 +164,7 @@ class Executor:
             inherit_env=self.inherit_env,
             record_env=self.record_env,
             workdir=self.workdir,
+            socket_home=self._socket_home,
         )
 
     def _make_run(self, cmd: Command, options: dict[str, Any], *, tap: bool = False) -> Run:
@@ -172,7 +186,9 @@ class Executor:
 
         Options: ``name``, ``params``, ``env``, ``cwd``, ``timeout`` (seconds), ``hooks``
         (``{event: fn or [fns]}`` for this run), ``launcher``, ``limits``, ``communicators``,
-        ``tags``, ``grace``, ``stdin``/``stdout`` (a :class:`~lute_async.channel.Channel`).
+        ``tags``, ``grace``, ``stdin``/``stdout`` (a :class:`~lute_async.channel.Channel`),
+        ``retry`` (a :class:`~lute_async.retry.Retry`: more attempts, one run), ``before`` and
+        ``after`` (tasklet steps, :mod:`lute_async.tasklets`).
         Cancelling the caller cancels the run (its record says CANCELLED).
         """
         run = self._make_run(cmd, options)
@@ -239,10 +255,17 @@ class Executor:
                     )
         return self._store
 
+    async def _writer(self) -> RecordWriter:
+        """The writer of this executor's records (the saves of concurrent runs share a
+        transaction), made with the store."""
+        if self._record_writer is None:
+            store = await self.store()
+            self._record_writer = RecordWriter(store.save_many, self._db_limiter)
+        return self._record_writer
+
     async def _save(self, run: RunView) -> None:
         try:
-            store = await self.store()
-            await anyio.to_thread.run_sync(store.save, run.record, limiter=self._db_limiter)
+            await (await self._writer()).save(run.record)
         except Exception as exc:
             run.record.extra["record_errors"] = run.record.extra.get("record_errors", 0) + 1
             error = f"{type(exc).__name__}: {exc}"
@@ -261,15 +284,29 @@ class Executor:
             )
 
     async def aclose(self) -> None:
-        """Close the record store (and stop the hook watchdog)."""
+        """Close the dashboard and the record store (and stop the hook watchdog and this
+        executor's fork servers)."""
+        if self.dashboard is not None:
+            await self.dashboard.aclose()
+        forkservers = sys.modules.get("lute_async.launchers.forkserver")
+        if forkservers is not None:  # loaded only once a Forkserver launcher was used
+            forkservers.close_servers(self.workdir)
         if self._watchdog is not None:
             self._watchdog.close()
+        self._socket_home.close()
+        self._record_writer = None
         if self._store is not None:
             store, self._store = self._store, None
             await anyio.to_thread.run_sync(store.close, limiter=self._db_limiter)
 
     async def __aenter__(self) -> Executor:
         await self.store()
+        if self.dashboard is not None:
+            try:
+                await self.dashboard.open(self)
+            except BaseException:
+                await self.aclose()
+                raise
         return self
 
     async def __aexit__(

@@ -41,6 +41,8 @@ class EventName(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
+    #: An attempt of a run with a ``retry`` ended and another follows (not a terminal event).
+    RETRYING = "retrying"
 
 
 TERMINAL_EVENTS: Final = frozenset(
@@ -51,6 +53,7 @@ EXECUTOR_EVENTS: Final = TERMINAL_EVENTS | {
     EventName.QUEUED,
     EventName.STOPPED,
     EventName.CONTINUED,
+    EventName.RETRYING,
 }
 
 

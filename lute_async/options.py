@@ -26,6 +26,9 @@ import msgspec
 
 from lute_async.errors import ConfigError
 from lute_async.limits import Limits
+from lute_async.retry import RETRY_EXPECTED, RETRY_PARTS, Retry, RetryTable
+from lute_async.sandbox import SANDBOX_OPTION
+from lute_async.tasklets import TASKLETS_EXPECTED, load_tasklets
 
 __all__ = [
     "COMMUNICATOR_KINDS",
@@ -114,7 +117,7 @@ class Option:
             return key_error(
                 where, f"{key}.{name}", f"unknown key; expected one of {', '.join(self.parts)}"
             )
-        part = re.search(r"at `\$\.(\w+)`$", detail)
+        part = re.search(r"at `\$\.(\w+)(?:\[\d+\])*`$", detail)  # a table's entry, or in it
         if part is not None and part.group(1) in self.parts and isinstance(value, Mapping):
             name = part.group(1)
             return expected(where, f"{key}.{name}", self.parts[name], value[name])
@@ -162,6 +165,10 @@ def _is_communicators(value: Any) -> bool:
     )
 
 
+def _is_retry(value: Any) -> bool:
+    return isinstance(value, Retry)
+
+
 #: The one rule for names: of runs, of tasks in task files and of graph nodes.
 NAME = Option(
     "a run name (a string)",
@@ -199,6 +206,10 @@ RUN_OPTIONS: dict[str, Option] = {
     "tap": Option("true or false", bool),
     "stdin": Option("a Channel", accepts=_is_channel),
     "stdout": Option("a Channel", accepts=_is_channel),
+    "sandbox": Option(**SANDBOX_OPTION),
+    "retry": Option(RETRY_EXPECTED, RetryTable, _is_retry, Retry.from_table, RETRY_PARTS),
+    "before": Option(TASKLETS_EXPECTED, list[Any], build=lambda v: load_tasklets("before", v)),
+    "after": Option(TASKLETS_EXPECTED, list[Any], build=lambda v: load_tasklets("after", v)),
 }
 
 
@@ -291,4 +302,5 @@ EXECUTOR_ARGUMENTS: dict[str, Option] = {
     "record_env": Option(
         " or ".join(repr(mode) for mode in RECORD_ENV), Literal["overrides", "all"]
     ),
+    "dashboard": Option("a dashboard", accepts=_has_methods("open", "aclose", "__call__")),
 }

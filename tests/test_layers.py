@@ -23,11 +23,12 @@ LAYERS: dict[str, int] = {
     "errors": 0, "wire": 0, "messages": 0, "status": 0, "templates": 0, "limits": 0,
     "verdicts": 0, "redaction": 0, "logs": 0, "plain_msgpack": 0, "error_budget": 0,
     "private_paths": 0,
-    "task": 0, "worker": 0,
+    "task": 0, "worker": 0, "forkserver_main": 0,
     # L1 contracts
     "launchers.base": 1, "communicators.base": 1, "communicators.bounds": 1,
     "communicators.lines": 1, "hooks.events": 1, "records.model": 1,
-    "options": 1,
+    "options": 1, "sandbox": 1,
+    "retry": 1, "tasklets": 1,
     # L2 domain
     "run.lifecycle": 2, "records.keeper": 2,
     # L3 adapters
@@ -37,7 +38,7 @@ LAYERS: dict[str, int] = {
     # L5 orchestration
     "executor": 5, "workflow": 5, "config": 5, "background": 5, "futures": 5,
     # L6 application
-    "cli": 6, "demo": 6, "display": 6, "app": 6, "psij": 6,
+    "cli": 6, "demo": 6, "display": 6, "app": 6, "web": 6, "psij": 6,
 }
 FACE = "lute_async"  # the public face re-exports every layer
 

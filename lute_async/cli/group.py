@@ -14,6 +14,7 @@ from lute_async.cli.database import db_option
 from lute_async.cli.demo import demo
 from lute_async.cli.graph import run_graph
 from lute_async.cli.records import records
+from lute_async.cli.serve import serve
 from lute_async.cli.submit import submit
 from lute_async.cli.tasks import call, emit, exec_, run
 
@@ -77,6 +78,7 @@ cli.add_command(records)
 cli.add_command(demo)
 cli.add_command(run_graph)
 cli.add_command(submit)
+cli.add_command(serve)
 
 
 def _usage_error(exc: click.ClickException) -> NoReturn:

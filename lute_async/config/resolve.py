@@ -17,11 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lute_async.config.model import EnvSetting, ExecutorSettings, ResolvedTask, TaskDef
+from lute_async.config.model import (
+    ENV_CONFIG,
+    EnvSetting,
+    ExecutorSettings,
+    ResolvedTask,
+    TaskDef,
+)
 from lute_async.config.parse import parse_env_file, task_where
 from lute_async.config.plugins import installed_task, installed_tasks, load_hook
 from lute_async.errors import ConfigError
 from lute_async.options import key_error
+from lute_async.tasklets import PHASES, LoadedTasklet, Phase, load_tasklets
 from lute_async.templates import (
     LEAVE,
     NothingThere,
@@ -66,8 +73,11 @@ class TaskConfig:
         base: Path | None,
         source: str,
         executor: ExecutorSettings | None = None,
+        missing: bool = False,
     ) -> None:
         self.tasks = tasks
+        #: The default task file was looked for and is not there (``source`` names it).
+        self.missing = missing
         self.path = path
         self.base = base
         self.source = source
@@ -81,6 +91,12 @@ class TaskConfig:
         if found is None:
             known = sorted({*self.tasks, *installed_tasks()})
             listing = ", ".join(known) if known else "none defined"
+            if self.missing:  # the default file is not there: say so first
+                raise ConfigError(
+                    f"no task {name!r}: there is no task file {self.source} in "
+                    f"{Path.cwd()} (give one with -c FILE or ${ENV_CONFIG}); "
+                    f"installed tasks: {listing}"
+                )
             raise ConfigError(f"{self.source}: no task {name!r}; known tasks: {listing}")
         return found
 
@@ -134,7 +150,8 @@ class TaskConfig:
             if self.base is not None and not cwd_path.is_absolute():
                 cwd_path = self.base / cwd_path
             cwd = os.fspath(cwd_path)
-        hooks = [load_hook(spec, f"{where}: key 'hooks'") for spec in definition.hooks]
+        hooks = [load_hook(spec, f"{where}: key 'hooks'", self.base) for spec in definition.hooks]
+        steps = {phase: _tasklets(phase, getattr(definition, phase), where) for phase in PHASES}
         try:
             launcher = definition.launcher.build()
         except ImportError as exc:
@@ -157,6 +174,9 @@ class TaskConfig:
             communicators=definition.communicators,
             hooks=hooks,
             tags=list(definition.tags),
+            sandbox=definition.sandbox,
+            retry=definition.retry,
+            **steps,
         )
 
     def _params(
@@ -202,6 +222,14 @@ class TaskConfig:
         context.resolving.pop()
         context.resolved[name] = params
         return params
+
+
+def _tasklets(phase: Phase, steps: tuple[Any, ...], where: str) -> tuple[LoadedTasklet, ...]:
+    """A task's ``phase`` steps imported; a ConfigError names the file, task and step."""
+    try:
+        return load_tasklets(phase, steps)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _opener(store: RecordStore | StoreOpener | None) -> StoreOpener:

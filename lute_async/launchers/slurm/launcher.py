@@ -34,8 +34,9 @@ class Slurm:
     Only the options given become ``#SBATCH`` lines (``extra_sbatch`` verbatim, last). With
     ``mpi=True`` and more than one task or node the command runs under ``srun --mpi=pmix``
     (every task runs it), otherwise the batch shell runs it once. Ranks report over TCP to
-    ``tcp_host`` (default: this host's reachable address). A command starting with a bare
-    ``python`` runs with ``python`` (default: this interpreter).
+    ``tcp_host`` (an address, interface or host name; default ``$LUTE_ASYNC_TCP_HOST``, else
+    the address of this host's name: :mod:`lute_async.communicators.address`). A command
+    starting with a bare ``python`` runs with ``python`` (default: this interpreter).
     """
 
     kind = "slurm"
@@ -165,8 +166,10 @@ def _line(key: str, value: str, error: type[LuteAsyncError], where: str = "") ->
 
 
 def _keep_copy(spec: LaunchSpec, text: bytes) -> Path:
-    """Write the submitted script as ``job.sbatch`` in the run's private directory."""
+    """Write the submitted script as ``job.sbatch`` (``job-N.sbatch`` for attempt N > 1 of
+    a retried run) in the run's private directory."""
+    name = "job.sbatch" if spec.attempt == 1 else f"job-{spec.attempt}.sbatch"
     try:
-        return spec.write_private_file("job.sbatch", text)
+        return spec.write_private_file(name, text)
     except OSError as exc:
         raise LaunchError(f"cannot create the batch script of run {spec.name!r}: {exc}") from None
