@@ -38,9 +38,9 @@ LAYERS: dict[str, int] = {
     # L4 run engine
     "run": 4,
     # L5 orchestration
-    "executor": 5, "workflow": 5, "config": 5,
+    "executor": 5, "workflow": 5, "config": 5, "background": 5, "futures": 5,
     # L6 application
-    "cli": 6, "demo": 6, "display": 6, "app": 6, "web": 6,
+    "cli": 6, "demo": 6, "display": 6, "app": 6, "web": 6, "psij": 6,
 }
 FACE = "lute_async"  # the public face re-exports every layer
 
