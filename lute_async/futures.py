@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import builtins
 import concurrent.futures
-import importlib
 import inspect
 import json
 import os
@@ -24,6 +23,7 @@ from lute_async.background import BackgroundRun, BackgroundRuns
 from lute_async.errors import ConfigError, LuteAsyncError
 from lute_async.executor import Executor
 from lute_async.records import AnalysisRecord
+from lute_async.targets import TargetError, import_target
 from lute_async.task.function import is_task
 
 __all__ = ["Command", "FuturesExecutor", "RunFuture", "TaskFailed", "task_target"]
@@ -117,10 +117,8 @@ def task_target(fn: Callable[..., Any]) -> str:
             "move it to a module on the path (installed or on PYTHONPATH)"
         )
     try:
-        found: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            found = getattr(found, part)
-    except (ImportError, AttributeError) as exc:
+        found = import_target(f"{module}:{qualname}", failures=(ImportError,))
+    except TargetError as exc:
         raise ConfigError(
             f"submit: {module}:{qualname} cannot be imported by name: {exc}"
         ) from None
