@@ -43,6 +43,10 @@ class NotInExecutorError(LuteAsyncError):
     """A task-side call needed an executor but the process was not started by one."""
 
 
+class AmbiguousRunId(RecordStoreError):
+    """A short run id matches several runs."""
+
+
 class RecordNotFound(RecordStoreError, KeyError):
     """No run with the requested id is in the records database."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 
-from lute_async.errors import AttachError, RecordNotFound
+from lute_async.errors import AmbiguousRunId, AttachError, RecordNotFound
 from lute_async.launchers.base import ExitStatus
 from lute_async.launchers.slurm.attach import AttachedSlurm
 from lute_async.messages import Message
@@ -43,15 +43,9 @@ ATTACHABLE = frozenset(
 def find_record(store: RecordStore, run_id: str) -> AnalysisRecord:
     """The record of ``run_id`` (or of the one run whose id starts with it)."""
     try:
-        return store.get(run_id)
-    except RecordNotFound:
-        pass
-    matches = store.find_ids(run_id) if len(run_id) >= 4 else []
-    if len(matches) == 1:
-        return store.get(matches[0])
-    if matches:
-        raise AttachError(f"{run_id!r} matches {len(matches)} runs; give more of the id")
-    raise AttachError(f"no run with id {run_id!r} in {store.path}")
+        return store.find(run_id)
+    except (RecordNotFound, AmbiguousRunId) as exc:
+        raise AttachError(str(exc)) from None
 
 
 def check_attachable(record: AnalysisRecord) -> None:
