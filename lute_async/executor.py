@@ -235,6 +235,17 @@ class Executor:
         if failure is not None:
             raise failure
 
+    async def attach(self, run_id: str, *, hooks: HooksArg = None) -> AnalysisRecord:
+        """Take up run ``run_id`` (or a unique prefix) whose executor died while its SLURM job
+        went on: follow the job to its end, replay what it spooled meanwhile through the
+        hooks, and settle the record. A run that cannot be raises
+        :class:`~lute_async.errors.AttachError` saying why."""
+        from lute_async.run.attach import attach_run
+
+        run = await attach_run(self._run_context(), await self.store(), run_id, hooks)
+        await run._execute()
+        return run.record
+
     def graph(self, *, max_concurrency: int | None = None) -> Workflow:
         """A new :class:`~lute_async.workflow.Workflow` of tasks run by this executor."""
         from lute_async.workflow import Workflow

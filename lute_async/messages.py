@@ -43,6 +43,8 @@ class EventName(enum.StrEnum):
     TIMED_OUT = "timed_out"
     #: An attempt of a run with a ``retry`` ended and another follows (not a terminal event).
     RETRYING = "retrying"
+    #: The scheduler put the run's job back in its queue (SLURM requeue, preemption).
+    REQUEUED = "requeued"
 
 
 TERMINAL_EVENTS: Final = frozenset(
@@ -54,6 +56,7 @@ EXECUTOR_EVENTS: Final = TERMINAL_EVENTS | {
     EventName.STOPPED,
     EventName.CONTINUED,
     EventName.RETRYING,
+    EventName.REQUEUED,
 }
 
 

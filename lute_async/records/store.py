@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from lute_async.errors import RecordNotFound, RecordStoreError
+from lute_async.errors import AmbiguousRunId, RecordNotFound, RecordStoreError
 from lute_async.records import recovery
 from lute_async.records.codec import DEFAULT_MAX_RESULT_BYTES, StoredRecord, stored_record
 from lute_async.records.database import DEFAULT_BUSY_TIMEOUT, RecordDatabase
@@ -314,6 +314,23 @@ class RecordStore:
             "look up run ids",
         )
         return [row[0] for row in rows]
+
+    def find(self, id_or_prefix: str) -> AnalysisRecord:
+        """The run with id ``id_or_prefix``, or the one run whose id starts with it (at least
+        4 characters, as users type short ids); :class:`RecordNotFound` when there is none,
+        :class:`AmbiguousRunId` when several match."""
+        try:
+            return self.get(id_or_prefix)
+        except RecordNotFound:
+            pass
+        matches = self.find_ids(id_or_prefix) if len(id_or_prefix) >= 4 else []
+        if len(matches) == 1:
+            return self.get(matches[0])
+        if matches:
+            raise AmbiguousRunId(
+                f"{id_or_prefix!r} matches {len(matches)} runs; give more of the id"
+            )
+        raise RecordNotFound(id_or_prefix, str(self.path))
 
     def mark_lost(self, is_alive: Callable[[str, int], bool] | None = None) -> list[str]:
         """Mark LOST the active runs whose executor on this host has died; return their ids.

@@ -29,6 +29,7 @@ from lute_async.wire import (
     ENV_PARAMS_FILE,
     ENV_RUN,
     ENV_SECRET,
+    ENV_SPOOL,
 )
 
 #: Params larger than this go to the task in a file instead of the environment.
@@ -184,6 +185,7 @@ class Supervisor(RunState):
         env = dict(os.environ) if context.inherit_env else {}
         env.setdefault("PYTHONUNBUFFERED", "1")  # live log lines from Python tasks
         env.update(self._env_overrides)
+        env.pop(ENV_SPOOL, None)  # an enclosing job's: a spool is named by this run's launcher
         env[ENV_RUN] = self.id
         env[ENV_NAME] = self.name
         env[ENV_SECRET] = self._secret
