@@ -5,7 +5,8 @@ their exit status and rusage come from the server's ``wait4`` over the control c
 a stop from its ``WUNTRACED``. There is no reader task: whoever waits for a report reads the
 connection (one at a time; the others wait for the next read to end), so nothing outlives the
 runs that use the server. Servers are kept per executor (its working directory), Python,
-``PYTHONPATH`` and preload list, started on first use and ended by :func:`close_servers`.
+``PYTHONPATH`` and preload list (and sandbox and cwd: a :class:`Box` starts the server inside
+a sandbox, :mod:`.boxed`), started on first use and ended by :func:`close_servers`.
 """
 
 from __future__ import annotations
