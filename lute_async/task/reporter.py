@@ -1,5 +1,5 @@
 """``Reporter``: sends a task's messages to the executor that started it, through a
-:class:`Sink` (the pipe, Unix socket or TCP address the executor named).
+:class:`~lute_async.task.sinks.Sink` (the pipe, Unix socket or TCP address the executor named).
 
 Sending is buffered: a message goes out at once when the channel has been quiet for ``linger``
 seconds (low latency for sparse messages), otherwise it joins a batch that a background thread
@@ -18,6 +18,7 @@ from _thread import allocate_lock  # threading itself costs a task start ~5 ms; 
 
 from lute_async.task.function import current_rank
 from lute_async.task.packing import MessagePacker, log_value
+from lute_async.task.sinks import Sink, open_sink
 from lute_async.wire import (
     ENV_FD,
     ENV_RUN,
@@ -31,100 +32,12 @@ from lute_async.wire import (
 TYPE_CHECKING = False  # typing and collections.abc cost every task start milliseconds
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Callable
     from types import TracebackType
     from typing import Any
 
-    Write = Callable[[bytes | bytearray], None]
 
 _FLUSH_BYTES = 64 * 1024
 _DEFAULT_LINGER = 0.0005
-# -- sinks: where frames go --------------------------------------------------------------
-
-
-class Sink:
-    """Where frames go: a file descriptor (pipe) or a socket (TCP: with the executor's nonce)."""
-
-    __slots__ = ("close", "nonce", "write")
-
-    def __init__(self, write: Write, close: Callable[[], None], nonce: bytes | None = None):
-        self.write = write
-        self.close = close
-        self.nonce = nonce
-
-
-def fd_sink(spec: str) -> Sink | None:
-    """Open the frame pipe named ``FD:INODE`` if this process really holds that pipe."""
-    import stat
-
-    fd_text, _, inode_text = spec.partition(":")
-    try:
-        fd = int(fd_text)
-        info = os.fstat(fd)
-    except (ValueError, OSError):
-        return None
-    if not stat.S_ISFIFO(info.st_mode) or (inode_text and str(info.st_ino) != inode_text):
-        return None  # an unrelated fd that happens to have the same number: never write to it
-
-    def write(data: bytes | bytearray) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-
-    def close() -> None:
-        os.close(fd)
-
-    return Sink(write, close)
-
-
-def socket_sink(address: str, tcp: bool, watch: bool = False) -> Sink:
-    """Connect to the executor's Unix socket ``address``, or its TCP ``host:port``."""
-    if tcp:
-        import socket
-
-        host, _, port = address.rpartition(":")
-        sock = socket.create_connection((host.strip("[]"), int(port)))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        from lute_async.task.handshake import read_nonce
-
-        nonce = read_nonce(sock)  # closes sock on failure
-        if watch:
-            from lute_async.task.spool import watched_write
-
-            return Sink(watched_write(sock), sock.close, nonce)
-        return Sink(sock.sendall, sock.close, nonce)
-    import _socket  # its C core: `socket` loads enum and selectors, ~7 ms of a task start
-
-    unix = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        unix.connect(address)
-    except OSError:
-        unix.close()
-        raise
-    return Sink(unix.sendall, unix.close)
-
-
-def open_sink(env: dict[str, str] | os._Environ[str], prefer: tuple[str, ...]) -> Sink | None:
-    """The first channel of ``prefer`` (``pipe``, ``socket``, ``tcp``) that ``env`` names and
-    that opens; None when none does."""
-    for kind in prefer:
-        try:
-            if kind == "pipe" and (spec := env.get(ENV_FD)):
-                sink = fd_sink(spec)
-            elif kind == "socket" and (path := env.get(ENV_SOCKET)):
-                sink = socket_sink(path, tcp=False)
-            elif kind == "tcp" and (address := env.get(ENV_TCP)):
-                sink = socket_sink(address, tcp=True, watch=bool(env.get(ENV_SPOOL)))
-            else:
-                continue
-        except OSError as exc:  # gone or refused: try the next channel
-            sys.stderr.write(f"lute-async: cannot use the {kind} channel: {exc}\n")
-            continue
-        if sink is not None:
-            return sink
-    return None
-
-
 # -- the reporter ----------------------------------------------------------------------------
 
 
@@ -133,7 +46,12 @@ class Reporter:
 
     Use :meth:`connect` to find the executor from ``LUTE_ASYNC_*`` variables; outside an
     executor it logs structured lines on stderr instead, so task scripts also run standalone.
+    A process has one connection: a second :meth:`connect` while one is open (a ``@task``
+    that connects inside the worker's) shares it, and only the last ``close`` closes it.
     """
+
+    #: The open, connected reporter of this process (its pid), which connect() shares.
+    _shared: tuple[int, Reporter] | None = None
 
     def __init__(
         self,
@@ -162,6 +80,7 @@ class Reporter:
         self._armed: threading.Event | None = None
         self._wake: threading.Event | None = None
         self._closed = False
+        self._users = 1  # the connect() calls sharing this reporter, less their close()s
         self._packer = MessagePacker()
 
     # -- construction ---------------------------------------------------------------------
@@ -181,6 +100,10 @@ class Reporter:
         :class:`NotInExecutorError`; otherwise it gets a standalone reporter logging to stderr.
         """
         env = os.environ
+        shared = Reporter._shared
+        if shared is not None and shared[0] == os.getpid() and not shared[1]._closed:
+            shared[1]._users += 1
+            return shared[1]
         run_id = env.get(ENV_RUN)
         rank = current_rank(env)
         sink = open_sink(env, prefer) if run_id is not None else None
@@ -216,7 +139,9 @@ class Reporter:
         if sink is not None:
             import atexit
 
-            atexit.register(reporter.close)
+            atexit.register(reporter._close)
+            if sink is not spooled:
+                Reporter._shared = (os.getpid(), reporter)
         return reporter
 
     @property
@@ -305,7 +230,15 @@ class Reporter:
                 self._write(sink, data)
 
     def close(self) -> None:
-        """Flush and close the channel; later messages are logged standalone."""
+        """Flush and close the channel (once every sharer has); later messages are logged
+        standalone."""
+        self._users -= 1
+        if self._users > 0 and not self._closed:
+            self.flush()
+        else:
+            self._close()
+
+    def _close(self) -> None:
         if self._closed:
             return
         self._closed = True
