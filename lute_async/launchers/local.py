@@ -20,13 +20,13 @@ from typing import Any
 import anyio
 
 from lute_async.errors import LaunchError
-from lute_async.launchers.base import ExitStatus, LaunchSpec, Notify
+from lute_async.launchers.base import ExitStatus, GroupSignals, LaunchSpec, Notify
 from lute_async.launchers.sandboxed import SandboxedProcess
 from lute_async.launchers.sandboxed import launch as launch_sandboxed
 from lute_async.limits import parent_death_shim
 
 
-class LocalProcess:
+class LocalProcess(GroupSignals):
     """A local task process (and its process group)."""
 
     def __init__(self, popen: subprocess.Popen[bytes], argv: list[str]) -> None:
@@ -89,19 +89,6 @@ class LocalProcess:
     def _end_stragglers(self) -> None:
         # Processes the task left behind in its group (background jobs, daemons that did not
         # setsid) would hold its pipes open and outlive the run: end them with it.
-        self.send_signal(signal.SIGKILL)
-
-    def send_signal(self, signum: int) -> None:
-        if self.pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signum)
-
-    async def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-        self.send_signal(signal.SIGCONT)  # a stopped group must run to handle SIGTERM
-
-    async def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
     def describe(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 
 from lute_async.errors import LaunchError
-from lute_async.launchers.base import ExitStatus, LaunchSpec, Notify
+from lute_async.launchers.base import ExitStatus, GroupSignals, LaunchSpec, Notify
 from lute_async.launchers.forkserver.boxed import BoxedServer, box_key, boxed_request
 from lute_async.launchers.forkserver.server import Server, ServerDied, server_for
 from lute_async.worker import ENTRY as WORKER_ENTRY
@@ -53,7 +53,7 @@ def checked_target(spec: LaunchSpec) -> str:
     return target
 
 
-class ForkserverProcess:
+class ForkserverProcess(GroupSignals):
     """A task forked by a fork server: signalled by process group, reaped by the server."""
 
     def __init__(
@@ -121,19 +121,6 @@ class ForkserverProcess:
         if self.pid is not None and self.returncode is None:
             with contextlib.suppress(ServerDied):
                 await self._server.wait_stopped(self.reported_as)
-
-    def send_signal(self, signum: int) -> None:
-        if self.pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signum)
-
-    async def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-        self.send_signal(signal.SIGCONT)  # a stopped group must run to handle SIGTERM
-
-    async def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
 
     def describe(self) -> dict[str, Any]:
         facts: dict[str, Any] = {
