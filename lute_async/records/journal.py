@@ -111,15 +111,22 @@ class RecordJournal:
         fallback_dir: str | os.PathLike[str] | None = None,
         *,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        server_key: str | None = None,
     ) -> None:
         self.db_path = Path(db_path)
         self.max_result_bytes = max_result_bytes
         # The database's directory as its checks see it: a symlinked one is used where it points.
-        self.primary = self.db_path.parent.resolve() / (self.db_path.name + JOURNAL_SUFFIX)
+        # A database server (server_key: what names it) has no directory: the fallback only.
+        self.primary: Path | None = (
+            None
+            if server_key is not None
+            else self.db_path.parent.resolve() / (self.db_path.name + JOURNAL_SUFFIX)
+        )
         configured = fallback_dir or os.environ.get("LUTE_ASYNC_JOURNAL_DIR")
         self._configured = bool(configured)
         directory = Path(configured) if configured else default_fallback_dir()
-        key = hashlib.sha256(os.fsencode(os.path.abspath(self.db_path))).hexdigest()[:16]
+        named = server_key if server_key is not None else os.path.abspath(self.db_path)
+        key = hashlib.sha256(os.fsencode(named)).hexdigest()[:16]
         self._fallback_name = f"{self.db_path.name}-{key}{JOURNAL_SUFFIX}"
         self.fallback = _REFUGES.get(directory, directory) / self._fallback_name
         self._fallback_home = directory
@@ -135,8 +142,8 @@ class RecordJournal:
             document = {**document, _JOURNAL_RESULT_KEY: base64.b64encode(stored.result).decode()}
         line = (document_json(document) + "\n").encode()
         failures: list[str] = []
-        for is_fallback in (False, True):
-            path = self.primary
+        for is_fallback in (False, True) if self.primary is not None else (True,):
+            path = self.primary or self.fallback
             try:
                 if is_fallback:
                     path = self._fallback_for_append()
@@ -180,7 +187,7 @@ class RecordJournal:
         Only the user's own journals count (see the class); every other one is logged once
         as ``journal_not_replayed`` and left where it is.
         """
-        places = [(self.primary.parent, self.primary.name, True)]
+        places = [] if self.primary is None else [(self.primary.parent, self.primary.name, True)]
         fallback_dirs = [self._fallback_home]
         if not self._configured:  # fresh directories used when the default name was taken
             with contextlib.suppress(OSError):
@@ -271,10 +278,13 @@ class RecordJournal:
                 os.close(fd)
 
 
-def spill_record(db_path: str | os.PathLike[str], record: AnalysisRecord) -> str:
-    """Spill *record* to the journal of a database that cannot even be opened; say where."""
+def spill_record(
+    db_path: str | os.PathLike[str], record: AnalysisRecord, *, server_key: str | None = None
+) -> str:
+    """Spill *record* to the journal of a database that cannot even be opened; say where
+    (*server_key*: the database is a server's, see :class:`RecordJournal`)."""
     try:
-        where = RecordJournal(db_path).append(record)
+        where = RecordJournal(db_path, server_key=server_key).append(record)
     except RecordStoreError as exc:
         return str(exc)
     return f"run {record.id} was spilled to the journal {where}, replayed when the database opens"

@@ -1,10 +1,11 @@
-"""The record store: what ran, how and how it ended, in a sqlite database that outlives the
-executor.
+"""The record store: what ran, how and how it ended, in a database that outlives the
+executor: a sqlite file, or a PostgreSQL database for a whole cluster.
 
 :class:`RecordStore` writes a run's :class:`~lute_async.records.model.AnalysisRecord` at submit
 and at every status change and finds it again. Connection and row plumbing live in
-:mod:`~lute_async.records.database`, recovery on open (journal replay, LOST runs) in
-:mod:`~lute_async.records.recovery`.
+:mod:`~lute_async.records.database` (sqlite) and :mod:`~lute_async.records.postgres`, the SQL
+they share in :mod:`~lute_async.records.rows`, recovery on open (journal replay, LOST runs) in
+:mod:`~lute_async.records.recovery`, executor leases in :mod:`~lute_async.records.leases`.
 """
 
 from __future__ import annotations
@@ -22,14 +23,19 @@ from lute_async.records.codec import DEFAULT_MAX_RESULT_BYTES, stored_record
 from lute_async.records.database import DEFAULT_BUSY_TIMEOUT, RecordDatabase
 from lute_async.records.filters import RunFilter
 from lute_async.records.journal import RecordJournal
-from lute_async.records.model import AnalysisRecord, default_db_path
+from lute_async.records.leases import DEFAULT_LEASE_PERIOD, Lease
+from lute_async.records.location import default_db, describe_db, is_server_url, server_key
+from lute_async.records.model import AnalysisRecord
+from lute_async.records.rows import RecordRows
 from lute_async.status import RUN_STATUSES, status_value
 
 __all__ = ["RecordStore"]
 
 
 class RecordStore:
-    """The sqlite database of run records, shared safely by threads and processes on one host.
+    """The database of run records, shared safely by threads and processes: a sqlite file on
+    one host, or a PostgreSQL database (``path`` a ``postgresql://`` URL, libpq's conventions;
+    needs the ``[postgres]`` extra) for many.
 
     Open it with ``RecordStore(path)`` (or as a context manager). Opening creates the parent
     directory (0700) and the schema, migrates an older schema, and refuses a newer one or a file
@@ -45,8 +51,8 @@ class RecordStore:
     Records are a history, not a data store: keep large outputs in files and record their paths.
     """
 
-    path: Path
-    """The database file."""
+    path: Path | str
+    """The database file, or the server database's URL with its password masked."""
     lost_on_open: list[str]
     """Ids of the runs :meth:`mark_lost` marked LOST when the store was opened."""
     replayed_on_open: list[str]
@@ -65,17 +71,35 @@ class RecordStore:
     ) -> None:
         if max_result_bytes < 1:
             raise ValueError(f"max_result_bytes must be at least 1, got {max_result_bytes}")
-        self.path = Path(path)
         self.lost_on_open = []
         self.replayed_on_open = []
-        self._database = RecordDatabase(
-            self.path, busy_timeout=busy_timeout, max_result_bytes=max_result_bytes
-        )
+        self._spilled = False
+        self._lease: Lease | None = None
+        self._database: RecordRows
+        if is_server_url(path):
+            from lute_async.records.postgres import PostgresDatabase
+
+            url = str(path)
+            self.path = describe_db(url)
+            self._database = PostgresDatabase(url, max_result_bytes=max_result_bytes)
+            journal_key: str | None = server_key(url)
+            journal_name = Path("postgresql")
+        else:
+            self.path = Path(path)
+            self._database = RecordDatabase(
+                self.path, busy_timeout=busy_timeout, max_result_bytes=max_result_bytes
+            )
+            journal_key, journal_name = None, self.path
         try:
             self.journal = (
                 None
                 if self._database.in_memory
-                else RecordJournal(self.path, journal_dir, max_result_bytes=max_result_bytes)
+                else RecordJournal(
+                    journal_name,
+                    journal_dir,
+                    max_result_bytes=max_result_bytes,
+                    server_key=journal_key,
+                )
             )
             self.replayed_on_open = self.replay_journal()
             if mark_lost:
@@ -86,8 +110,14 @@ class RecordStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, *, mark_lost: bool = True) -> Self:
-        """Open the store at *path*, or at :func:`default_db_path` when *path* is None."""
-        return cls(default_db_path() if path is None else path, mark_lost=mark_lost)
+        """Open the store at *path* (a file or a URL), or the default one (``$LUTE_ASYNC_DB``,
+        else the user data dir) when *path* is None."""
+        return cls(default_db() if path is None else path, mark_lost=mark_lost)
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._database.dialect.name
 
     @property
     def max_result_bytes(self) -> int:
@@ -139,14 +169,18 @@ class RecordStore:
         except RecordStoreError as exc:
             if self.journal is None:
                 raise
+            self._spilled = True
             try:
                 where = self.journal.append_stored(record.id, stored)
             except RecordStoreError as spill:
                 raise RecordStoreError(f"{exc}; {spill}") from exc
             raise RecordStoreError(
                 f"{exc}; run {record.id} was spilled to the journal {where}, "
-                "replayed when the database is next opened"
+                "replayed when the database takes records again"
             ) from exc
+        if self._spilled:  # the database is back: what was spilled meanwhile goes in now
+            self._spilled = False
+            self.replay_journal()
 
     def replay_journal(self) -> list[str]:
         """Write the records spilled to the journal into the database; return their ids.
@@ -203,17 +237,18 @@ class RecordStore:
             raise ValueError(f"page must be >= 1, got {page}")
         where, args = (runs or RunFilter()).where()
         direction, after = ("DESC", "<") if newest_first else ("ASC", ">")
-        order = f" ORDER BY submitted_at {direction}, rowid {direction} LIMIT ?"
+        seq = self._database.dialect.seq
+        order = f" ORDER BY submitted_at {direction}, {seq} {direction} LIMIT ?"
         last: tuple[float, int] | None = None
         while True:
             # Keyset paging: each page starts after the last row of the one before.
             clause, page_args = where, list(args)
             if last is not None:
-                keyset = f"(submitted_at, rowid) {after} (?, ?)"
+                keyset = f"(submitted_at, {seq}) {after} (?, ?)"
                 clause = f"{where} AND {keyset}" if where else f" WHERE {keyset}"
                 page_args.extend(last)
             rows = self._database.read(
-                f"SELECT id, doc, result, submitted_at, rowid FROM runs{clause}{order}",
+                f"SELECT id, doc, result, submitted_at, {seq} FROM runs{clause}{order}",
                 [*page_args, page],
                 "query runs",
             )
@@ -239,13 +274,26 @@ class RecordStore:
         return [row[0] for row in rows]
 
     def mark_lost(self, is_alive: Callable[[str, int], bool] | None = None) -> list[str]:
-        """Mark LOST the active runs whose executor on this host has died; return their ids.
+        """Mark LOST the active runs whose executor has died; return their ids.
 
-        A run is active while PENDING, QUEUED, RUNNING or STOPPED. Only runs whose
-        ``executor_host`` is this host are checked, with ``is_alive(host, executor_pid)``
-        (default: the pid exists and is not a zombie). QUEUED SLURM runs are marked LOST too:
-        nobody is watching the job any more, though SLURM may still run it (``scancel`` it
-        by its ``slurm_job_id``). A recycled pid makes a dead executor look alive, so the
-        check errs towards leaving a run alone.
+        A run is active while PENDING, QUEUED, RUNNING or STOPPED. Runs whose
+        ``executor_host`` is this host are checked with ``is_alive(host, executor_pid)``
+        (default: the pid exists and is not a zombie); runs of any host whose executor's lease
+        has lapsed are LOST too (see :mod:`~lute_async.records.leases`). QUEUED SLURM runs are
+        marked LOST too: nobody is watching the job any more, though SLURM may still run it
+        (``scancel`` it by its ``slurm_job_id``). A recycled pid makes a dead executor look
+        alive, so the check errs towards leaving a run alone.
         """
         return recovery.mark_lost(self._database, is_alive)
+
+    def renew_lease(self, period: float = DEFAULT_LEASE_PERIOD) -> None:
+        """Write this process's executor lease, lapsing ``3 * period`` seconds from now; an
+        executor renews it every *period* seconds while open (RecordStoreError when the
+        database cannot take it)."""
+        if self._lease is None or self._lease.period != period:
+            self._lease = Lease(self._database, period)
+        self._lease.renew()
+
+    def lease_expires_at(self) -> float | None:
+        """When this process's lease lapses (epoch seconds, the database's clock), or None."""
+        return Lease(self._database).expires_at()
