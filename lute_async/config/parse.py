@@ -158,6 +158,6 @@ def parse_executor(source: str, table: Any, base: Path | None) -> ExecutorSettin
     if not isinstance(table, dict):
         raise expected(source, "executor", "a table [executor]", table)
     values = check_options(table, EXECUTOR_OPTIONS, where=source, prefix="executor.")
-    if values.get("db") is not None:
-        values["db"] = _relative(values["db"], base)
+    if values.get("db") is not None and not values["db"].lower().startswith("postgres"):
+        values["db"] = _relative(values["db"], base)  # a postgresql:// URL is kept as given
     return ExecutorSettings(**values)

@@ -31,6 +31,7 @@ from lute_async.records.codec import (
     record_from_stored,
     stored_record,
 )
+from lute_async.records.location import is_server_url, server_key
 from lute_async.records.model import AnalysisRecord
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "JournalFile",
     "RecordJournal",
     "default_fallback_dir",
+    "journal_for",
     "spill_record",
 ]
 
@@ -278,13 +280,29 @@ class RecordJournal:
                 os.close(fd)
 
 
-def spill_record(
-    db_path: str | os.PathLike[str], record: AnalysisRecord, *, server_key: str | None = None
-) -> str:
-    """Spill *record* to the journal of a database that cannot even be opened; say where
-    (*server_key*: the database is a server's, see :class:`RecordJournal`)."""
+def journal_for(
+    db: str | os.PathLike[str],
+    fallback_dir: str | os.PathLike[str] | None = None,
+    *,
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+) -> RecordJournal:
+    """The journal of database *db*: beside a sqlite file, or (a server's URL) in the fallback
+    directory only, named by the server and database, never by the password."""
+    if is_server_url(db):
+        return RecordJournal(
+            "postgresql",
+            fallback_dir,
+            max_result_bytes=max_result_bytes,
+            server_key=server_key(str(db)),
+        )
+    return RecordJournal(db, fallback_dir, max_result_bytes=max_result_bytes)
+
+
+def spill_record(db_path: str | os.PathLike[str], record: AnalysisRecord) -> str:
+    """Spill *record* to the journal of a database (a file or a URL) that cannot even be
+    opened; say where."""
     try:
-        where = RecordJournal(db_path, server_key=server_key).append(record)
+        where = journal_for(db_path).append(record)
     except RecordStoreError as exc:
         return str(exc)
     return f"run {record.id} was spilled to the journal {where}, replayed when the database opens"

@@ -21,6 +21,7 @@ __all__ = [
     "DatabaseTarget",
     "as_target",
     "default_db",
+    "default_workdir",
     "describe_db",
     "is_server_url",
     "server_key",
@@ -56,6 +57,16 @@ def default_db() -> DatabaseTarget:
     import platformdirs  # imported here: only needed when no database was given
 
     return platformdirs.user_data_path("lute-async") / "runs.db"
+
+
+def default_workdir(target: DatabaseTarget) -> Path:
+    """Where runs' directories go by default: ``runs`` beside a sqlite file, else in the user
+    data dir."""
+    if isinstance(target, Path):
+        return target.parent / "runs"
+    import platformdirs
+
+    return platformdirs.user_data_path("lute-async") / "runs"
 
 
 def describe_db(target: str | os.PathLike[str]) -> str:

@@ -22,9 +22,9 @@ from lute_async.records import recovery
 from lute_async.records.codec import DEFAULT_MAX_RESULT_BYTES, stored_record
 from lute_async.records.database import DEFAULT_BUSY_TIMEOUT, RecordDatabase
 from lute_async.records.filters import RunFilter
-from lute_async.records.journal import RecordJournal
+from lute_async.records.journal import RecordJournal, journal_for
 from lute_async.records.leases import DEFAULT_LEASE_PERIOD, Lease
-from lute_async.records.location import default_db, describe_db, is_server_url, server_key
+from lute_async.records.location import default_db, describe_db, is_server_url
 from lute_async.records.model import AnalysisRecord
 from lute_async.records.rows import RecordRows
 from lute_async.status import RUN_STATUSES, status_value
@@ -82,24 +82,16 @@ class RecordStore:
             url = str(path)
             self.path = describe_db(url)
             self._database = PostgresDatabase(url, max_result_bytes=max_result_bytes)
-            journal_key: str | None = server_key(url)
-            journal_name = Path("postgresql")
         else:
             self.path = Path(path)
             self._database = RecordDatabase(
                 self.path, busy_timeout=busy_timeout, max_result_bytes=max_result_bytes
             )
-            journal_key, journal_name = None, self.path
         try:
             self.journal = (
                 None
                 if self._database.in_memory
-                else RecordJournal(
-                    journal_name,
-                    journal_dir,
-                    max_result_bytes=max_result_bytes,
-                    server_key=journal_key,
-                )
+                else journal_for(path, journal_dir, max_result_bytes=max_result_bytes)
             )
             self.replayed_on_open = self.replay_journal()
             if mark_lost:
@@ -118,6 +110,11 @@ class RecordStore:
     def backend(self) -> str:
         """``sqlite`` or ``postgresql``."""
         return self._database.dialect.name
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return not self._database.is_open
 
     @property
     def max_result_bytes(self) -> int:
