@@ -109,7 +109,13 @@ def schema_version(conn: SqlConnection, dialect: Dialect) -> int:
     """The schema version of the database behind *conn* (0 for a new one)."""
     if dialect is SQLITE:
         return int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if conn.execute("SELECT to_regclass('lute_async_schema')").fetchone()[0] is None:
+    # pg_class itself, read with this statement's snapshot: a name lookup (to_regclass) may
+    # answer from a cache that predates a migration committed while we waited for its lock.
+    found = conn.execute(
+        "SELECT count(*) FROM pg_catalog.pg_class WHERE relname = 'lute_async_schema' "
+        "AND relnamespace = current_schema()::regnamespace"
+    ).fetchone()[0]
+    if not found:
         return 0
     row = conn.execute("SELECT max(version) FROM lute_async_schema").fetchone()
     return int(row[0] or 0)
