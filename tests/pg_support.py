@@ -36,9 +36,9 @@ class PgServer:
 
     def database_url(self, name: str, *, socket: bool = False) -> str:
         """The URL of database *name* on this server."""
-        base = self.socket_url if socket else self.url
-        parts = urlsplit(base)
-        return urlunsplit(parts._replace(path=f"/{name}"))
+        if socket:  # no host part: urlunsplit would drop the "//"
+            return f"postgresql:///{name}?{urlsplit(self.socket_url).query}"
+        return urlunsplit(urlsplit(self.url)._replace(path=f"/{name}"))
 
     def admin(self, sql: str) -> None:
         """Run one statement as the test role, outside any transaction."""

@@ -134,6 +134,7 @@ EXECUTOR = textwrap.dedent(
     """
 )
 
+
 def test_a_sigkilled_executors_runs_turn_lost_after_its_lease_lapses_seen_elsewhere(
     record_db: Path | str, tmp_path: Path
 ) -> None:

@@ -143,8 +143,12 @@ class PostgresDatabase(RecordRows):
         )
 
     def _clean(self, exc: Exception) -> str:
-        """psycopg's message, one line, without any credentials."""
-        text = " ".join(str(exc).split())
+        """psycopg's message, one line (not a query's LINE and caret), without credentials."""
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        if lines and lines[0].startswith("connection failed"):  # libpq's lines belong together
+            text = " ".join(" ".join(lines).split())
+        else:
+            text = " ".join((lines or [""])[0].split())
         password = self._psycopg.conninfo.conninfo_to_dict(self._url).get("password")
         if password:
             text = text.replace(str(password), "***")

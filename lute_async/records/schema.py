@@ -176,9 +176,10 @@ def migrate(
                 for statement in statements:
                     conn.execute(dialect.sql(statement))
             except db_error as exc:
+                first_line = (str(exc).strip().splitlines() or [""])[0]  # not PG's LINE/caret
                 raise RecordStoreError(
                     f"cannot migrate records database {where} from schema "
-                    f"v{target - 1} to v{target}: {exc}; is it another program's "
+                    f"v{target - 1} to v{target}: {first_line}; is it another program's "
                     "database, or may this user not create tables in it?"
                 ) from exc
         _write_version(conn, dialect, SCHEMA_VERSION)
