@@ -92,6 +92,20 @@ def test_a_service_name_and_pgpassfile_give_host_user_and_password(
     assert [json.loads(line)["name"] for line in done.stdout.splitlines()] == ["by-service"]
 
 
+def test_the_records_commands_work_on_a_server_database(pg_url: str) -> None:
+    ran = cli("exec", "--db", pg_url, "--json", "--", "true")
+    assert ran.returncode == 0, ran.stderr
+    run_id = json.loads(ran.stdout)["id"]
+    listed = cli("records", "list", "--db", pg_url, "--json")
+    assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [run_id]
+    shown = cli("records", "show", run_id[:8], "--db", pg_url)
+    assert shown.returncode == 0 and run_id in shown.stdout, shown.stderr
+    exported = cli("records", "export", "--db", pg_url, "--format", "csv")
+    assert exported.returncode == 0 and run_id in exported.stdout, exported.stderr
+    reconciled = cli("records", "reconcile", "--db", pg_url, "--json")
+    assert reconciled.returncode == 0, reconciled.stderr
+
+
 # --- bad input: each a clear error naming it --------------------------------------------------
 
 
