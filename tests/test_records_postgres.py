@@ -311,7 +311,36 @@ async def test_a_server_stopped_mid_runs_then_restarted_gets_every_record_from_t
     with RecordStore(url) as store:
         assert sorted(store.replayed_on_open) == sorted(r.id for r in records)
         assert {store.get(r.id).status for r in records} == {"COMPLETED"}
+        assert not list((tmp_path / "journal").glob("*.jsonl"))
+        # An open store outlives a restart: it reconnects by itself, and the first save that
+        # gets through replays what was spilled meanwhile.
+        private_pg.stop()
+        spilled = AnalysisRecord(name="while-down", status="COMPLETED")
+        with pytest.raises(RecordStoreError, match="spilled to the journal"):
+            store.save(spilled)
+        private_pg.up()
+        store.save(AnalysisRecord(name="after", status="COMPLETED"))
+        assert store.get(spilled.id).name == "while-down"
     assert not list((tmp_path / "journal").glob("*.jsonl"))
+
+
+def test_an_executor_db_key_of_a_config_file_may_be_a_url(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "lute-async.toml"
+    config.write_text(f'[executor]\ndb = "{pg_url}"\n\n[tasks.hello]\ncommand = ["true"]\n')
+    env = {key: value for key, value in ENV.items() if key != "LUTE_ASYNC_DB"}
+    done = subprocess.run(
+        [sys.executable, "-m", "lute_async.cli", "run", "hello", "-c", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    with RecordStore(pg_url) as store:
+        assert [r.id for r in store.query(name="hello")] == [json.loads(done.stdout)["id"]]
 
 
 # --- a batch job's executor records into the server -------------------------------------------
