@@ -16,9 +16,12 @@ from typing import Any
 
 import pytest
 import uvloop
-from pg_support import pg_server, pg_url, private_pg  # noqa: F401 - fixtures by name
 
-from lute_async import Executor, logs
+# The support modules' asserts are rewritten like the tests' (they are imported here first).
+pytest.register_assert_rewrite("pg_support", "slurm_support")
+from pg_support import pg_server, pg_url, private_pg  # noqa: E402, F401 - fixtures by name
+
+from lute_async import Executor, logs  # noqa: E402
 
 PYTHON = sys.executable
 #: Test modules whose tests run on uvloop's event loop instead of stdlib asyncio's.
