@@ -7,6 +7,7 @@ and times the calls itself, so the executor's own start-up is not in the figures
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.harness import CHILDREN_DIR, PYTHON, Result, alternate, median
@@ -18,10 +19,13 @@ if TYPE_CHECKING:
 DRIVER = str(CHILDREN_DIR / "emit_calls.py")
 FLOOR = [PYTHON, "-c", "pass"]
 MODULE = [PYTHON, "-m", "lute_async.cli", "emit"]
-#: What pip's console-script wrapper runs (it imports re to tidy argv[0]).
-SCRIPT = [PYTHON, "-c", "import re, sys; from lute_async.cli import main; sys.exit(main())", "emit"]
+#: The ``lute-async`` command a user types: the installed script beside this Python (see
+#: bin/lute-async), else the repository's copy run by this Python.
+_INSTALLED = Path(PYTHON).with_name("lute-async")
+_REPO_SCRIPT = Path(__file__).parent.parent / "bin" / "lute-async"
+SCRIPT = [str(_INSTALLED), "emit"] if _INSTALLED.exists() else [PYTHON, str(_REPO_SCRIPT), "emit"]
 #: What each way of starting emit costs before lute-async runs at all: ``-m`` loads runpy.
-FORM_COST = {"python -m": "import runpy", "console script": "import re"}
+FORM_COST = {"python -m": "import runpy", "lute-async": "import sys"}
 BATCH_LINES = 1000
 
 
@@ -50,7 +54,7 @@ async def measure(bench: Bench) -> list[Result]:
     rows: list[Result] = []
     async with executor:
         await timed("1", [*MODULE, "progress", "0.5"])  # warm the page cache
-        for form, argv in (("python -m", MODULE), ("console script", SCRIPT)):
+        for form, argv in (("python -m", MODULE), ("lute-async", SCRIPT)):
             arrived = 0
 
             async def lute(argv: list[str] = argv) -> float:

@@ -27,6 +27,7 @@ import anyio
 
 from benchmarks.harness import CHILDREN_DIR, PYTHON
 from lute_async.executor import Executor
+from lute_async.launchers.forkserver import Forkserver
 
 DRIVERS = CHILDREN_DIR / "peers"
 COMMAND = "/bin/true"
@@ -55,6 +56,7 @@ SYSTEMS = (
     System("parsl-bash", "Parsl `bash_app` on a thread pool", "command", "parsl_bash", "parsl"),
     System("psij", "PSI/J local executor", "command", "psij_local", "psij-python"),
     System("run_function", "lute-async `run_function`", "function"),
+    System("forkserver", "lute-async `run_function`, `Forkserver` launcher", "function"),
     System(
         "parsl-htex",
         "Parsl HighThroughputExecutor, 2 warm workers",
@@ -240,7 +242,22 @@ async def measure_local(
         result = record.result or {}
         return record.status == "COMPLETED" and result.get("payload") == index
 
-    one = {"floor": floor, "run": run, "run_function": run_function}[system.key]
+    # One server for the executor, started by the warm-up window, forks every task.
+    forkserver = Forkserver(preload=[FUNCTION.partition(":")[0]])
+
+    async def run_forked(index: int) -> bool:
+        record = await executor.run_function(
+            FUNCTION, params={"index": index}, env=function_env, launcher=forkserver
+        )
+        result = record.result or {}
+        return record.status == "COMPLETED" and result.get("payload") == index
+
+    one = {
+        "floor": floor,
+        "run": run,
+        "run_function": run_function,
+        "forkserver": run_forked,
+    }[system.key]
     try:
         with anyio.fail_after(timeout):
             async with executor:

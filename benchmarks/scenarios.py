@@ -159,9 +159,12 @@ class Bench:
     # -- spawn ---------------------------------------------------------------------------------
 
     async def spawn(self) -> list[Result]:
+        from benchmarks import sandbox
+
         return [
             await self._spawn("spawn", [PYTHON, str(CHILD), "trivial"]),
             await self._spawn("spawn (run_function)", None),
+            *await sandbox.measure(self),  # floor: the plain spawn, same run
         ]
 
     async def _spawn(self, label: str, command: list[str] | None) -> Result:

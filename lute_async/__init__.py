@@ -21,11 +21,13 @@ _EXPORTS: dict[str, str] = {
     "RecordStore": "lute_async.records",
     "RunFilter": "lute_async.records",
     "Limits": "lute_async.limits",
+    "Sandbox": "lute_async.sandbox",
     "Workflow": "lute_async.workflow",
     "Channel": "lute_async.channel",
     "Local": "lute_async.launchers.local",
     "MPI": "lute_async.launchers.mpi",
     "Slurm": "lute_async.launchers.slurm",
+    "Forkserver": "lute_async.launchers.forkserver",
     "Reporter": "lute_async.task",
     "AsyncReporter": "lute_async.task",
     "task": "lute_async.task",
@@ -39,12 +41,14 @@ if TYPE_CHECKING:
     from lute_async.channel import Channel
     from lute_async.executor import Executor, Run
     from lute_async.hooks.registry import Event, HookRegistry
+    from lute_async.launchers.forkserver import Forkserver
     from lute_async.launchers.local import Local
     from lute_async.launchers.mpi import MPI
     from lute_async.launchers.slurm import Slurm
     from lute_async.limits import Limits
     from lute_async.messages import Message, TaskStatus
     from lute_async.records import AnalysisRecord, RecordStore, RunFilter
+    from lute_async.sandbox import Sandbox
     from lute_async.task import AsyncReporter, Reporter, task
     from lute_async.workflow import Workflow
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from lute_async.communicators import CommunicatorSpec
+from lute_async.communicators import CommunicatorSpec, SocketHome
 from lute_async.errors import ConfigError
 from lute_async.hooks.builtin import log_event
 from lute_async.hooks.events import Hook, RunView
@@ -34,6 +35,7 @@ from lute_async.records import (
 from lute_async.records.leases import DEFAULT_LEASE_PERIOD
 from lute_async.records.location import as_target, default_db, default_workdir, describe_db
 from lute_async.records.renewer import LeaseRenewer
+from lute_async.records.writer import RecordWriter
 from lute_async.run.context import RunContext
 from lute_async.run.handle import STREAM_BUFFER, HooksArg, Run
 from lute_async.run.supervise import MAX_ENV_PARAMS
@@ -134,8 +136,11 @@ class Executor:
             self.db_path = as_target(db) if db is not None else default_db()
         self.workdir = Path(workdir) if workdir is not None else default_workdir(self.db_path)
         self._store_lock = anyio.Lock()
+        self._record_writer: RecordWriter | None = None
         self._db_limiter = anyio.CapacityLimiter(1)
         self.host = socket.gethostname()
+        #: One private directory for every run's Unix socket, removed by :meth:`aclose`.
+        self._socket_home = SocketHome()
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -162,6 +167,7 @@ class Executor:
             inherit_env=self.inherit_env,
             record_env=self.record_env,
             workdir=self.workdir,
+            socket_home=self._socket_home,
         )
 
     def _make_run(self, cmd: Command, options: dict[str, Any], *, tap: bool = False) -> Run:
@@ -255,10 +261,17 @@ class Executor:
                     await self._renewer.start()
         return self._store
 
+    async def _writer(self) -> RecordWriter:
+        """The writer of this executor's records (the saves of concurrent runs share a
+        transaction), made with the store."""
+        if self._record_writer is None:
+            store = await self.store()
+            self._record_writer = RecordWriter(store.save_many, self._db_limiter)
+        return self._record_writer
+
     async def _save(self, run: RunView) -> None:
         try:
-            store = await self.store()
-            await anyio.to_thread.run_sync(store.save, run.record, limiter=self._db_limiter)
+            await (await self._writer()).save(run.record)
         except Exception as exc:
             run.record.extra["record_errors"] = run.record.extra.get("record_errors", 0) + 1
             error = f"{type(exc).__name__}: {exc}"
@@ -277,12 +290,17 @@ class Executor:
             )
 
     async def aclose(self) -> None:
-        """Close the record store (and stop the hook watchdog)."""
+        """Close the record store (and stop the hook watchdog and this executor's fork servers)."""
         renewer, self._renewer = self._renewer, None
         if renewer is not None:
             await renewer.stop()
+        forkservers = sys.modules.get("lute_async.launchers.forkserver")
+        if forkservers is not None:  # loaded only once a Forkserver launcher was used
+            forkservers.close_servers(self.workdir)
         if self._watchdog is not None:
             self._watchdog.close()
+        self._socket_home.close()
+        self._record_writer = None
         if self._store is not None:
             store, self._store = self._store, None
             await anyio.to_thread.run_sync(store.close, limiter=self._db_limiter)

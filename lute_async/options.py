@@ -26,6 +26,7 @@ import msgspec
 
 from lute_async.errors import ConfigError
 from lute_async.limits import Limits
+from lute_async.sandbox import SANDBOX_OPTION
 
 __all__ = [
     "COMMUNICATOR_KINDS",
@@ -114,7 +115,7 @@ class Option:
             return key_error(
                 where, f"{key}.{name}", f"unknown key; expected one of {', '.join(self.parts)}"
             )
-        part = re.search(r"at `\$\.(\w+)`$", detail)
+        part = re.search(r"at `\$\.(\w+)(?:\[\d+\])*`$", detail)  # a table's entry, or in it
         if part is not None and part.group(1) in self.parts and isinstance(value, Mapping):
             name = part.group(1)
             return expected(where, f"{key}.{name}", self.parts[name], value[name])
@@ -199,6 +200,7 @@ RUN_OPTIONS: dict[str, Option] = {
     "tap": Option("true or false", bool),
     "stdin": Option("a Channel", accepts=_is_channel),
     "stdout": Option("a Channel", accepts=_is_channel),
+    "sandbox": Option(**SANDBOX_OPTION),
 }
 
 

@@ -105,12 +105,17 @@ def slurm_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlurmCluster]:
     cluster, reason = _probe_cluster()
     if cluster is None:
         unavailable(reason)
-    for name, value in cluster.env.items():
+    use_cluster_env(monkeypatch, cluster.env)
+    yield cluster
+
+
+def use_cluster_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    """Set a cluster's ``env`` for the test and its subprocesses."""
+    for name, value in env.items():
         monkeypatch.setenv(name, value)
     # A test process running inside a job must not make the executor think it is in one.
     for name in ("SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_NPROCS"):
         monkeypatch.delenv(name, raising=False)
-    yield cluster
 
 
 @pytest.fixture

@@ -64,6 +64,13 @@ TASK_WRONG: dict[str, st.SearchStrategy[Any]] = {
     "hooks": st.one_of(_scalars, st.lists(_ints, min_size=1, max_size=2)),
     "tags": st.one_of(_scalars, st.lists(_ints, min_size=1, max_size=2)),
     "description": _non_text,
+    "sandbox": st.one_of(
+        _scalars,
+        _texts,
+        st.fixed_dictionaries({"network": st.one_of(_ints, _texts)}),
+        st.fixed_dictionaries({"writable": st.lists(st.sampled_from(["rel", "a/b"]), min_size=1)}),
+        st.fixed_dictionaries({"paths": _ints}),
+    ),
 }
 
 #: For each key of a graph node, values no node can take.
@@ -77,6 +84,7 @@ GRAPH_WRONG: dict[str, st.SearchStrategy[Any]] = {
     "timeout": _bad_seconds,
     "cwd": _non_text,
     "tags": TASK_WRONG["tags"],
+    "sandbox": TASK_WRONG["sandbox"],
 }
 
 

@@ -63,6 +63,14 @@ WRONG: dict[str, st.SearchStrategy[Any]] = {
     "tap": st.one_of(st.integers(), _texts),
     "stdin": st.one_of(st.integers(), _texts),
     "stdout": st.one_of(st.integers(), _texts),
+    "sandbox": st.one_of(
+        st.integers(),
+        _texts,
+        st.fixed_dictionaries({"network": st.one_of(st.integers(), _texts)}),
+        st.fixed_dictionaries({"readonly": st.one_of(st.integers(), st.lists(_texts, min_size=1))}),
+        st.fixed_dictionaries({"writable": st.lists(st.integers(), min_size=1)}),
+        st.dictionaries(st.sampled_from(["net", "paths", "ro"]), st.integers(), min_size=1),
+    ),
 }
 
 ENTRY_POINTS = ("run", "start", "run_function")

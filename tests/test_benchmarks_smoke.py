@@ -73,10 +73,11 @@ def test_lute_column_shows_the_figure_and_the_ratio_where_measured(tmp_path: Pat
 
 @pytest.mark.timeout(120)
 def test_peers_deliver_every_task_and_the_table_is_written(tmp_path: Path) -> None:
-    """The peers comparison at 3 tasks: lute-async and the stdlib pool, nothing installed."""
+    """The peers comparison at 3 tasks: lute-async (spawned and forked) and the stdlib pool,
+    nothing installed."""
     from benchmarks import peers, peers_report
 
-    keys = ["floor", "run", "run_function", "pool"]
+    keys = ["floor", "run", "run_function", "forkserver", "pool"]
     rows = peers.measure(keys, tasks=3, width=2, venv=peers.Venv(tmp_path / "no-venv"))
     assert [row.system.key for row in rows] == keys
     for row in rows:

@@ -135,6 +135,40 @@ def test_run_of_an_undefined_task_exits_2_naming_the_known_tasks(lute: Lute) -> 
     assert "peaks" in done.stderr
 
 
+def test_run_without_a_task_file_says_there_is_none_before_naming_installed_tasks(
+    lute: Lute, tmp_path: Path
+) -> None:
+    (tmp_path / "lute-async.toml").unlink()
+    done = lute("run", "peaks")
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        f"lute-async: error: no task 'peaks': there is no task file lute-async.toml in {tmp_path}"
+    )
+    assert "-c FILE or $LUTE_ASYNC_CONFIG" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_hook_module_beside_the_task_file_imports_without_pythonpath(
+    lute: Lute, tmp_path: Path
+) -> None:
+    """The task file and its hook module live in proj/, the CLI runs elsewhere (so neither
+    the working directory nor PYTHONPATH holds the module)."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "site_hooks.py").write_text(
+        "import pathlib\n"
+        "def on_done(event):\n"
+        "    if event.name == 'done':\n"
+        "        pathlib.Path(event.run.name + '.hooked').write_text(event.name)\n"
+    )
+    (project / "tasks.toml").write_text(
+        '[tasks.hooked]\ncommand = ["true"]\nhooks = ["site_hooks:on_done"]\n'
+    )
+    done = lute("run", "-c", "proj/tasks.toml", "hooked")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "hooked.hooked").read_text() == "done"
+
+
 def test_run_with_an_invalid_config_exits_2_with_the_precise_error(
     lute: Lute, tmp_path: Path
 ) -> None:

@@ -93,6 +93,43 @@ def test_slurm_launcher_options_are_validated_into_a_dict() -> None:
     )
 
 
+def test_launcher_tables_take_the_python_and_tcp_address_options_python_does() -> None:
+    parsed = config(
+        """
+        [tasks.big]
+        command = ["python", "job.py"]
+        [tasks.big.launcher]
+        kind = "slurm"
+        tcp_host = "10.1.2.3"
+        tcp_advertise = "node-a"
+        python = "/opt/py"
+        [tasks.ranks]
+        command = ["python", "job.py"]
+        launcher = { kind = "mpi", np = 2, python = "/opt/py" }
+        """
+    )
+    slurm = parsed.resolve("big").launcher
+    assert (slurm.tcp_host, slurm.tcp_advertise, slurm.python) == (  # type: ignore[union-attr]
+        "10.1.2.3",
+        "node-a",
+        "/opt/py",
+    )
+    assert parsed.resolve("ranks").launcher.python == "/opt/py"  # type: ignore[union-attr]
+    message = error_of(
+        '[tasks.t]\ncommand = ["true"]\nlauncher = { kind = "slurm", tcp_host = 3 }\n'
+    )
+    assert "key 'launcher.tcp_host'" in message and "got an integer (3)" in message
+
+
+def test_a_hook_beside_the_task_file_is_found_in_its_directory(tmp_path: Path) -> None:
+    (tmp_path / "beside_hooks_mod.py").write_text("def hook(event):\n    return None\n")
+    hook = load_hook("beside_hooks_mod:hook", "t", base=tmp_path)
+    assert hook.__module__ == "beside_hooks_mod"
+    assert os.fspath(tmp_path) not in sys.path
+    with pytest.raises(ConfigError, match="cannot load hook 'nowhere_mod:hook'"):
+        load_hook("nowhere_mod:hook", "t", base=tmp_path)
+
+
 def test_a_command_string_is_split_like_a_shell_would() -> None:
     parsed = config("[tasks.t]\ncommand = \"echo 'two words' three\"\n")
     assert parsed.tasks["t"].command == ["echo", "two words", "three"]
@@ -136,7 +173,7 @@ def test_bad_launcher_option_is_named_with_its_kind() -> None:
     message = error_of('[tasks.a]\ncommand = ["true"]\nlauncher = { kind = "mpi", ntasks = 4 }\n')
     assert message == (
         "tasks.toml: task 'a': key 'launcher.ntasks': unknown option for a mpi launcher; "
-        "expected np, launcher, extra_args"
+        "expected np, launcher, extra_args, python"
     )
 
 
@@ -401,7 +438,8 @@ def test_an_infinite_timeout_is_refused() -> None:
 
 def test_an_unknown_launcher_kind_lists_the_registered_kinds() -> None:
     assert error_of('[tasks.a]\ncommand = ["true"]\nlauncher = "k8s"\n') == (
-        "tasks.toml: task 'a': key 'launcher.kind': expected one of local, mpi, slurm, got 'k8s'"
+        "tasks.toml: task 'a': key 'launcher.kind': "
+        "expected one of local, mpi, slurm, forkserver, got 'k8s'"
     )
 
 

@@ -23,11 +23,11 @@ LAYERS: dict[str, int] = {
     "errors": 0, "wire": 0, "messages": 0, "status": 0, "templates": 0, "limits": 0,
     "verdicts": 0, "redaction": 0, "logs": 0, "plain_msgpack": 0, "error_budget": 0,
     "private_paths": 0,
-    "task": 0, "worker": 0,
+    "task": 0, "worker": 0, "forkserver_main": 0,
     # L1 contracts
     "launchers.base": 1, "communicators.base": 1, "communicators.bounds": 1,
     "communicators.lines": 1, "hooks.events": 1, "records.model": 1,
-    "options": 1,
+    "options": 1, "sandbox": 1,
     # L2 domain
     "run.lifecycle": 2, "records.keeper": 2,
     # L3 adapters

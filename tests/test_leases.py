@@ -116,14 +116,15 @@ def test_lease_period_must_be_a_positive_number(tmp_path: Path) -> None:
 
 
 # The executor of the SIGKILL test: runs a task that waits, prints the run's id and the task's
-# pid once RUNNING, and renews its lease every 0.2 s until it is killed.
+# pid once RUNNING, and renews its lease every LEASE_PERIOD seconds until it is killed.
+LEASE_PERIOD = 0.2
 EXECUTOR = textwrap.dedent(
     """
     import json, sys, anyio
     from lute_async import Executor
 
     async def main():
-        async with Executor(db=sys.argv[1], workdir=sys.argv[2], lease_period=0.2) as ex:
+        async with Executor(db=sys.argv[1], workdir=sys.argv[2], lease_period=PERIOD) as ex:
             async with ex.start([sys.executable, "-c", "import time; time.sleep(3600)"]) as run:
                 async for message in run.messages():
                     if message.sig == "started":
@@ -132,7 +133,7 @@ EXECUTOR = textwrap.dedent(
 
     anyio.run(main)
     """
-)
+).replace("PERIOD", str(LEASE_PERIOD))
 
 
 def test_a_sigkilled_executors_runs_turn_lost_after_its_lease_lapses_seen_elsewhere(
@@ -160,14 +161,16 @@ def test_a_sigkilled_executors_runs_turn_lost_after_its_lease_lapses_seen_elsewh
     # run of a lease not yet lapsed may be LOST.
     deadline = float(expires) + 30  # type: ignore[arg-type]
     while True:
-        now = time.time()
+        started = time.time()
         with RecordStore(record_db) as store:
             seen = store.get(run_id)
         if seen.status == "LOST":
+            # Not before the lease lapsed: this look ended after its expiry.
+            assert time.time() >= float(expires), (started, expires)  # type: ignore[arg-type]
             break
-        assert now < deadline, f"still {seen.status} 30 s after the lease lapsed"
-        time.sleep(0.2)
-    assert now >= float(expires) - 0.01  # type: ignore[arg-type]
+        assert started < deadline, f"still {seen.status} 30 s after the lease lapsed"
+        # Until the expiry, then once per lease period.
+        time.sleep(max(float(expires) - time.time(), LEASE_PERIOD))  # type: ignore[arg-type]
     assert seen.error is not None
     assert re.fullmatch(
         f"executor process {executor.pid} on {OTHER_HOST} stopped renewing its lease "

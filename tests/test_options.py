@@ -27,6 +27,7 @@ def test_the_spec_covers_every_option_of_a_run() -> None:
     assert set(RUN_OPTIONS) == {
         "name", "params", "env", "cwd", "timeout", "hooks", "launcher", "limits",
         "communicators", "tags", "grace", "tap", "stdin", "stdout",
+        "sandbox",
     }  # fmt: skip
 
 

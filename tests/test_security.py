@@ -7,6 +7,8 @@ import ast
 import io
 import json
 import os
+import pwd
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +78,28 @@ async def test_socket_directory_is_0700_and_socket_0600_seen_from_the_task(
     record = await executor.run(argv, communicators=("socket",))
     assert record.status == "COMPLETED" and record.result is not None
     assert record.result["payload"] == {"dir": 0o700, "socket": 0o600, "is_socket": True}
+
+
+async def test_runs_bind_their_sockets_in_one_private_directory_removed_with_the_executor(
+    tmp_path: Path, script: Callable[[str], list[str]]
+) -> None:
+    argv = script(
+        """
+        import os
+        from lute_async.task import Reporter
+        with Reporter.connect(prefer=("socket",)) as report:
+            report.result(os.environ["LUTE_ASYNC_SOCKET"])
+        """
+    )
+    async with Executor(db=tmp_path / "runs.db", workdir=tmp_path / "work") as executor:
+        first, second = [await executor.run(argv, communicators=("socket",)) for _ in range(2)]
+        paths = [Path(run.result["payload"]) for run in (first, second) if run.result]
+        assert len(paths) == 2 and paths[0] != paths[1]
+        home = paths[0].parent
+        assert paths[1].parent == home and stat.S_IMODE(home.stat().st_mode) == 0o700
+        assert home.owner() == pwd.getpwuid(os.getuid()).pw_name
+        assert not paths[0].exists() and not paths[1].exists()  # each removed with its run
+    assert not home.exists()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="running a process as nobody needs root")

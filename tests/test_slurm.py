@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import sys
 import textwrap
@@ -437,13 +438,31 @@ async def test_job_cancelled_while_pending_ends_cancelled_without_starting(
     async with executor.start(script(WAITING_TASK), launcher=launcher) as run:
         events = []
         async for message in run.messages():
-            events.append(message.sig)
+            if message.sig != "log":  # the pending reason (BeginTime) may be told first
+                events.append(message.sig)
             if message.sig == "queued":
                 await run.cancel()
     assert events == ["queued", "cancelled"]
     assert run.record.status == "CANCELLED"
     assert run.record.slurm_job_id is not None
     assert slurm_cluster.job_state(run.record.slurm_job_id) == "CANCELLED"
+
+
+@pytest.mark.slurm
+async def test_a_job_that_can_never_start_says_why_while_queued(
+    slurm_cluster: SlurmCluster, executor: Executor, script: Callable[[str], list[str]]
+) -> None:
+    launcher = loopback(nodes=64, mpi=False)  # more nodes than the partition has
+    async with executor.start(script(WAITING_TASK), launcher=launcher) as run:
+        async for message in run.messages():
+            if message.sig == "log" and "pending" in message.data["message"]:
+                warning = message.data
+                await run.cancel()
+    assert run.record.status == "CANCELLED"
+    assert warning["level"] == "warning"
+    job = run.record.slurm_job_id
+    assert re.match(f"SLURM job {job} pending: Partition(NodeLimit|Config): ", warning["message"])
+    assert "cannot start as submitted" in warning["message"]
 
 
 @pytest.mark.slurm

@@ -151,6 +151,18 @@ async def test_emit_loads_neither_click_nor_json(executor: Executor) -> None:
     assert not modules & {"click", "json", "lute_async.cli.group", "socket"}
 
 
+async def test_the_lute_async_script_emits_without_importing_re(executor: Executor) -> None:
+    """The installed command (bin/lute-async) is not pip's wrapper, which imports re."""
+    imported: list[str] = []
+    executor.on("log", lambda event: imported.append(event.data["message"]))
+    script = Path(__file__).resolve().parent.parent / "bin" / "lute-async"
+    record = await executor.run([PYTHON, "-X", "importtime", script, "emit", "progress", "0.5"])
+    assert record.status == "COMPLETED", record.error
+    modules = {line.rpartition("|")[2].strip() for line in imported if "import time:" in line}
+    assert "lute_async.cli.emitter" in modules
+    assert not modules & {"re", "click", "json", "enum"}
+
+
 BATCH = "\\n".join(
     [
         '{"event": "progress", "data": 0.25}',

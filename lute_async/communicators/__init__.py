@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lute_async.communicators.base import ChildSetup, Communicator, RunChannel
 from lute_async.communicators.pipe import PipeCommunicator
-from lute_async.communicators.socket import SocketCommunicator
+from lute_async.communicators.socket import SocketCommunicator, SocketHome
 from lute_async.communicators.tcp import TcpCommunicator
 from lute_async.errors import ConfigError
 
@@ -17,10 +17,15 @@ KINDS: dict[str, type[Communicator]] = {
 CommunicatorSpec = str | Communicator
 
 
-def make_communicator(spec: CommunicatorSpec) -> Communicator:
-    """A fresh communicator for one run from a kind name (``pipe``, ``socket``, ``tcp``)."""
+def make_communicator(
+    spec: CommunicatorSpec, socket_home: SocketHome | None = None
+) -> Communicator:
+    """A fresh communicator for one run from a kind name (``pipe``, ``socket``, ``tcp``); a
+    socket binds in ``socket_home`` when one is given."""
     if not isinstance(spec, str):
         return spec
+    if spec == "socket" and socket_home is not None:
+        return SocketCommunicator(home=socket_home)
     try:
         return KINDS[spec]()
     except KeyError:
@@ -37,6 +42,7 @@ __all__ = [
     "PipeCommunicator",
     "RunChannel",
     "SocketCommunicator",
+    "SocketHome",
     "TcpCommunicator",
     "make_communicator",
 ]

@@ -8,22 +8,15 @@ import socket
 from functools import partial
 from typing import Any
 
+from lute_async.communicators.address import listen_address
 from lute_async.communicators.challenge import new_nonce, parse_tcp_hello, send_challenge
 from lute_async.communicators.listener import (
     MAX_PENDING_HELLOS,
     Handshake,
     ListeningCommunicator,
 )
+from lute_async.errors import LaunchError
 from lute_async.wire import ENV_TCP
-
-
-def reachable_address() -> str:
-    """This host's address as other nodes would reach it, or loopback when it has none."""
-    try:
-        address = socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"
-    return address
 
 
 class TcpCommunicator(ListeningCommunicator):
@@ -49,15 +42,18 @@ class TcpCommunicator(ListeningCommunicator):
         self.address: tuple[str, int] | None = None
 
     def _bind(self) -> socket.socket:
-        host = self.host or reachable_address()
+        """Listen on the one address :func:`listen_address` chooses (never every interface)."""
+        host, chosen_by = listen_address(self.host)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, self.port))
-        except OSError:
+        except OSError as exc:
             sock.close()
-            raise
+            raise LaunchError(
+                f"cannot listen for TCP on {host} port {self.port} ({chosen_by}): {exc}"
+            ) from None
         self.address = (host, sock.getsockname()[1])
         return sock
 

@@ -6,16 +6,13 @@ import os
 import tomllib
 from pathlib import Path
 
+from lute_async.config.model import DEFAULT_CONFIG, ENV_CONFIG
 from lute_async.config.parse import parse_executor, parse_task
 from lute_async.config.resolve import TaskConfig
 from lute_async.errors import ConfigError
 from lute_async.options import expected, key_error
 
 __all__ = ["DEFAULT_CONFIG", "ENV_CONFIG", "load_config", "parse_config"]
-
-#: The config file used when none is given, unless ``$LUTE_ASYNC_CONFIG`` names another.
-DEFAULT_CONFIG = "lute-async.toml"
-ENV_CONFIG = "LUTE_ASYNC_CONFIG"
 
 
 def parse_config(text: str, source: str = "<string>", base: Path | None = None) -> TaskConfig:
@@ -56,7 +53,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> TaskConfig:
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"{chosen}: config file not found") from None
-        return TaskConfig(tasks={}, path=None, base=Path.cwd(), source=str(chosen))
+        return TaskConfig(
+            tasks={}, path=None, base=Path.cwd(), source=str(chosen), missing=True
+        )
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{chosen}: cannot read config file: {exc}") from None
     config = parse_config(text, str(chosen), chosen.resolve().parent)

@@ -10,12 +10,26 @@ from typing import TYPE_CHECKING, Any
 
 from lute_async.launchers.registry import build_launcher
 from lute_async.limits import Limits
+from lute_async.sandbox import Sandbox
 
 if TYPE_CHECKING:
     from lute_async.hooks.registry import Hook
     from lute_async.launchers.base import Launcher
 
-__all__ = ["EnvSetting", "ExecutorSettings", "LauncherDef", "ResolvedTask", "TaskDef"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "ENV_CONFIG",
+    "EnvSetting",
+    "ExecutorSettings",
+    "LauncherDef",
+    "ResolvedTask",
+    "TaskDef",
+]
+
+#: The task file used when none is given, unless ``$LUTE_ASYNC_CONFIG`` names another.
+DEFAULT_CONFIG = "lute-async.toml"
+#: The environment variable naming the task file.
+ENV_CONFIG = "LUTE_ASYNC_CONFIG"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +73,7 @@ class TaskDef:
     cwd: str | None = None
     timeout: float | None = None
     limits: Limits | None = None
+    sandbox: Sandbox | None = None
     launcher: LauncherDef = field(default_factory=LauncherDef)
     communicators: tuple[str, ...] | None = None
     hooks: tuple[str, ...] = ()
@@ -90,6 +105,7 @@ class ResolvedTask:
     communicators: tuple[str, ...] | None
     hooks: list[Hook]
     tags: list[str]
+    sandbox: Sandbox | None = None
 
     def run_options(self) -> dict[str, Any]:
         """Keyword arguments for :meth:`Executor.run` / :meth:`Executor.start`."""
@@ -105,6 +121,8 @@ class ResolvedTask:
         }
         if self.communicators is not None:
             options["communicators"] = self.communicators
+        if self.sandbox is not None:
+            options["sandbox"] = self.sandbox
         if self.hooks:
             options["hooks"] = {"*": self.hooks}
         return options

@@ -63,6 +63,7 @@ TASK_OPTIONS: dict[str, Option] = {
     "cwd": Option("a directory path", str),
     "timeout": RUN_OPTIONS["timeout"],
     "limits": RUN_OPTIONS["limits"],
+    "sandbox": RUN_OPTIONS["sandbox"],
     "launcher": Option(
         "'local', 'mpi', 'slurm' or a table {kind = ..., options...}", str | dict[str, Any]
     ),

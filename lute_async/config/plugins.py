@@ -4,8 +4,13 @@ entry points, and hooks imported from ``"package.module:function"``."""
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
+import os
+import sys
 from collections.abc import Mapping
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lute_async.config.model import TaskDef
@@ -30,8 +35,27 @@ def _entry_point(group: str, name: str) -> metadata.EntryPoint | None:
     return None
 
 
-def load_hook(spec: str, where: str = "") -> Hook:
-    """Import a hook from ``"pkg.mod:fn"`` or by its ``lute_async.hooks`` entry-point name."""
+def _import_beside(module_name: str, base: Path | None) -> Any:
+    """Import ``module_name``, its top-level module looked for first in ``base`` (the task
+    file's directory, as a script's own directory comes first on ``sys.path``), then on
+    ``sys.path``. ``sys.path`` itself is left as it was."""
+    top = module_name.partition(".")[0]
+    if base is not None and top not in sys.modules:
+        found = importlib.machinery.PathFinder.find_spec(top, [os.fspath(base)])
+        if found is not None and found.loader is not None:
+            module = importlib.util.module_from_spec(found)
+            sys.modules[top] = module
+            try:
+                found.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[top]
+                raise
+    return importlib.import_module(module_name)
+
+
+def load_hook(spec: str, where: str = "", base: Path | None = None) -> Hook:
+    """Import a hook from ``"pkg.mod:fn"`` or by its ``lute_async.hooks`` entry-point name;
+    modules beside the task file (in ``base``) import without ``PYTHONPATH``."""
     prefix = f"{where}: " if where else ""
     if ":" not in spec:
         entry = _entry_point(HOOKS_GROUP, spec)
@@ -43,7 +67,7 @@ def load_hook(spec: str, where: str = "") -> Hook:
         spec = entry.value
     module_name, _, attr = spec.partition(":")
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = _import_beside(module_name, base)
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lute_async.config.model import EnvSetting, ExecutorSettings, ResolvedTask, TaskDef
+from lute_async.config.model import (
+    ENV_CONFIG,
+    EnvSetting,
+    ExecutorSettings,
+    ResolvedTask,
+    TaskDef,
+)
 from lute_async.config.parse import parse_env_file, task_where
 from lute_async.config.plugins import installed_task, installed_tasks, load_hook
 from lute_async.errors import ConfigError
@@ -66,8 +72,11 @@ class TaskConfig:
         base: Path | None,
         source: str,
         executor: ExecutorSettings | None = None,
+        missing: bool = False,
     ) -> None:
         self.tasks = tasks
+        #: The default task file was looked for and is not there (``source`` names it).
+        self.missing = missing
         self.path = path
         self.base = base
         self.source = source
@@ -81,6 +90,12 @@ class TaskConfig:
         if found is None:
             known = sorted({*self.tasks, *installed_tasks()})
             listing = ", ".join(known) if known else "none defined"
+            if self.missing:  # the default file is not there: say so first
+                raise ConfigError(
+                    f"no task {name!r}: there is no task file {self.source} in "
+                    f"{Path.cwd()} (give one with -c FILE or ${ENV_CONFIG}); "
+                    f"installed tasks: {listing}"
+                )
             raise ConfigError(f"{self.source}: no task {name!r}; known tasks: {listing}")
         return found
 
@@ -134,7 +149,7 @@ class TaskConfig:
             if self.base is not None and not cwd_path.is_absolute():
                 cwd_path = self.base / cwd_path
             cwd = os.fspath(cwd_path)
-        hooks = [load_hook(spec, f"{where}: key 'hooks'") for spec in definition.hooks]
+        hooks = [load_hook(spec, f"{where}: key 'hooks'", self.base) for spec in definition.hooks]
         try:
             launcher = definition.launcher.build()
         except ImportError as exc:
@@ -157,6 +172,7 @@ class TaskConfig:
             communicators=definition.communicators,
             hooks=hooks,
             tags=list(definition.tags),
+            sandbox=definition.sandbox,
         )
 
     def _params(

@@ -14,6 +14,7 @@ from lute_async.private_paths import check_private_dir, ensure_private_dir
 
 if TYPE_CHECKING:
     from lute_async.limits import Limits
+    from lute_async.sandbox import Sandbox
 
 #: How a launcher tells the executor about lifecycle changes (``queued``, ``started``).
 Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -34,6 +35,8 @@ class LaunchSpec:
     stdout: int | None = None
     stderr: int | None = None
     limits: Limits | None = None
+    #: Run the task in this bubblewrap sandbox (launchers that cannot: a LaunchError).
+    sandbox: Sandbox | None = None
 
     def private_run_dir(self) -> Path:
         """The run's own directory, made private (0700) on first use, under a working

@@ -21,6 +21,8 @@ import anyio
 
 from lute_async.errors import LaunchError
 from lute_async.launchers.base import ExitStatus, LaunchSpec, Notify
+from lute_async.launchers.sandboxed import SandboxedProcess
+from lute_async.launchers.sandboxed import launch as launch_sandboxed
 from lute_async.limits import parent_death_shim
 
 
@@ -110,6 +112,8 @@ class Local:
     """Run the command on this machine (the default launcher)."""
 
     kind = "local"
+    #: Applies ``LaunchSpec.sandbox`` (launchers without this attribute refuse a sandbox).
+    sandboxes = True
 
     def __init__(self, *, parent_death_signal: bool = True) -> None:
         #: End the task (SIGKILL) if the executor dies, via the ``setpriv`` exec shim.
@@ -130,9 +134,20 @@ class Local:
             check_executable(spec)  # a shim would otherwise turn "not found" into exit 127
         return argv
 
-    async def launch(self, spec: LaunchSpec, notify: Notify) -> LocalProcess:
-        argv = self.command(spec)
-        process = spawn(argv, spec)
+    async def launch(
+        self, spec: LaunchSpec, notify: Notify
+    ) -> LocalProcess | SandboxedProcess:
+        process: LocalProcess | SandboxedProcess
+        if spec.sandbox is not None:  # bwrap around the limits shim, behind the pdeath one
+            inner = spec.limits.wrap(spec.argv) if spec.limits is not None else list(spec.argv)
+            if spec.argv:
+                check_executable(spec)
+            prefix = parent_death_shim() if self.parent_death_signal else []
+            process = await launch_sandboxed(spec.sandbox, spec, inner, prefix, spawn)
+            argv = process.argv
+        else:
+            argv = self.command(spec)
+            process = spawn(argv, spec)
         await notify("started", {"pid": process.pid, "host": socket.gethostname(), "command": argv})
         return process
 

@@ -117,6 +117,7 @@ register(
                 Literal["auto", "mpirun", "mpiexec", "srun"],
             ),
             "extra_args": _StrList,
+            "python": _text("the Python that runs a command starting with 'python'"),
         },
     )
 )
@@ -135,6 +136,16 @@ register(
             "qos": _text("a QOS name"),
             "extra_sbatch": _LineList,
             "mpi": Option("true or false", bool),
+            "tcp_host": _text("the address the executor listens on for the job's ranks"),
+            "tcp_advertise": _text("the address the ranks connect to"),
+            "python": _text("the Python that runs a command starting with 'python'"),
         },
+    )
+)
+register(
+    LauncherKind(
+        "forkserver",
+        "lute_async.launchers.forkserver:Forkserver",
+        {"preload": _StrList, "python": _text("a Python interpreter path")},
     )
 )

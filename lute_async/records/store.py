@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from lute_async.errors import RecordNotFound, RecordStoreError
 from lute_async.records import recovery
-from lute_async.records.codec import DEFAULT_MAX_RESULT_BYTES, stored_record
+from lute_async.records.codec import DEFAULT_MAX_RESULT_BYTES, StoredRecord, stored_record
 from lute_async.records.database import DEFAULT_BUSY_TIMEOUT, RecordDatabase
 from lute_async.records.filters import RunFilter
 from lute_async.records.journal import RecordJournal, journal_for
@@ -153,13 +153,7 @@ class RecordStore:
         the :attr:`journal` and :class:`RecordStoreError` still raises, saying where it went.
         A result larger than :attr:`max_result_bytes` is stored as a summary (see the class).
         """
-        status = status_value(record.status)
-        if status not in RUN_STATUSES:
-            raise ValueError(
-                f"run {record.id} has unknown status {status!r}; "
-                f"expected one of {', '.join(sorted(RUN_STATUSES))}"
-            )
-        stored = stored_record(record, self.max_result_bytes)
+        stored = self._stored(record)
         try:
             with self._database.write(f"save run {record.id}") as conn:
                 self._database.upsert_stored(conn, stored)
@@ -175,9 +169,48 @@ class RecordStore:
                 f"{exc}; run {record.id} was spilled to the journal {where}, "
                 "replayed when the database takes records again"
             ) from exc
-        if self._spilled:  # the database is back: what was spilled meanwhile goes in now
+        self._replay_if_back()
+
+    def _replay_if_back(self) -> None:
+        """After a save that got through: replay what earlier saves spilled meanwhile."""
+        if self._spilled:
             self._spilled = False
             self.replay_journal()
+
+    def save_many(self, records: Sequence[AnalysisRecord]) -> list[Exception | None]:
+        """Save ``records`` in order in one transaction; what each save raised (or None).
+
+        When that transaction fails, each record is saved on its own, so only the records the
+        database cannot take fail (and are spilled to the journal, as :meth:`save` does).
+        """
+        if len(records) > 1:
+            try:
+                stored = [self._stored(record) for record in records]
+                with self._database.write(f"save {len(records)} runs") as conn:
+                    for one in stored:
+                        self._database.upsert_stored(conn, one)
+                self._replay_if_back()
+                return [None] * len(records)
+            except Exception:
+                pass
+        errors: list[Exception | None] = []
+        for record in records:
+            try:
+                self.save(record)
+            except Exception as exc:
+                errors.append(exc)
+            else:
+                errors.append(None)
+        return errors
+
+    def _stored(self, record: AnalysisRecord) -> StoredRecord:
+        status = status_value(record.status)
+        if status not in RUN_STATUSES:
+            raise ValueError(
+                f"run {record.id} has unknown status {status!r}; "
+                f"expected one of {', '.join(sorted(RUN_STATUSES))}"
+            )
+        return stored_record(record, self.max_result_bytes)
 
     def replay_journal(self) -> list[str]:
         """Write the records spilled to the journal into the database; return their ids.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import anyio
 
-from lute_async.communicators import CommunicatorSpec
+from lute_async.communicators import CommunicatorSpec, SocketHome
 from lute_async.hooks.events import RunView
 from lute_async.hooks.registry import HookRegistry
 from lute_async.hooks.watchdog import HookWatchdog
@@ -44,3 +44,5 @@ class RunContext:
     record_env: str
     #: Runs' working directories (params files) live under this one.
     workdir: Path
+    #: Where runs' Unix sockets are bound (None: each run makes a directory of its own).
+    socket_home: SocketHome | None = None

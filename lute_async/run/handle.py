@@ -40,6 +40,7 @@ from lute_async.run.dispatch import Dispatcher
 from lute_async.run.enforcement import Deadline
 from lute_async.run.lifecycle import Lifecycle
 from lute_async.run.supervise import Supervisor
+from lute_async.sandbox import Sandbox
 
 if TYPE_CHECKING:
     from lute_async.channel import Channel
@@ -77,6 +78,7 @@ class Run(Supervisor, Dispatcher):
         tap: bool = False,
         stdin: Channel | None = None,
         stdout: Channel | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.name = name
@@ -87,6 +89,7 @@ class Run(Supervisor, Dispatcher):
         self._env_overrides = dict(env or {})
         self._cwd = os.fspath(cwd) if cwd is not None else None
         self._limits = limits
+        self._sandbox = sandbox
         self.timeout = timeout if timeout is not None else (limits.wall_time if limits else None)
         self.grace = context.grace if grace is None else grace
         self.launcher = launcher if launcher is not None else Local()
@@ -112,6 +115,8 @@ class Run(Supervisor, Dispatcher):
         )
         if limits is not None:
             self.record.extra["limits"] = limits.to_dict()
+        if sandbox is not None:
+            self.record.extra["sandbox"] = sandbox.to_dict()
         self._keeper = RecordKeeper(
             self.record,
             limits=self.record.extra.get("limits"),

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from lute_async.run.context import RunContext
     from lute_async.run.enforcement import Deadline
     from lute_async.run.lifecycle import Lifecycle
+    from lute_async.sandbox import Sandbox
 
 #: A run's message tap: what :meth:`Run.messages` reads, fed by the dispatcher.
 Tap = tuple[MemoryObjectSendStream["Message"], MemoryObjectReceiveStream["Message"]]
@@ -55,6 +56,7 @@ class RunState:
     _env_overrides: dict[str, str]
     _cwd: str | None
     _limits: Limits | None
+    _sandbox: Sandbox | None
     _secret: str
     _communicator_specs: tuple[Any, ...]
     _channel_ends: list[Any]

@@ -89,7 +89,7 @@ class Supervisor(RunState):
                 on_output=self._output_budget(),
             )
             communicators = [
-                make_communicator(spec)
+                make_communicator(spec, context.socket_home)
                 for spec in self.launcher.communicators(self._communicator_specs)
             ] + list(self._channel_ends)
             try:
@@ -198,7 +198,11 @@ class Supervisor(RunState):
             run_dir=context.workdir / self.id,
             cwd=self._cwd,
             limits=self._limits,
+            sandbox=self._sandbox,
         )
+        if self._sandbox is not None and not getattr(self.launcher, "sandboxes", False):
+            kind = getattr(self.launcher, "kind", type(self.launcher).__name__)
+            raise LaunchError(f"the {kind} launcher cannot run run {self.name!r} in a sandbox")
         if self._params:
             text = json.dumps(self._params)
             if len(text) <= MAX_ENV_PARAMS:

@@ -21,6 +21,7 @@ import anyio
 from lute_async.launchers.base import ExitStatus, Notify
 from lute_async.launchers.slurm.client import run_client
 from lute_async.launchers.slurm.output import ERROR_STREAM, OutputFollower
+from lute_async.launchers.slurm.pending import pending_log
 from lute_async.launchers.slurm.queue import board_for
 from lute_async.launchers.slurm.states import (
     ACTIVE_STATES,
@@ -71,6 +72,7 @@ class SlurmJob:
         self._started = False
         self._status: ExitStatus | None = None
         self._last_state = "PENDING"
+        self._pending_reason: str | None = None
         self._signallers: list[subprocess.Popen[bytes]] = []
         self._wake = anyio.Event()
         #: The job's output files, followed once it runs (the scheduler names them then).
@@ -116,6 +118,9 @@ class SlurmJob:
                 if info.state != self._last_state:
                     self._last_state = info.state
                     delay = POLL_FIRST  # things are moving: look again soon
+                if info.state == "PENDING" and info.reason not in (None, self._pending_reason):
+                    self._pending_reason = info.reason
+                    await self._notify("log", pending_log(self.job_id, info.reason))
                 if info.state in TERMINAL_STATES:
                     if not self._started and info.ran:  # it ran between two queries
                         await self._announce(info)

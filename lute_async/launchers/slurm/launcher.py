@@ -34,8 +34,9 @@ class Slurm:
     Only the options given become ``#SBATCH`` lines (``extra_sbatch`` verbatim, last). With
     ``mpi=True`` and more than one task or node the command runs under ``srun --mpi=pmix``
     (every task runs it), otherwise the batch shell runs it once. Ranks report over TCP to
-    ``tcp_host`` (default: this host's reachable address). A command starting with a bare
-    ``python`` runs with ``python`` (default: this interpreter).
+    ``tcp_host`` (an address, interface or host name; default ``$LUTE_ASYNC_TCP_HOST``, else
+    the address of this host's name: :mod:`lute_async.communicators.address`). A command
+    starting with a bare ``python`` runs with ``python`` (default: this interpreter).
     """
 
     kind = "slurm"

@@ -1,0 +1,295 @@
+"""The fork server: imports a task's modules once, then forks one child per task.
+
+Started by :mod:`lute_async.launchers.forkserver` as ``python -c ENTRY FD EXECUTOR_PID
+MODULE...``: FD is its end of a ``SOCK_SEQPACKET`` pair, the control connection. Every message
+either way is one msgpack map (never pickle); a spawn request carries the task's fds as
+``SCM_RIGHTS``. The server is single-threaded: one ``selectors`` loop over the connection and
+the ``SIGCHLD`` wakeup pipe. It reaps its children with ``wait4`` (exit status and rusage go
+back over the connection) and reports stops (``WUNTRACED``) so ``Run.stop`` knows when a task
+is stopped. It dies with the executor (``PR_SET_PDEATHSIG``), and its children with it.
+
+A child is the task: its own session and process group, the run's environment, cwd, fds (moved
+to the numbers the executor chose) and rlimits, then :func:`lute_async.worker.run_task`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+#: The largest control message (a spawn request carries the run's environment).
+MAX_MESSAGE = 1 << 20
+MAX_FDS = 64
+PR_SET_PDEATHSIG = 1
+#: Exit code of a child whose set-up (fds, cwd, limits) failed before the task could start.
+EXIT_SETUP = 127
+#: What ``python -c`` runs to start a server (the worker's safe-path rule first).
+ENTRY = (
+    "import sys; sys.flags.safe_path or sys.path.pop(0); "
+    "from lute_async.forkserver_main import main; sys.exit(main())"
+)
+#: What every task (and a child's set-up) would import on its own: imported once, here.
+WARM = (
+    *("lute_async.worker", "lute_async.task.async_reporter", "json", "stat", "atexit"),
+    *("traceback", "msgpack", "dataclasses", "threading", "fcntl", "resource", "io"),
+)
+_libc: Any = None
+#: rlimits by :class:`~lute_async.limits.Limits` field, as the ``prlimit`` shim sets them.
+RLIMITS = {
+    "memory": "RLIMIT_AS",
+    "pids": "RLIMIT_NPROC",
+    "open_files": "RLIMIT_NOFILE",
+}
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when the thread that started it ends."""
+    import ctypes
+
+    global _libc
+    if _libc is None:  # loaded once, in the server: every child calls this
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+
+
+def pack(message: dict[str, Any]) -> bytes:
+    import msgpack
+
+    return msgpack.packb(message, use_bin_type=True)
+
+
+def unpack(data: bytes) -> dict[str, Any]:
+    import msgpack
+
+    value = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    if not isinstance(value, dict):
+        raise ValueError(f"a control message must be a map, got {type(value).__name__}")
+    return value
+
+
+def set_rlimits(limits: dict[str, Any]) -> None:
+    """Set the run's rlimits in this (child) process, as ``prlimit`` would before an exec."""
+    import resource
+
+    cpu = limits.get("cpu_time")
+    if cpu is not None:  # soft:hard a second apart: SIGXCPU (a clear cpu_limit) first
+        resource.setrlimit(resource.RLIMIT_CPU, (int(cpu), int(cpu) + 1))
+    for field, name in RLIMITS.items():
+        value = limits.get(field)
+        if value is not None:
+            resource.setrlimit(getattr(resource, name), (int(value), int(value)))
+
+
+def set_environ(env: dict[str, str]) -> None:
+    """Make ``os.environ`` (and the C environment) exactly ``env``, changing only what differs
+    from the server's (most of it is the same)."""
+    environ = os.environ
+    for key in [key for key in environ if key not in env]:
+        del environ[key]
+    for key, value in env.items():
+        if environ.get(key) != value:
+            environ[key] = value
+
+
+def place_fds(received: list[int], targets: list[int], keep: int = 3) -> None:
+    """Move each received fd to its target number and close every other fd above ``keep``-1
+    (0, 1 and 2 stay unless a target replaces them)."""
+    import fcntl
+
+    base = max([*targets, *received, keep]) + 1
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in received]
+    for fd, target in zip(moved, targets, strict=True):
+        os.dup2(fd, target)  # inheritable, as Popen's pass_fds leaves them
+    wanted = sorted({*targets, *range(keep)})
+    low = 0
+    for fd in wanted:
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 30)
+
+
+def child(request: dict[str, Any], received: list[int], server_pid: int) -> int:
+    """Become the task of ``request`` (in the forked child) and run it; its exit code."""
+    os.setsid()
+    die_with_parent()
+    if os.getppid() != server_pid:  # the server died before the line above
+        return EXIT_SETUP
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    targets = list(request["fds"])
+    if 0 not in targets:
+        received = [*received, os.open(os.devnull, os.O_RDONLY)]
+        targets.append(0)
+    place_fds(received, targets)
+    try:
+        if request.get("cwd") is not None:
+            os.chdir(request["cwd"])
+        set_environ(request["env"])
+        set_rlimits(request.get("limits") or {})
+    except OSError as exc:
+        print(f"lute-async fork server: cannot start the task: {exc}", file=sys.stderr)
+        return EXIT_SETUP
+    sys.argv = ["-c", request["target"]]
+    from lute_async.worker import run_task
+
+    try:
+        return run_task(request["target"])
+    finally:
+        import atexit
+
+        atexit._run_exitfuncs()  # as an interpreter's exit would
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()
+
+
+def resident_kib() -> float:
+    """This process's resident set now: where a forked child's peak RSS starts."""
+    with open("/proc/self/statm", "rb") as fh:
+        pages = int(fh.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1024
+
+
+def receive(sock: socket.socket) -> tuple[bytes, list[int], int]:
+    """One message and its fds, without blocking (``socket.recv_fds`` drops its flags)."""
+    import array
+
+    fds = array.array("i")
+    data, ancillary, flags, _ = sock.recvmsg(
+        MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * fds.itemsize), socket.MSG_DONTWAIT
+    )
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return data, list(fds), flags
+
+
+class Server:
+    """The server's loop: spawn requests in, spawned/stopped/exit reports out."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        import selectors
+
+        self.sock = sock
+        self.children: set[int] = set()
+        self.selector = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # the wakeup fd does the work
+        self.selector.register(self.sock, selectors.EVENT_READ, self.requests)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, self.reap)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sock.send(pack(message))
+
+    def serve(self) -> int:
+        while True:
+            for key, _ in self.selector.select():
+                if not key.data():
+                    self.end_children()
+                    return 0
+
+    def requests(self) -> bool:
+        """Handle every request that is waiting; False once the executor has gone."""
+        while True:
+            try:
+                data, fds, flags = receive(self.sock)
+            except BlockingIOError:
+                return True
+            except (ConnectionError, OSError):
+                return False
+            if not data:
+                return False
+            request: dict[str, Any] = {}
+            try:
+                request = unpack(data)
+                if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                    raise ValueError("the request was truncated")
+                if request.get("kind") == "shutdown":
+                    return False
+                self.spawn(request, fds)
+            except (ValueError, KeyError, TypeError) as exc:
+                self.send({"kind": "refused", "id": request.get("id"), "error": str(exc)})
+            finally:
+                for fd in fds:
+                    os.close(fd)
+
+    def spawn(self, request: dict[str, Any], fds: list[int]) -> None:
+        if len(request["fds"]) != len(fds):
+            raise ValueError(f"{len(fds)} fds came for {len(request['fds'])} targets")
+        inherited = resident_kib()
+        server_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the task: never returns into the server's loop
+            code = EXIT_SETUP
+            try:
+                code = child(request, fds, server_pid)
+            except BaseException as exc:
+                print(f"lute-async fork server: task set-up failed: {exc!r}", file=sys.stderr)
+            finally:
+                os._exit(code)
+        self.children.add(pid)
+        self.send({"kind": "spawned", "id": request["id"], "pid": pid, "rss_kib": inherited})
+
+    def reap(self) -> bool:
+        while True:
+            try:
+                os.read(self.wake_r, 4096)
+            except BlockingIOError:
+                break
+        while self.children:
+            try:
+                pid, status, ru = os.wait4(-1, os.WNOHANG | os.WUNTRACED)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if os.WIFSTOPPED(status):
+                self.send({"kind": "stopped", "pid": pid})
+                continue
+            self.children.discard(pid)
+            usage = {"user": ru.ru_utime, "system": ru.ru_stime, "max_rss_kib": ru.ru_maxrss}
+            self.send({"kind": "exit", "pid": pid, "status": status, "usage": usage})
+        return True
+
+    def end_children(self) -> None:
+        """The executor has gone: so do the tasks (their groups, as the executor would)."""
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2 or not args[0].isdigit() or not args[1].isdigit():
+        print("usage: forkserver FD EXECUTOR_PID [MODULE ...]", file=sys.stderr)
+        return 2
+    die_with_parent()
+    if os.getppid() != int(args[1]):  # the executor died before the line above
+        return 1
+    sock = socket.socket(fileno=int(args[0]))
+    import importlib
+
+    for module in [*WARM, *args[2:]]:
+        try:
+            importlib.import_module(module)
+        except BaseException as exc:  # whatever the import raised is the reason
+            error = f"{type(exc).__name__}: {exc}"
+            sock.send(pack({"kind": "preload_failed", "module": module, "error": error}))
+            return 3
+    import gc
+
+    gc.freeze()  # the preloaded objects stay shared with every child (no refcount copies)
+    server = Server(sock)
+    server.send({"kind": "ready", "pid": os.getpid()})
+    return server.serve()

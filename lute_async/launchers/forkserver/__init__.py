@@ -1,0 +1,6 @@
+"""The fork-server launcher: many small ``@task`` runs forked from one warm interpreter."""
+
+from lute_async.launchers.forkserver.launcher import Forkserver, ForkserverProcess
+from lute_async.launchers.forkserver.server import ServerDied, close_servers
+
+__all__ = ["Forkserver", "ForkserverProcess", "ServerDied", "close_servers"]

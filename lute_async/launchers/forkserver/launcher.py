@@ -1,0 +1,191 @@
+"""The Forkserver launcher: ``@task`` functions forked from a server that imported them once.
+
+``launcher=Forkserver(preload=["mypkg.tasks"])`` on :meth:`Executor.run_function` (or
+``launcher = {kind = "forkserver", preload = [...]}`` in a task file). The forked child is the
+task as a spawned worker would be: its own pid, session and process group, the run's fds (by
+``SCM_RIGHTS``, at the numbers the communicators chose), environment, cwd and rlimits, and the
+same record. The executor signals the child's group as the local launcher does; it learns of
+its exit from the server (its parent), and waits on a pidfd when the server itself has died.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from lute_async.errors import LaunchError
+from lute_async.launchers.base import ExitStatus, LaunchSpec, Notify
+from lute_async.launchers.forkserver.server import Server, ServerDied, server_for
+from lute_async.worker import ENTRY as WORKER_ENTRY
+
+#: This machine's name, for records and the ``started`` event (one lookup, not one a run).
+HOST = socket.gethostname()
+#: How long the child of a dead server may take to be gone (it is SIGKILLed by the kernel).
+ORPHAN_WAIT = 5.0
+
+
+def worker_target(argv: Sequence[str]) -> str | None:
+    """The ``@task`` target of a worker command line (``python -c ENTRY target``), else None."""
+    if len(argv) == 4 and argv[1] == "-c" and argv[2] == WORKER_ENTRY:
+        return argv[3]
+    return None
+
+
+def checked_target(spec: LaunchSpec) -> str:
+    """The @task target of ``spec``; LaunchError for a command or a missing cwd."""
+    target = worker_target(spec.argv)
+    if target is None:
+        raise LaunchError(
+            f"the forkserver launcher runs @task functions (run_function), not the command "
+            f"{spec.argv[:1]!r} of run {spec.name!r}"
+        )
+    if spec.cwd is not None and not os.path.isdir(spec.cwd):
+        raise LaunchError(f"working directory {spec.cwd!r} of run {spec.name!r} does not exist")
+    return target
+
+
+class ForkserverProcess:
+    """A task forked by a fork server: signalled by process group, reaped by the server."""
+
+    def __init__(self, server: Server, pid: int, argv: list[str], inherited_rss: float) -> None:
+        self._server = server
+        self.pid: int | None = pid
+        self.argv = argv
+        self.started = time.monotonic()
+        self.returncode: int | None = None
+        self.inherited_rss_kib = inherited_rss  # a fork starts at the server's RSS
+        try:  # for the server's death: the child is not ours to wait4, but a pidfd works
+            self._pidfd: int | None = os.pidfd_open(pid)
+        except OSError:
+            self._pidfd = None
+
+    async def wait(self) -> ExitStatus:
+        try:
+            try:
+                ended = await self._server.wait_exit(self.pid or 0)
+            except ServerDied as died:
+                return await self._orphaned(died)
+        finally:
+            self._close_pidfd()
+        code = os.waitstatus_to_exitcode(ended.status)
+        self.returncode = code
+        self.send_signal(signal.SIGKILL)  # stragglers in its group, as the local launcher does
+        usage = {
+            "wall": time.monotonic() - self.started,
+            **{key: float(value) for key, value in ended.usage.items()},
+            "inherited_rss_kib": self.inherited_rss_kib,
+        }
+        if code < 0:
+            return ExitStatus(exit_code=None, signal=-code, usage=usage)
+        return ExitStatus(exit_code=code, usage=usage)
+
+    async def _orphaned(self, died: ServerDied) -> ExitStatus:
+        """The server died under this task: the kernel kills the child (its death signal);
+        wait until it is gone, then FAILED with the reason."""
+        self.send_signal(signal.SIGKILL)
+        if self._pidfd is not None:
+            with anyio.move_on_after(ORPHAN_WAIT):
+                await anyio.wait_readable(self._pidfd)
+        self.returncode = -signal.SIGKILL
+        message = f"{died}; the task (pid {self.pid}) was killed with it"
+        error = {"type": "ForkserverDied", "message": message, "traceback": None}
+        usage = {"wall": time.monotonic() - self.started}
+        return ExitStatus(exit_code=None, usage=usage, error=error)
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            anyio.notify_closing(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    async def wait_stopped(self) -> None:
+        """Until the server reports the child stopped (``WUNTRACED``) or ended."""
+        if self.pid is not None and self.returncode is None:
+            with contextlib.suppress(ServerDied):
+                await self._server.wait_stopped(self.pid)
+
+    def send_signal(self, signum: int) -> None:
+        if self.pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signum)
+
+    async def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+        self.send_signal(signal.SIGCONT)  # a stopped group must run to handle SIGTERM
+
+    async def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def describe(self) -> dict[str, Any]:
+        return {"launch_command": self.argv, "pid": self.pid, "forkserver_pid": self._server.pid}
+
+
+class Forkserver:
+    """Run ``@task`` functions as children forked from a server that imported ``preload``.
+
+    One server per executor, Python, ``PYTHONPATH`` and preload list, started on first use
+    (a preload that fails to import is a LaunchError naming it) and restarted if it dies."""
+
+    kind = "forkserver"
+
+    def __init__(self, preload: Sequence[str] = (), *, python: str | None = None) -> None:
+        if isinstance(preload, str) or not all(isinstance(m, str) and m for m in preload):
+            raise TypeError(f"preload must be a list of module names, not {preload!r}")
+        self.preload = tuple(preload)
+        #: The server's interpreter; by default the one of the run's worker command.
+        self.python = python
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "host": HOST, "preload": list(self.preload)}
+
+    def communicators(self, requested: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The pipe alone when the run asked for the pipe and a socket (the default): a forked
+        task reports over fd 3, and a socket bound and served per run costs a share of what
+        the fork does.
+        A run that asks for a socket (or TCP) without the pipe gets what it asked for."""
+        if "pipe" in requested and "socket" in requested:
+            return tuple(kind for kind in requested if kind != "socket")
+        return requested
+
+    async def launch(self, spec: LaunchSpec, notify: Notify) -> ForkserverProcess:
+        target = checked_target(spec)
+        python = self.python or spec.argv[0] or sys.executable
+        key = (
+            os.fspath(spec.run_dir.parent),
+            python,
+            spec.env.get("PYTHONPATH", ""),
+            self.preload,
+        )
+        server = await server_for(key, spec.env)
+        fds, targets = [], []
+        for fd, number in ((spec.stdin, 0), (spec.stdout, 1), (spec.stderr, 2)):
+            if fd is not None:
+                fds.append(fd)
+                targets.append(number)
+        fds += spec.pass_fds
+        targets += spec.pass_fds
+        request = {
+            "target": target,
+            "env": spec.env,
+            "cwd": spec.cwd,
+            "fds": targets,
+            "limits": spec.limits.to_dict() if spec.limits is not None else None,
+        }
+        spawned = await server.spawn(request, fds)
+        process = ForkserverProcess(server, spawned["pid"], list(spec.argv), spawned["rss_kib"])
+        command = [f"forkserver:{server.pid}", target]
+        try:
+            await notify("started", {"pid": process.pid, "host": HOST, "command": command})
+        except BaseException:  # cancelled before the run could hold it: nobody would end it
+            process.send_signal(signal.SIGKILL)
+            raise
+        return process

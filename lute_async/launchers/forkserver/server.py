@@ -1,0 +1,252 @@
+"""The executor's side of one fork server: start it, send it spawn requests, read its reports.
+
+The server (:mod:`lute_async.forkserver_main`) is this process's child; its tasks are not, so
+their exit status and rusage come from the server's ``wait4`` over the control connection, and
+a stop from its ``WUNTRACED``. There is no reader task: whoever waits for a report reads the
+connection (one at a time; the others wait for the next read to end), so nothing outlives the
+runs that use the server. Servers are kept per executor (its working directory), Python,
+``PYTHONPATH`` and preload list, started on first use and ended by :func:`close_servers`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import msgpack
+
+from lute_async.errors import LaunchError
+from lute_async.forkserver_main import ENTRY, MAX_FDS, MAX_MESSAGE
+
+#: What a server is shared by: (workdir, python, PYTHONPATH, preloads).
+Key = tuple[str, str, str, tuple[str, ...]]
+
+#: The prefix of the variables a run sets for its task (none of them is the server's).
+RUN_VARIABLES = "LUTE_ASYNC_"
+#: How long a spawn request may take to be answered (a fork is well under a second).
+SPAWN_TIMEOUT = 30.0
+
+
+class ServerDied(LaunchError):
+    """The fork server ended (killed, or crashed) while it was needed."""
+
+
+@dataclass(slots=True)
+class Exit:
+    """A child's end as the server's ``wait4`` saw it."""
+
+    status: int
+    usage: dict[str, float]
+
+
+@dataclass(slots=True)
+class _Reports:
+    spawned: dict[int, dict[str, Any]] = field(default_factory=dict)
+    exits: dict[int, Exit] = field(default_factory=dict)
+    stopped: set[int] = field(default_factory=set)
+
+
+class Server:
+    """One running fork server and its control connection."""
+
+    def __init__(self, python: str, preload: Sequence[str], env: Mapping[str, str]) -> None:
+        self.preload = tuple(preload)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with contextlib.suppress(OSError):  # a spawn request carries the run's environment
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE)
+        self.sock = ours
+        # No run's variables (its secret, params, fds): each child gets its own after the fork.
+        server_env = {k: v for k, v in env.items() if not k.startswith(RUN_VARIABLES)}
+        server_env["PYTHONUNBUFFERED"] = "1"  # its children's stdout, like a spawned worker's
+        try:
+            self.popen = subprocess.Popen(
+                [python, "-c", ENTRY, str(theirs.fileno()), str(os.getpid()), *self.preload],
+                env=server_env,
+                stdin=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            ours.close()
+            raise LaunchError(f"cannot start a fork server with {python!r}: {exc}") from exc
+        finally:
+            theirs.close()
+        self.pid = self.popen.pid
+        self.ready = False
+        self.dead: str | None = None
+        self._reports = _Reports()
+        self._next_id = 0
+        self._reading = False
+        self._progress: anyio.Event | None = None
+
+    # -- reading reports --------------------------------------------------------------------
+
+    async def _until(self, done: Callable[[], bool]) -> None:
+        """Read reports until ``done()``; ServerDied if the server ends first."""
+        while not done():
+            if self.dead is not None:
+                raise ServerDied(self.dead)
+            if self._reading:  # another task is reading: wait for its read to end
+                if self._progress is None:
+                    self._progress = anyio.Event()
+                await self._progress.wait()
+                continue
+            self._reading = True
+            try:
+                await anyio.wait_readable(self.sock)
+                self._read()
+            finally:
+                self._reading = False
+                progress, self._progress = self._progress, None
+                if progress is not None:
+                    progress.set()
+
+    def _read(self) -> None:
+        """Every report waiting on the connection (without blocking)."""
+        while self.dead is None:
+            try:
+                data = self.sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._died(f"its connection failed: {exc}")
+                return
+            if not data:
+                self._died("it closed its connection")
+                return
+            self._report(msgpack.unpackb(data, raw=False))
+
+    def _read_now(self) -> None:
+        """Read what is waiting, outside the reading turn, and wake every waiter to look."""
+        self._read()
+        progress, self._progress = self._progress, None
+        if progress is not None:
+            progress.set()
+
+    def _report(self, report: dict[str, Any]) -> None:
+        kind, reports = report.get("kind"), self._reports
+        if kind == "ready":
+            self.ready = True
+        elif kind in ("spawned", "refused"):
+            reports.spawned[report["id"]] = report
+        elif kind == "stopped":
+            reports.stopped.add(report["pid"])
+        elif kind == "exit":
+            reports.exits[report["pid"]] = Exit(report["status"], report["usage"])
+        elif kind == "preload_failed":
+            self.dead = (
+                f"the fork server cannot import its preload module {report['module']!r}: "
+                f"{report['error']}"
+            )
+
+    def _died(self, why: str) -> None:
+        """The connection ended: reap the server and say how it ended."""
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        try:
+            code = self.popen.wait(timeout=5)  # it has closed its end: it is exiting
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            code = self.popen.wait()
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        if self.dead is None:
+            self.dead = f"the fork server (pid {self.pid}) ended ({how}): {why}"
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Wait until the server has imported its preloads (LaunchError naming the module that
+        failed, or saying how the server ended)."""
+        try:
+            await self._until(lambda: self.ready)
+        except ServerDied as died:
+            raise LaunchError(f"{died} (preload {list(self.preload)})") from None
+
+    async def spawn(self, request: dict[str, Any], fds: Sequence[int]) -> dict[str, Any]:
+        """Have the server fork a child for ``request`` with ``fds``; its ``spawned`` report.
+
+        Shielded: a spawn half-done when its caller is cancelled would leave a task no one
+        waits for; the caller ends the child instead."""
+        self._next_id += 1
+        request = {**request, "kind": "spawn", "id": self._next_id}
+        data = msgpack.packb(request, use_bin_type=True)
+        if len(data) > MAX_MESSAGE or len(fds) > MAX_FDS:
+            raise LaunchError(
+                f"a spawn request of {len(data)} bytes and {len(fds)} fds is over the fork "
+                f"server's {MAX_MESSAGE} bytes and {MAX_FDS} fds (a very large environment?)"
+            )
+        self._read_now()  # what the server has sent so far: it must never block on a full buffer
+        if self.dead is not None:
+            raise ServerDied(self.dead)
+        try:
+            socket.send_fds(self.sock, [data], list(fds))
+        except OSError as exc:
+            self._died(f"a spawn request could not be sent: {exc}")
+            raise ServerDied(self.dead or str(exc)) from exc
+        spawned = self._reports.spawned
+        with anyio.CancelScope(shield=True), anyio.fail_after(SPAWN_TIMEOUT):
+            await self._until(lambda: request["id"] in spawned)
+        report = spawned.pop(request["id"])
+        if report["kind"] == "refused":
+            raise LaunchError(f"the fork server refused the task: {report['error']}")
+        return report
+
+    async def wait_exit(self, pid: int) -> Exit:
+        """The exit of child ``pid`` (ServerDied if the server ends first)."""
+        exits = self._reports.exits
+        await self._until(lambda: pid in exits)
+        self._reports.stopped.discard(pid)
+        return exits.pop(pid)
+
+    async def wait_stopped(self, pid: int) -> None:
+        """Until child ``pid`` is stopped or has exited (its exit stays to be waited for)."""
+        reports = self._reports
+        await self._until(lambda: pid in reports.stopped or pid in reports.exits)
+        reports.stopped.discard(pid)
+
+    def close(self) -> None:
+        """End the server (its children are SIGKILLed by it, or by their death signal)."""
+        if self.dead is None:
+            self.dead = f"the fork server (pid {self.pid}) was closed"
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.kill()
+        self.popen.wait()
+
+
+_SERVERS: dict[Key, Server] = {}
+
+
+async def server_for(key: Key, env: Mapping[str, str]) -> Server:
+    """The running server for ``key``, started (and waited for) on first use; a dead one is
+    replaced."""
+    server = _SERVERS.get(key)
+    if server is not None and server.dead is not None:
+        del _SERVERS[key]
+        server.close()
+        server = None
+    if server is None:
+        server = _SERVERS[key] = Server(key[1], key[3], env)
+    try:
+        await server.start()
+    except LaunchError:
+        if _SERVERS.get(key) is server:
+            del _SERVERS[key]
+        server.close()
+        raise
+    return server
+
+
+def close_servers(workdir: str | os.PathLike[str] | None = None) -> None:
+    """End the fork servers of the executor with ``workdir`` (all of them for None)."""
+    wanted = None if workdir is None else os.fspath(workdir)
+    for key in [key for key in _SERVERS if wanted is None or key[0] == wanted]:
+        _SERVERS.pop(key).close()

@@ -1,0 +1,105 @@
+"""RecordWriter: concurrent saves share a transaction, each status change is still written,
+one bad record fails alone, and a cancelled writer strands nobody."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import pytest
+
+from lute_async import Executor
+from lute_async.records import AnalysisRecord, RecordStore
+from lute_async.records.writer import RecordWriter
+
+
+class CountingStore(RecordStore):
+    """A real store that remembers the size of each batch written."""
+
+    batches: list[list[str]]
+
+    def save_many(self, records: Sequence[AnalysisRecord]) -> list[Exception | None]:
+        self.batches.append([record.id for record in records])
+        return super().save_many(records)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CountingStore:
+    opened = CountingStore(tmp_path / "runs.db")
+    opened.batches = []
+    return opened
+
+
+def record(name: str, status: str = "PENDING") -> AnalysisRecord:
+    return AnalysisRecord(name=name, status=status)
+
+
+async def test_saves_asked_for_during_a_write_share_the_next_transaction(
+    store: CountingStore,
+) -> None:
+    writer = RecordWriter(store.save_many, anyio.CapacityLimiter(1))
+    records = [record(f"r{i}") for i in range(20)]
+    async with anyio.create_task_group() as tg:
+        for one in records:
+            tg.start_soon(writer.save, one)
+    assert sorted(i for batch in store.batches for i in batch) == sorted(r.id for r in records)
+    assert len(store.batches) < len(records)  # the first batch has one, the next the rest
+    assert [store.get(r.id).name for r in records] == [r.name for r in records]
+
+
+async def test_every_status_change_of_a_run_is_written_in_order(store: CountingStore) -> None:
+    writer = RecordWriter(store.save_many, anyio.CapacityLimiter(1))
+    one = record("steps")
+    seen = []
+    for status in ("PENDING", "RUNNING", "COMPLETED"):
+        one.status = status
+        await writer.save(one)
+        seen.append(store.get(one.id).status)
+    assert seen == ["PENDING", "RUNNING", "COMPLETED"]
+
+
+async def test_a_record_the_database_refuses_fails_alone(store: CountingStore) -> None:
+    writer = RecordWriter(store.save_many, anyio.CapacityLimiter(1))
+    good, bad, also_good = record("good"), record("bad", status="NOT_A_STATUS"), record("ok")
+    failures: dict[str, Exception] = {}
+
+    async def save(one: AnalysisRecord) -> None:
+        try:
+            await writer.save(one)
+        except Exception as exc:
+            failures[one.name] = exc
+
+    async with anyio.create_task_group() as tg:
+        for one in (good, bad, also_good):
+            tg.start_soon(save, one)
+    assert list(failures) == ["bad"] and "NOT_A_STATUS" in str(failures["bad"])
+    assert store.get(good.id).name == "good" and store.get(also_good.id).name == "ok"
+
+
+async def test_a_cancelled_writer_leaves_the_queued_saves_to_the_next_caller(
+    store: CountingStore,
+) -> None:
+    writer = RecordWriter(store.save_many, anyio.CapacityLimiter(1))
+    first, queued = record("first"), record("queued")
+    async with anyio.create_task_group() as tg:
+        with anyio.CancelScope() as scope:
+            tg.start_soon(writer.save, queued)  # queued behind the batch of `first`
+            scope.cancel()
+            await writer.save(first)  # cancelled before its batch is written
+        await writer.save(first)  # the saves left queued are written with this one
+    assert store.get(first.id).name == "first" and store.get(queued.id).name == "queued"
+
+
+async def test_an_executor_batches_the_records_of_concurrent_runs(
+    store: CountingStore, tmp_path: Path
+) -> None:
+    async with Executor(store, workdir=tmp_path / "work", log_events=False) as executor:
+        async with anyio.create_task_group() as tg:
+            for _ in range(16):
+                tg.start_soon(executor.run, ["true"])
+        assert {r.status for r in store.query(limit=100)} == {"COMPLETED"}
+    saves = [i for batch in store.batches for i in batch]
+    runs = set(saves)
+    assert len(runs) == 16 and all(saves.count(i) >= 3 for i in runs)  # every status change
+    assert len(store.batches) < len(saves)
