@@ -122,6 +122,21 @@ def test_an_unreachable_server_is_named_without_the_password(pg_server: PgServer
     assert_one_line_error(cli("records", "list", "--db", url), "cannot reach", "127.0.0.1:1")
 
 
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        (f"postgresql://u:{SECRET}@127.0.0.1:1/db?sslmode=bogus", 'invalid sslmode value: "bogus"'),
+        ("postgresql:///?service=lute_nosuch", 'definition of service "lute_nosuch" not found'),
+        (f"postgres://u:{SECRET}@[::1/x", "IPv6 host address"),
+    ],
+)
+def test_a_url_libpq_refuses_is_named_with_libpqs_reason(url: str, named: str) -> None:
+    with pytest.raises(RecordStoreError, match="is not a usable URL") as caught:
+        RecordStore(url)
+    assert named in str(caught.value) and SECRET not in str(caught.value)
+    assert_one_line_error(cli("records", "list", "--db", url), "not a usable URL", named)
+
+
 def test_a_wrong_password_is_a_refused_login(pg_url: str) -> None:
     url = with_password(pg_url, SECRET)
     with pytest.raises(RecordStoreError, match=r"refused the login.*password") as caught:

@@ -37,6 +37,9 @@ __all__ = ["DEFAULT_CONNECT_TIMEOUT", "PostgresDatabase", "import_psycopg"]
 DEFAULT_CONNECT_TIMEOUT: Final = 10
 """Seconds a connection attempt waits for the server (unless the URL sets connect_timeout)."""
 
+_BAD_OPTION: Final = ("connection is bad: invalid", "connection is bad: definition of service")
+"""How libpq begins the message of a URL option it refuses, or a service it does not know."""
+
 _LOGIN_FAILED: Final = ("password authentication failed", "no password supplied", "pg_hba.conf")
 
 
@@ -128,8 +131,11 @@ class PostgresDatabase(RecordRows):
 
     def _connect_error(self, exc: Exception) -> RecordStoreError:
         text = self._clean(exc)
-        if isinstance(exc, self._psycopg.ProgrammingError):
-            return RecordStoreError(f"records database {self.where} is not a usable URL: {text}")
+        if isinstance(exc, self._psycopg.ProgrammingError) or text.startswith(_BAD_OPTION):
+            return RecordStoreError(
+                f"records database {self.where} is not a usable URL: {text}; see libpq's "
+                "connection URIs and parameters"
+            )
         if any(words in text for words in _LOGIN_FAILED):
             return RecordStoreError(
                 f"PostgreSQL refused the login to records database {self.where}: {text}; "
@@ -149,7 +155,10 @@ class PostgresDatabase(RecordRows):
             text = " ".join(" ".join(lines).split())
         else:
             text = " ".join((lines or [""])[0].split())
-        password = self._psycopg.conninfo.conninfo_to_dict(self._url).get("password")
+        try:
+            password = self._psycopg.conninfo.conninfo_to_dict(self._url).get("password")
+        except self._psycopg.Error:  # a URL libpq cannot parse: its credentials are masked below
+            password = None
         if password:
             text = text.replace(str(password), "***")
         return redact_url_credentials(text)
