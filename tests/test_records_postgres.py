@@ -106,6 +106,29 @@ def test_the_records_commands_work_on_a_server_database(pg_url: str) -> None:
     assert reconciled.returncode == 0, reconciled.stderr
 
 
+def test_a_failed_transaction_is_rolled_back_and_the_connection_serves_on(
+    record_db: Path | str,
+) -> None:
+    with RecordStore(record_db) as store:
+        database = store._database  # the backend seam itself
+        with (
+            pytest.raises(RecordStoreError, match="cannot try this in records database"),
+            database.write("try this") as conn,
+        ):
+            conn.execute("INSERT INTO run_tags (run_id, tag) VALUES (?, ?)", ("r", "t"))
+            conn.execute("INSERT INTO runs (id) VALUES (?)", ("no-name",))
+        with (
+            pytest.raises(ValueError, match="not the database's"),
+            database.write("try that") as conn,
+        ):
+            conn.execute("INSERT INTO run_tags (run_id, tag) VALUES (?, ?)", ("r", "t"))
+            raise ValueError("not the database's")
+        saved = AnalysisRecord(name="after", status="COMPLETED", tags=["a"])
+        store.save(saved)
+        assert [r.id for r in store.query()] == [saved.id]
+    assert raw_query(record_db, "SELECT run_id, tag FROM run_tags") == [(saved.id, "a")]
+
+
 # --- bad input: each a clear error naming it --------------------------------------------------
 
 

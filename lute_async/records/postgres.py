@@ -37,6 +37,9 @@ __all__ = ["DEFAULT_CONNECT_TIMEOUT", "PostgresDatabase", "import_psycopg"]
 DEFAULT_CONNECT_TIMEOUT: Final = 10
 """Seconds a connection attempt waits for the server (unless the URL sets connect_timeout)."""
 
+_IDLE: Final = 0
+"""libpq's PQTRANS_IDLE: no transaction open on the connection."""
+
 _BAD_OPTION: Final = ("connection is bad: invalid", "connection is bad: definition of service")
 """How libpq begins the message of a URL option it refuses, or a service it does not know."""
 
@@ -194,17 +197,28 @@ class PostgresDatabase(RecordRows):
         pg = self._psycopg
         with self._lock:
             conn = self._connection()
+            # One pipeline: the transaction's statements go out together, not one round trip
+            # each (a read inside it still waits for its own answer). What fails inside is kept
+            # until the pipeline has synced, then the transaction is rolled back.
+            failure: BaseException | None = None
             try:
-                conn.execute("BEGIN")
-                try:
-                    yield _Connection(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if not conn.broken and conn.info.transaction_status != 0:  # not IDLE
-                        conn.execute("ROLLBACK")
-                    raise
-            except pg.Error as exc:
-                raise self._error(what, exc) from exc
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    try:
+                        yield _Connection(conn)
+                        conn.execute("COMMIT")
+                    except BaseException as exc:
+                        failure = exc
+            except pg.Error as exc:  # a statement failed: its error surfaces at the sync
+                failure = failure or exc
+            if failure is None:
+                return
+            if not conn.broken and conn.info.transaction_status != _IDLE:
+                with contextlib.suppress(pg.Error):
+                    conn.execute("ROLLBACK")
+            if isinstance(failure, pg.Error):
+                raise self._error(what, failure) from failure
+            raise failure
 
     def read(self, sql: str, args: Iterable[Any], what: str) -> list[Any]:
         """All rows of one query, under the thread lock."""
