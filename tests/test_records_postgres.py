@@ -411,3 +411,17 @@ async def test_a_submitted_executor_records_into_the_server_and_the_user_lists_t
     assert script.returncode == 0 and b"lute_async.cli" in script.stdout, script.stderr
     for text in (script.stdout.decode(), output.read_text(), listed.stdout):
         assert password not in text
+
+
+def test_the_records_benchmark_measures_both_backends(pg_server: PgServer) -> None:
+    sys.path.insert(0, str(REPO_ROOT))  # benchmarks/ is not installed
+    from benchmarks import records as bench
+
+    rows = bench.run(records=3, pg=pg_server.url)
+    assert [(backend, writers) for backend, writers, _ in rows] == [
+        ("sqlite", 1),
+        ("sqlite", 8),
+        ("postgresql", 1),
+        ("postgresql", 8),
+    ]
+    assert all(rate > 0 for _, _, rate in rows)
