@@ -21,13 +21,16 @@ from lute_async.records.store import RecordStore
 __all__ = ["LeaseRenewer", "renew_lease"]
 
 
-async def renew_lease(store: RecordStore, period: float, limiter: anyio.CapacityLimiter) -> bool:
+async def renew_lease(
+    store: RecordStore, period: float, limiter: anyio.CapacityLimiter, *, quiet: bool = False
+) -> bool:
     """Renew this process's lease in *store* once, in a worker thread; False (logged as
-    ``lease_renew_failed``) when the database cannot take it."""
+    ``lease_renew_failed`` unless *quiet*) when the database cannot take it."""
     try:
         await anyio.to_thread.run_sync(store.renew_lease, period, limiter=limiter)
     except RecordStoreError as exc:
-        get_logger().warning("lease_renew_failed", db=str(store.path), error=str(exc))
+        if not quiet:
+            get_logger().warning("lease_renew_failed", db=str(store.path), error=str(exc))
         return False
     return True
 
@@ -35,9 +38,11 @@ async def renew_lease(store: RecordStore, period: float, limiter: anyio.Capacity
 class LeaseRenewer:
     """Renews the lease of *store* now and then every *period* seconds until :meth:`stop`.
 
-    A database that cannot take a renewal is logged and tried again at the next period; a
-    lease that lapses meanwhile only lets other processes mark the runs LOST (a later save of
-    a run that lives on records its real status again).
+    A database that cannot take a renewal is logged (once per outage) and tried again at the
+    next period; a lease that lapses meanwhile only lets other processes mark the runs LOST (a
+    later save of a run that lives on records its real status again). A lapsed lease means
+    LOST even when the pid still exists: an executor stopped or stuck that long is not
+    watching its runs.
     """
 
     def __init__(self, store: RecordStore, period: float, limiter: anyio.CapacityLimiter) -> None:
@@ -52,11 +57,15 @@ class LeaseRenewer:
         self._task = asyncio.get_running_loop().create_task(self._renew(), name="lute-lease")
 
     async def _renew(self) -> None:
+        failing = False  # an outage is logged once, when it starts, and once when it ends
         while True:
             await anyio.sleep(self.period)
             if self.store.closed:
                 return
-            await renew_lease(self.store, self.period, self._limiter)
+            renewed = await renew_lease(self.store, self.period, self._limiter, quiet=failing)
+            if renewed and failing:
+                get_logger().warning("lease_renewed_again", db=str(self.store.path))
+            failing = not renewed
 
     async def stop(self) -> None:
         """Stop renewing (the lease then lapses by itself; runs have ended by then)."""
