@@ -13,6 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 from pg_support import raw_execute, raw_query
 
@@ -107,6 +108,28 @@ async def test_an_open_executor_holds_a_lease_and_its_runs_stay_running_elsewher
             assert other.lease_expires_at() is not None
             assert other.mark_lost() == []
         await run.cancel()
+
+
+async def test_an_open_executor_renews_its_lease_while_a_run_outlasts_it(
+    record_db: Path | str, tmp_path: Path
+) -> None:
+    waits = [sys.executable, "-c", "import time; time.sleep(3600)"]
+    async with (
+        Executor(db=record_db, workdir=tmp_path / "work", lease_period=0.5) as ex,
+        ex.start(waits) as run,
+    ):
+        with RecordStore(record_db) as other:
+            first = other.lease_expires_at()
+            assert first is not None
+            # Renewed: the expiry moves on (bounded wait, one lease period at a time).
+            deadline = time.monotonic() + 30
+            while (renewed := other.lease_expires_at()) == first:
+                assert time.monotonic() < deadline, "the lease was never renewed"
+                await anyio.sleep(0.5)
+            assert renewed is not None and renewed > first
+            assert other.mark_lost() == []  # just renewed: nobody takes the run for lost
+        await run.cancel()
+    assert run.record.status == "CANCELLED"
 
 
 def test_lease_period_must_be_a_positive_number(tmp_path: Path) -> None:
