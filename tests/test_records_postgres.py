@@ -151,6 +151,7 @@ def test_an_unreachable_server_is_named_without_the_password(pg_server: PgServer
         (f"postgresql://u:{SECRET}@127.0.0.1:1/db?sslmode=bogus", 'invalid sslmode value: "bogus"'),
         ("postgresql:///?service=lute_nosuch", 'definition of service "lute_nosuch" not found'),
         (f"postgres://u:{SECRET}@[::1/x", "IPv6 host address"),
+        ("postgresql:/lute_typo", "postgresql:/lute_typo"),  # a URL, not a sqlite file
     ],
 )
 def test_a_url_libpq_refuses_is_named_with_libpqs_reason(url: str, named: str) -> None:
@@ -158,6 +159,7 @@ def test_a_url_libpq_refuses_is_named_with_libpqs_reason(url: str, named: str) -
         RecordStore(url)
     assert named in str(caught.value) and SECRET not in str(caught.value)
     assert_one_line_error(cli("records", "list", "--db", url), "not a usable URL", named)
+    assert not Path("postgresql:").exists()
 
 
 def test_a_wrong_password_is_a_refused_login(pg_url: str) -> None:

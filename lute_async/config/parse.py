@@ -27,6 +27,7 @@ from lute_async.options import (
     expected,
     key_error,
 )
+from lute_async.records.location import is_server_url
 
 __all__ = [
     "EXECUTOR_OPTIONS",
@@ -159,6 +160,6 @@ def parse_executor(source: str, table: Any, base: Path | None) -> ExecutorSettin
     if not isinstance(table, dict):
         raise expected(source, "executor", "a table [executor]", table)
     values = check_options(table, EXECUTOR_OPTIONS, where=source, prefix="executor.")
-    if values.get("db") is not None and not values["db"].lower().startswith("postgres"):
+    if values.get("db") is not None and not is_server_url(values["db"]):
         values["db"] = _relative(values["db"], base)  # a postgresql:// URL is kept as given
     return ExecutorSettings(**values)

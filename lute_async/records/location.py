@@ -27,8 +27,9 @@ __all__ = [
     "server_key",
 ]
 
-SERVER_SCHEMES: Final = ("postgresql://", "postgres://")
-"""The URL schemes of a PostgreSQL records database."""
+SERVER_SCHEMES: Final = ("postgresql:", "postgres:")
+"""The URL schemes of a PostgreSQL records database (``postgresql:/db``, a typo, is a URL
+libpq refuses, not a sqlite file of that odd name)."""
 
 DatabaseTarget = Path | str
 """A sqlite file (Path) or a PostgreSQL URL (str)."""
