@@ -31,6 +31,12 @@ _EXPORTS: dict[str, str] = {
     "Reporter": "lute_async.task",
     "AsyncReporter": "lute_async.task",
     "task": "lute_async.task",
+    "Retry": "lute_async.retry",
+    "Tasklet": "lute_async.tasklets",
+    "TaskletContext": "lute_async.tasklets",
+    "FuturesExecutor": "lute_async.futures",
+    "Command": "lute_async.futures",
+    "TaskFailed": "lute_async.futures",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -40,6 +46,7 @@ if TYPE_CHECKING:
 
     from lute_async.channel import Channel
     from lute_async.executor import Executor, Run
+    from lute_async.futures import Command, FuturesExecutor, TaskFailed
     from lute_async.hooks.registry import Event, HookRegistry
     from lute_async.launchers.forkserver import Forkserver
     from lute_async.launchers.local import Local
@@ -48,8 +55,10 @@ if TYPE_CHECKING:
     from lute_async.limits import Limits
     from lute_async.messages import Message, TaskStatus
     from lute_async.records import AnalysisRecord, RecordStore, RunFilter
+    from lute_async.retry import Retry
     from lute_async.sandbox import Sandbox
     from lute_async.task import AsyncReporter, Reporter, task
+    from lute_async.tasklets import Tasklet, TaskletContext
     from lute_async.workflow import Workflow
 
 
@@ -58,6 +67,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'lute_async' has no attribute {name!r}")
     import importlib
+    import sys
 
     loaded = importlib.import_module(module)
     # Bind every name this module exports at once: importing ``lute_async.task`` sets the
@@ -65,4 +75,9 @@ def __getattr__(name: str) -> Any:
     for export, source in _EXPORTS.items():
         if source == module:
             globals()[export] = getattr(loaded, export)
+    # A module that imports lute_async.task (lute_async.futures) binds the package attribute
+    # ``task`` to that submodule: put the decorator back.
+    task_module = sys.modules.get("lute_async.task")
+    if task_module is not None and globals().get("task") is task_module:
+        globals()["task"] = task_module.__dict__["task"]
     return globals()[name]

@@ -122,6 +122,13 @@ class LiveDisplay:
             detail = f": {error.get('message')}" if isinstance(error, dict) else ""
             style = STATUS_STYLES[status]
             self._line(label, f"[bold {style}]{status}[/]{safe(detail)}")
+        elif name == "retrying" and isinstance(data, dict):
+            self._finish(run.id)
+            error = data.get("error")
+            why = f": {error.get('message')}" if isinstance(error, dict) else ""
+            attempt, reason, delay = data.get("attempt"), data.get("reason"), data.get("delay")
+            text = f"attempt {attempt} {reason}{why}; the next in {delay} s"
+            self._line(label, f"[yellow]RETRYING[/] {safe(text)}")
         elif name == "error":
             message = data.get("message") if isinstance(data, dict) else data
             kind = data.get("type", "error") if isinstance(data, dict) else "error"
@@ -220,6 +227,25 @@ def make_console(file: IO[str] | None = None) -> Console:
     return console
 
 
+def attempt_line(entry: Any) -> str:
+    """One attempt of a retried run in a line: ``#2 FAILED exit code 3 (failed) at ...``."""
+    if not isinstance(entry, dict):
+        return repr(entry)
+    parts = [f"#{entry.get('attempt')}", str(entry.get("status"))]
+    if entry.get("signal") is not None:
+        parts.append(f"signal {entry['signal']}")
+    elif entry.get("exit_code") is not None:
+        parts.append(f"exit code {entry['exit_code']}")
+    error = entry.get("error")
+    if isinstance(error, dict) and error.get("message"):
+        parts.append(f"- {error['message']}")
+    started, ended = entry.get("started_at"), entry.get("ended_at")
+    parts.append(f"{_short_when(started)} -> {_short_when(ended)}")
+    if entry.get("delay") is not None:
+        parts.append(f"retried ({entry.get('reason')}) after {entry['delay']:g} s")
+    return " ".join(parts)
+
+
 def record_details(record: AnalysisRecord) -> Table:
     """Every field of one run as a two-column table."""
     table = Table(show_header=False, box=None, padding=(0, 1))
@@ -230,6 +256,8 @@ def record_details(record: AnalysisRecord) -> Table:
             text = f"{_when(value)} ({value:.3f})"
         elif key == "env" and isinstance(value, dict):
             text = f"{len(value)} variables (secrets redacted; --json shows them)"
+        elif key == "attempts" and value:
+            text = "\n".join(attempt_line(entry) for entry in value)
         elif isinstance(value, dict | list):
             if not value:
                 continue

@@ -21,6 +21,7 @@ from lute_async.communicators import CommunicatorSpec, SocketHome
 from lute_async.errors import ConfigError
 from lute_async.hooks.builtin import log_event
 from lute_async.hooks.events import Hook, RunView
+from lute_async.hooks.observer import Observer
 from lute_async.hooks.registry import HookRegistry
 from lute_async.hooks.watchdog import HookWatchdog
 from lute_async.logs import get_logger
@@ -78,6 +79,8 @@ class Executor:
     ``drain_timeout`` is how long the stream may stay silent after a task's exit before its
     readers are ended; ``hook_timeout`` cuts async hooks and has a watchdog report sync ones
     that block the loop; ``max_result_bytes`` bounds a result kept whole in its record.
+    ``dashboard`` (e.g. :class:`lute_async.web.Dashboard`) sees every event and is served
+    while the executor is open (``async with``).
     Once its store is open the executor holds a lease in the database, renewed every
     ``lease_period`` seconds until :meth:`aclose`, so that its runs are marked LOST from any
     host once it dies.
@@ -100,6 +103,7 @@ class Executor:
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
         record_env: str = "overrides",
         lease_period: float = DEFAULT_LEASE_PERIOD,
+        dashboard: Observer | None = None,
     ) -> None:
         # Every argument checked the one way run options and task files are: a ConfigError
         # naming the argument, the value and what was expected.
@@ -111,6 +115,10 @@ class Executor:
         self.hooks = hooks if isinstance(hooks, HookRegistry) else HookRegistry(hooks)
         if checked["log_events"]:
             log_event.register(self.hooks)
+        #: Sees every event (a ``"*"`` hook), opened and closed with the executor.
+        self.dashboard: Observer | None = checked["dashboard"]
+        if self.dashboard is not None:
+            self.hooks.add("*", self.dashboard)
         self.communicators = tuple(checked["communicators"])
         self.grace: float = checked["grace"]
         self.max_frame: int = checked["max_frame"]
@@ -189,7 +197,9 @@ class Executor:
 
         Options: ``name``, ``params``, ``env``, ``cwd``, ``timeout`` (seconds), ``hooks``
         (``{event: fn or [fns]}`` for this run), ``launcher``, ``limits``, ``communicators``,
-        ``tags``, ``grace``, ``stdin``/``stdout`` (a :class:`~lute_async.channel.Channel`).
+        ``tags``, ``grace``, ``stdin``/``stdout`` (a :class:`~lute_async.channel.Channel`),
+        ``retry`` (a :class:`~lute_async.retry.Retry`: more attempts, one run), ``before`` and
+        ``after`` (tasklet steps, :mod:`lute_async.tasklets`).
         Cancelling the caller cancels the run (its record says CANCELLED).
         """
         run = self._make_run(cmd, options)
@@ -235,6 +245,17 @@ class Executor:
                 await run.wait()
         if failure is not None:
             raise failure
+
+    async def attach(self, run_id: str, *, hooks: HooksArg = None) -> AnalysisRecord:
+        """Take up run ``run_id`` (or a unique prefix) whose executor died while its SLURM job
+        went on: follow the job to its end, replay what it spooled meanwhile through the
+        hooks, and settle the record. A run that cannot be raises
+        :class:`~lute_async.errors.AttachError` saying why."""
+        from lute_async.run.attach import attach_run
+
+        run = await attach_run(self._run_context(), await self.store(), run_id, hooks)
+        await run._execute()
+        return run.record
 
     def graph(self, *, max_concurrency: int | None = None) -> Workflow:
         """A new :class:`~lute_async.workflow.Workflow` of tasks run by this executor."""
@@ -290,10 +311,13 @@ class Executor:
             )
 
     async def aclose(self) -> None:
-        """Close the record store (and stop the hook watchdog and this executor's fork servers)."""
+        """Close the dashboard and the record store (and stop the hook watchdog, the lease
+        renewer and this executor's fork servers)."""
         renewer, self._renewer = self._renewer, None
         if renewer is not None:
             await renewer.stop()
+        if self.dashboard is not None:
+            await self.dashboard.aclose()
         forkservers = sys.modules.get("lute_async.launchers.forkserver")
         if forkservers is not None:  # loaded only once a Forkserver launcher was used
             forkservers.close_servers(self.workdir)
@@ -307,6 +331,12 @@ class Executor:
 
     async def __aenter__(self) -> Executor:
         await self.store()
+        if self.dashboard is not None:
+            try:
+                await self.dashboard.open(self)
+            except BaseException:
+                await self.aclose()
+                raise
         return self
 
     async def __aexit__(

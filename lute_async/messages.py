@@ -41,6 +41,10 @@ class EventName(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
+    #: An attempt of a run with a ``retry`` ended and another follows (not a terminal event).
+    RETRYING = "retrying"
+    #: The scheduler put the run's job back in its queue (SLURM requeue, preemption).
+    REQUEUED = "requeued"
 
 
 TERMINAL_EVENTS: Final = frozenset(
@@ -51,6 +55,8 @@ EXECUTOR_EVENTS: Final = TERMINAL_EVENTS | {
     EventName.QUEUED,
     EventName.STOPPED,
     EventName.CONTINUED,
+    EventName.RETRYING,
+    EventName.REQUEUED,
 }
 
 

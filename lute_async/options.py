@@ -26,7 +26,9 @@ import msgspec
 
 from lute_async.errors import ConfigError
 from lute_async.limits import Limits
+from lute_async.retry import RETRY_EXPECTED, RETRY_PARTS, Retry, RetryTable
 from lute_async.sandbox import SANDBOX_OPTION
+from lute_async.tasklets import TASKLETS_EXPECTED, load_tasklets
 
 __all__ = [
     "COMMUNICATOR_KINDS",
@@ -163,6 +165,10 @@ def _is_communicators(value: Any) -> bool:
     )
 
 
+def _is_retry(value: Any) -> bool:
+    return isinstance(value, Retry)
+
+
 #: The one rule for names: of runs, of tasks in task files and of graph nodes.
 NAME = Option(
     "a run name (a string)",
@@ -201,6 +207,9 @@ RUN_OPTIONS: dict[str, Option] = {
     "stdin": Option("a Channel", accepts=_is_channel),
     "stdout": Option("a Channel", accepts=_is_channel),
     "sandbox": Option(**SANDBOX_OPTION),
+    "retry": Option(RETRY_EXPECTED, RetryTable, _is_retry, Retry.from_table, RETRY_PARTS),
+    "before": Option(TASKLETS_EXPECTED, list[Any], build=lambda v: load_tasklets("before", v)),
+    "after": Option(TASKLETS_EXPECTED, list[Any], build=lambda v: load_tasklets("after", v)),
 }
 
 
@@ -293,5 +302,6 @@ EXECUTOR_ARGUMENTS: dict[str, Option] = {
     "record_env": Option(
         " or ".join(repr(mode) for mode in RECORD_ENV), Literal["overrides", "all"]
     ),
+    "dashboard": Option("a dashboard", accepts=_has_methods("open", "aclose", "__call__")),
     "lease_period": Option("a positive number of seconds", Seconds),
 }

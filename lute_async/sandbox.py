@@ -193,7 +193,8 @@ def _visible(program: str, spec: LaunchSpec, bound: list[str]) -> None:
     if not path:
         return  # the launcher reports "command not found" itself
     real = os.path.realpath(path)
-    if not _within(real, bound):
+    # Both the path the task execs (a venv's python is a link) and where it leads must be seen.
+    if not (_within(real, bound) and _within(os.path.abspath(path), bound)):
         raise LaunchError(
             f"command {program!r} of run {spec.name!r} ({real}) is outside the sandbox's "
             "view: add its directory to sandbox.readonly"
@@ -221,10 +222,12 @@ def sandbox_command(
     for entry in _system_view():
         options += entry
         bound.append(entry[2])
+    # The private /tmp first: the Python in use may live under /tmp (a venv there) and must
+    # be bound over it, not hidden by it.
+    options += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for path in _python_dirs(spec.env):
         options += ["--ro-bind", path, path]
         bound.append(path)
-    options += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for path in _existing("readonly", sandbox.readonly, spec):
         options += ["--ro-bind", path, path]
         bound.append(path)

@@ -15,6 +15,8 @@ upstream task returned is inserted as a literal, never rendered again.
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -40,6 +42,8 @@ from lute_async.templates import (
 
 #: Record fields a template may read from a finished task.
 TEMPLATE_FIELDS = ("result", "status", "exit_code", "verdict", "usage", "id")
+
+GRAPH_TAG = "graph:"  # + Workflow.id tags its runs; their extra["graph"] holds the edges
 
 
 class StartedRun(Protocol):
@@ -125,6 +129,7 @@ class Workflow:
         self.max_concurrency = max_concurrency
         self.nodes: dict[str, Node] = {}
         self._on_state = on_state
+        self.id = uuid.uuid4().hex  # links the records of its runs (tagged graph:<id>)
 
     def add(
         self,
@@ -271,28 +276,28 @@ class Workflow:
             hooks = _with_state_hooks(
                 options.pop("hooks", None), lambda s: self._set_state(node, s)
             )
-            async with limiter if limiter is not None else _nothing():
+            hooks["started"].append(lambda event: self._link(node, event.run.record))
+            options["tags"] = [*(options.get("tags") or ()), GRAPH_TAG + self.id]
+            async with limiter if limiter is not None else contextlib.nullcontext():
                 node.record = await self.executor.run(argv, name=node.name, hooks=hooks, **options)
             self._set_state(node, node.record.status)
         finally:
             node.ended.set()
 
+    def _link(self, node: Node, record: AnalysisRecord) -> None:
+        edges = {name: list(other.after) for name, other in self.nodes.items()}
+        record.extra["graph"] = {"id": self.id, "node": node.name, "nodes": edges}
+
     async def _end_unstarted(self, node: Node, kind: str, why: str) -> None:
         """Record ``node`` CANCELLED without starting it, ``why`` in its error."""
         options = {k: v for k, v in node.options.items() if k != "hooks"}
+        options["tags"] = [*(options.get("tags") or ()), GRAPH_TAG + self.id]
         async with self.executor.start(node.argv, name=node.name, **options) as run:
             run.record.error = {"type": kind, "message": f"not started: {why}", "traceback": None}
+            self._link(node, run.record)
             await run.cancel()  # before launch: the run ends CANCELLED without starting
         node.record = run.record
         self._set_state(node, run.record.status)
-
-
-class _nothing:
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
 
 def _with_state_hooks(hooks: Any, set_state: Callable[[str], None]) -> dict[str, Any]:

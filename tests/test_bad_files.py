@@ -71,6 +71,25 @@ TASK_WRONG: dict[str, st.SearchStrategy[Any]] = {
         st.fixed_dictionaries({"writable": st.lists(st.sampled_from(["rel", "a/b"]), min_size=1)}),
         st.fixed_dictionaries({"paths": _ints}),
     ),
+    "retry": st.one_of(
+        _scalars,
+        _texts,
+        st.fixed_dictionaries({"attempts": st.one_of(_texts, st.integers(max_value=0))}),
+        st.fixed_dictionaries({"backoff": st.floats(max_value=-0.001, allow_nan=False)}),
+        st.fixed_dictionaries({"on": st.lists(st.sampled_from(["crashed", "done"]), min_size=1)}),
+        st.fixed_dictionaries({"tries": _ints}),
+    ),
+    **{
+        phase: st.one_of(
+            _ints,
+            _floats,
+            st.booleans(),
+            st.lists(st.sampled_from(["a b", ":x", "mod:"]), min_size=1),
+            st.lists(st.fixed_dictionaries({"command": _ints}), min_size=1),
+            st.lists(st.fixed_dictionaries({"function": st.just("m:f"), "x": _ints}), min_size=1),
+        )
+        for phase in ("before", "after")
+    },
 }
 
 #: For each key of a graph node, values no node can take.
@@ -85,6 +104,7 @@ GRAPH_WRONG: dict[str, st.SearchStrategy[Any]] = {
     "cwd": _non_text,
     "tags": TASK_WRONG["tags"],
     "sandbox": TASK_WRONG["sandbox"],
+    "retry": TASK_WRONG["retry"],
 }
 
 

@@ -71,6 +71,28 @@ WRONG: dict[str, st.SearchStrategy[Any]] = {
         st.fixed_dictionaries({"writable": st.lists(st.integers(), min_size=1)}),
         st.dictionaries(st.sampled_from(["net", "paths", "ro"]), st.integers(), min_size=1),
     ),
+    "retry": st.one_of(
+        st.integers(),
+        _texts,
+        st.fixed_dictionaries({"attempts": st.integers(max_value=0)}),
+        st.fixed_dictionaries({"backoff": st.floats(max_value=-0.001)}),
+        st.fixed_dictionaries({"on": st.lists(st.sampled_from(["crashed", "done"]), min_size=1)}),
+        st.dictionaries(st.sampled_from(["tries", "delay"]), st.integers(), min_size=1),
+    ),
+    **{
+        phase: st.one_of(
+            st.integers(),
+            _texts,
+            st.lists(
+                st.sampled_from(
+                    ["no_such_module_xyz:f", "os:sep", "not a target", ["no-such-program-xyz"]]
+                ),
+                min_size=1,
+                max_size=2,
+            ),
+        )
+        for phase in ("before", "after")
+    },
 }
 
 ENTRY_POINTS = ("run", "start", "run_function")

@@ -28,6 +28,7 @@ def test_the_spec_covers_every_option_of_a_run() -> None:
         "name", "params", "env", "cwd", "timeout", "hooks", "launcher", "limits",
         "communicators", "tags", "grace", "tap", "stdin", "stdout",
         "sandbox",
+        "retry", "before", "after",
     }  # fmt: skip
 
 

@@ -88,6 +88,7 @@ def full_record() -> AnalysisRecord:
         verdict={"kind": "exit_code", "detail": "exited with 1"},
         extra={"slurm_state": "FAILED", "node_list": "node[01-02]"},
         cwd="/data/run42",
+        attempts=[{"attempt": 1, "status": "FAILED", "exit_code": 1, "next_at": 1012.5}],
     )
 
 

@@ -9,11 +9,13 @@ from typing import NoReturn
 import click
 
 from lute_async.app.text import visible
+from lute_async.cli.attach import attach
 from lute_async.cli.common import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, Settings, fail
 from lute_async.cli.database import db_option
 from lute_async.cli.demo import demo
 from lute_async.cli.graph import run_graph
 from lute_async.cli.records import records
+from lute_async.cli.serve import serve
 from lute_async.cli.submit import submit
 from lute_async.cli.tasks import call, emit, exec_, run
 
@@ -77,6 +79,8 @@ cli.add_command(records)
 cli.add_command(demo)
 cli.add_command(run_graph)
 cli.add_command(submit)
+cli.add_command(serve)
+cli.add_command(attach)
 
 
 def _usage_error(exc: click.ClickException) -> NoReturn:

@@ -26,6 +26,7 @@ from lute_async.cli.common import (
 )
 from lute_async.cli.database import db_option, records_db
 from lute_async.cli.execute import execute_and_report
+from lute_async.cli.serve import dashboard_option, make_dashboard
 
 
 @click.command(epilog=EXIT_HELP, short_help="Run a task defined in TOML (or installed).")
@@ -34,6 +35,10 @@ from lute_async.cli.execute import execute_and_report
 @param_option
 @tag_option
 @json_option
+@dashboard_option
+@click.option(
+    "--allow-control", is_flag=True, help="Let the dashboard's pages cancel the run (a button)."
+)
 @db_option()
 @click.pass_context
 def run(
@@ -43,6 +48,8 @@ def run(
     params: tuple[str, ...],
     tags: tuple[str, ...],
     as_json: bool,
+    dashboard: str | None,
+    allow_control: bool,
 ) -> None:
     """Run the task NAME defined in the config file (or by an installed package).
 
@@ -62,6 +69,8 @@ def run(
         executor_options["max_concurrency"] = config.executor.max_concurrency
     if config.executor.grace:
         executor_options["grace"] = config.executor.grace
+    if dashboard is not None:
+        executor_options["dashboard"] = make_dashboard(dashboard, allow_control=allow_control)
     execute_and_report(
         settings,
         [Job(resolved.argv, options)],

@@ -18,7 +18,7 @@ from lute_async.options import NAME, RUN_OPTIONS, Option, check_options, describ
 __all__ = ["GRAPH_OPTIONS", "GraphNodeDef", "parse_graph"]
 
 #: Run options a graph node may set.
-NODE_RUN_OPTIONS = ("params", "timeout", "cwd", "tags", "sandbox")
+NODE_RUN_OPTIONS = ("params", "timeout", "cwd", "tags", "sandbox", "retry")
 #: The keys of a ``[graph.NAME]`` table.
 GRAPH_OPTIONS: dict[str, Option] = {
     "command": COMMAND,

@@ -15,6 +15,8 @@ from lute_async.sandbox import Sandbox
 if TYPE_CHECKING:
     from lute_async.hooks.registry import Hook
     from lute_async.launchers.base import Launcher
+    from lute_async.retry import Retry
+    from lute_async.tasklets import LoadedTasklet
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -79,6 +81,10 @@ class TaskDef:
     hooks: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     description: str = ""
+    retry: Retry | None = None
+    #: Steps as written (imported when the task is resolved).
+    before: tuple[Any, ...] = ()
+    after: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +112,9 @@ class ResolvedTask:
     hooks: list[Hook]
     tags: list[str]
     sandbox: Sandbox | None = None
+    retry: Retry | None = None
+    before: tuple[LoadedTasklet, ...] = ()
+    after: tuple[LoadedTasklet, ...] = ()
 
     def run_options(self) -> dict[str, Any]:
         """Keyword arguments for :meth:`Executor.run` / :meth:`Executor.start`."""
@@ -125,4 +134,7 @@ class ResolvedTask:
             options["sandbox"] = self.sandbox
         if self.hooks:
             options["hooks"] = {"*": self.hooks}
+        for key in ("retry", "before", "after"):
+            if getattr(self, key):
+                options[key] = getattr(self, key)
         return options

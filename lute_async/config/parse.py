@@ -17,6 +17,7 @@ import msgspec
 
 from lute_async.config.envfile import parse_env_file
 from lute_async.config.model import EnvSetting, ExecutorSettings, LauncherDef, TaskDef
+from lute_async.errors import ConfigError
 from lute_async.launchers.registry import check_launcher_options, kinds
 from lute_async.options import (
     NAME,
@@ -28,6 +29,7 @@ from lute_async.options import (
     key_error,
 )
 from lute_async.records.location import is_server_url
+from lute_async.tasklets import PHASES, TASKLETS_EXPECTED, check_steps
 
 __all__ = [
     "EXECUTOR_OPTIONS",
@@ -54,6 +56,9 @@ FUNCTION = Option(
     Annotated[str, msgspec.Meta(pattern=r"^[\w.]+:[\w.]+$")],
 )
 
+#: Tasklet steps as a task table writes them (imported when the task is resolved).
+_STEPS = list[str | list[str] | dict[str, Any]]
+
 #: The keys of a ``[tasks.NAME]`` table.
 TASK_OPTIONS: dict[str, Option] = {
     "command": COMMAND,
@@ -72,6 +77,8 @@ TASK_OPTIONS: dict[str, Option] = {
     "hooks": Option("a list of 'package.module:function' (or hook entry-point names)", list[str]),
     "tags": RUN_OPTIONS["tags"],
     "description": Option("a string", str),
+    "retry": RUN_OPTIONS["retry"],
+    **{phase: Option(TASKLETS_EXPECTED, _STEPS) for phase in PHASES},
 }
 
 #: The keys of the ``[executor]`` table.
@@ -149,7 +156,13 @@ def parse_task(name: str, table: Any, source: str, base: Path | None) -> TaskDef
         values["env_file"] = _relative(values["env_file"], base)
     if "launcher" in values:
         values["launcher"] = _launcher(where, values["launcher"])
-    for key in ("communicators", "hooks", "tags"):
+    for phase in PHASES:  # their shape now, their imports when the task is resolved
+        if values.get(phase) is not None:
+            try:
+                check_steps(phase, values[phase])
+            except ConfigError as exc:
+                raise key_error(where, None, str(exc)) from None
+    for key in ("communicators", "hooks", "tags", *PHASES):
         if key in values:
             values[key] = tuple(values[key])
     return TaskDef(name=name, source=source, **values)

@@ -28,6 +28,7 @@ from lute_async.config.parse import parse_env_file, task_where
 from lute_async.config.plugins import installed_task, installed_tasks, load_hook
 from lute_async.errors import ConfigError
 from lute_async.options import key_error
+from lute_async.tasklets import PHASES, LoadedTasklet, Phase, load_tasklets
 from lute_async.templates import (
     LEAVE,
     NothingThere,
@@ -150,6 +151,7 @@ class TaskConfig:
                 cwd_path = self.base / cwd_path
             cwd = os.fspath(cwd_path)
         hooks = [load_hook(spec, f"{where}: key 'hooks'", self.base) for spec in definition.hooks]
+        steps = {phase: _tasklets(phase, getattr(definition, phase), where) for phase in PHASES}
         try:
             launcher = definition.launcher.build()
         except ImportError as exc:
@@ -173,6 +175,8 @@ class TaskConfig:
             hooks=hooks,
             tags=list(definition.tags),
             sandbox=definition.sandbox,
+            retry=definition.retry,
+            **steps,
         )
 
     def _params(
@@ -218,6 +222,14 @@ class TaskConfig:
         context.resolving.pop()
         context.resolved[name] = params
         return params
+
+
+def _tasklets(phase: Phase, steps: tuple[Any, ...], where: str) -> tuple[LoadedTasklet, ...]:
+    """A task's ``phase`` steps imported; a ConfigError names the file, task and step."""
+    try:
+        return load_tasklets(phase, steps)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _opener(store: RecordStore | StoreOpener | None) -> StoreOpener:

@@ -23,6 +23,7 @@ LIFECYCLE_EVENTS = frozenset(
         EventName.FAILED,
         EventName.CANCELLED,
         EventName.TIMED_OUT,
+        EventName.RETRYING,
     }
 )
 
@@ -50,6 +51,10 @@ class _EventLogger:
                 if record.error and event.name != EventName.DONE:
                     fields["error"] = record.error.get("message")
                 log.info(event.name, **fields)
+            elif event.name == EventName.RETRYING:
+                sent = event.data if isinstance(event.data, dict) else {}
+                keys = ("attempt", "reason", "delay", "exit_code")
+                log.info("retrying", **{key: sent.get(key) for key in keys}, **fields)
             elif event.name == EventName.ERROR:
                 sent = event.data if isinstance(event.data, dict) else {}
                 error = run.redactor.text(str(sent.get("message")))

@@ -37,6 +37,8 @@ class LaunchSpec:
     limits: Limits | None = None
     #: Run the task in this bubblewrap sandbox (launchers that cannot: a LaunchError).
     sandbox: Sandbox | None = None
+    #: Which attempt of the run this is (1 for the first; a run with a retry has more).
+    attempt: int = 1
 
     def private_run_dir(self) -> Path:
         """The run's own directory, made private (0700) on first use, under a working

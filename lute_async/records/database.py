@@ -8,6 +8,7 @@ plus a few indexed columns to query on; the result is kept apart as msgpack (see
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -18,10 +19,11 @@ from lute_async.errors import RecordStoreError
 from lute_async.logs import get_logger
 from lute_async.records.dialect import SQLITE
 from lute_async.records.files import secure_database_files
+from lute_async.records.location import is_server_url
 from lute_async.records.rows import RecordRows
 from lute_async.records.schema import migrate, open_error
 
-__all__ = ["DEFAULT_BUSY_TIMEOUT", "RecordDatabase"]
+__all__ = ["DEFAULT_BUSY_TIMEOUT", "RecordDatabase", "open_database"]
 
 DEFAULT_BUSY_TIMEOUT: Final = 30.0
 """Seconds a write waits for another process's write lock before failing."""
@@ -136,3 +138,15 @@ class RecordDatabase(RecordRows):
                 raise RecordStoreError(
                     f"cannot {what} in records database {self.path}: {exc}"
                 ) from exc
+
+
+def open_database(
+    path: str | os.PathLike[str], *, busy_timeout: float, max_result_bytes: int
+) -> RecordRows:
+    """The records database at *path*: a sqlite file, or (a ``postgresql:`` URL) a PostgreSQL
+    database through psycopg, imported only then."""
+    if is_server_url(path):
+        from lute_async.records.postgres import PostgresDatabase
+
+        return PostgresDatabase(str(path), max_result_bytes=max_result_bytes)
+    return RecordDatabase(Path(path), busy_timeout=busy_timeout, max_result_bytes=max_result_bytes)

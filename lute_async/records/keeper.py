@@ -30,6 +30,9 @@ class RecordKeeper:
         #: caller's events still see the task's data as sent).
         self.redactor = redactor if redactor is not None else Redactor({})
         self.judge = VerdictJudge(limits, timeout)
+        self._judging = (limits, timeout)
+        #: When the attempt in progress started (runs with a retry record each attempt).
+        self._attempt_started: float | None = None
         self._handlers: dict[str, Callable[[Message], bool]] = {
             EventName.QUEUED: self._queued,
             EventName.STARTED: self._started,
@@ -37,6 +40,8 @@ class RecordKeeper:
             EventName.ERROR: self._error,
             EventName.STOPPED: self._stopped,
             EventName.CONTINUED: self._continued,
+            EventName.RETRYING: self._retrying,
+            EventName.REQUEUED: self._requeued,
         }
         for event in TERMINAL_STATUS:
             self._handlers[event] = self._terminal
@@ -75,6 +80,8 @@ class RecordKeeper:
         data = message.data if isinstance(message.data, dict) else {}
         record.status = TaskStatus.RUNNING.value
         record.started_at = message.ts
+        if self._attempt_started is None:
+            self._attempt_started = message.ts
         if message.source == "executor":
             record.pid = data.get("pid", record.pid)
             if data.get("host"):
@@ -120,28 +127,93 @@ class RecordKeeper:
         self.record.status = TaskStatus.RUNNING.value
         return True
 
+    def _requeued(self, message: Message) -> bool:
+        """Back in the scheduler's queue: QUEUED until the next attempt starts."""
+        data = message.data if isinstance(message.data, dict) else {}
+        self.record.status = TaskStatus.QUEUED.value
+        seen = self.record.extra.get("requeues", 0) + 1
+        self.record.extra["requeues"] = data.get("requeues", seen)
+        if data.get("slurm_restarts") is not None:
+            self.record.extra["slurm_restarts"] = data["slurm_restarts"]
+        return True
+
     def _terminal(self, message: Message) -> bool:
         record = self.record
         data: dict[str, Any] = message.data if isinstance(message.data, dict) else {}
-        record.status = TERMINAL_STATUS[EventName(message.sig)].value
-        record.ended_at = message.ts
+        self._settle(message.sig, data, message.ts)
+        if record.verdict is None:
+            record.verdict = self._judge(message.sig)
+        attempt = data.get("attempt")
+        if isinstance(attempt, int) and attempt > len(record.attempts):  # the last attempt
+            record.attempts.append(self._attempt(attempt, message.ts, record.verdict, data))
+        return True
+
+    def _retrying(self, message: Message) -> bool:
+        """An attempt ended and another follows: record it, and clear what was its own."""
+        record = self.record
+        data: dict[str, Any] = message.data if isinstance(message.data, dict) else {}
+        event = str(data.get("event") or EventName.FAILED.value)
+        if event not in TERMINAL_STATUS:
+            event = EventName.FAILED.value
+        self._settle(event, data, message.ts)
+        # Not record.verdict: a retried attempt never has a live verdict (a limit's end is
+        # never retried), and the next attempt may have set one already.
+        verdict = self._judge(event)
+        attempt = data.get("attempt")
+        number = attempt if isinstance(attempt, int) else len(record.attempts) + 1
+        record.attempts.append(self._attempt(number, message.ts, verdict, data))
+        record.status = TaskStatus.PENDING.value
+        record.result = record.error = None
+        record.exit_code = record.signal = record.usage = record.ended_at = None
+        self.judge = VerdictJudge(*self._judging)
+        self._attempt_started = None
+        return True
+
+    def _settle(self, event: str, data: dict[str, Any], ts: float) -> None:
+        """How an attempt ended (``event`` and its payload ``data``), into the record."""
+        record = self.record
+        record.status = TERMINAL_STATUS[EventName(event)].value
+        record.ended_at = ts
         record.exit_code = data.get("exit_code")
         record.signal = data.get("signal")
         if data.get("usage") is not None:
             record.usage = data["usage"]
         if data.get("extra"):
             record.extra.update(data["extra"])
-        if message.sig != EventName.DONE and record.error is None and data.get("error"):
+        if event != EventName.DONE and record.error is None and data.get("error"):
             record.error = self.redactor.mapping({"traceback": None, **data["error"]})
-        if record.verdict is None:
-            record.verdict = self.judge.judge(
-                message.sig,
-                exit_code=record.exit_code,
-                signum=record.signal,
-                usage=record.usage,
-                error=record.error,
-            )
-        return True
+
+    def _judge(self, event: str) -> dict[str, Any] | None:
+        record = self.record
+        return self.judge.judge(
+            event,
+            exit_code=record.exit_code,
+            signum=record.signal,
+            usage=record.usage,
+            error=record.error,
+        )
+
+    def _attempt(
+        self, number: int, ts: float, verdict: dict[str, Any] | None, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The record's entry for attempt ``number``, which ended at ``ts``."""
+        record = self.record
+        entry = {
+            "attempt": number,
+            "status": record.status,
+            "reason": data.get("reason"),
+            "exit_code": record.exit_code,
+            "signal": record.signal,
+            "error": record.error,
+            "verdict": verdict,
+            "started_at": self._attempt_started,
+            "ended_at": ts,
+            "delay": data.get("delay"),
+            "next_at": data.get("next_at"),
+        }
+        if record.slurm_job_id is not None:  # each attempt is a job of its own
+            entry["slurm_job_id"] = record.slurm_job_id
+        return entry
 
     def _log(self, message: Message) -> bool:
         self.judge.observe(message)

@@ -174,6 +174,10 @@ class AnalysisRecord:
     extra: dict[str, Any] = field(default_factory=dict)
     """Launcher-specific facts: slurm_state, node_list, batch_script, launch_command..."""
     cwd: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    """Runs with a ``retry``: one ``{"attempt", "status", "reason", "exit_code", "signal",
+    "error", "verdict", "started_at", "ended_at", "delay", "next_at"}`` per attempt, in order
+    (``next_at``: when the next attempt starts, None for the last)."""
 
     def __post_init__(self) -> None:
         self.status = status_value(self.status)

@@ -119,6 +119,9 @@ class Dispatcher(RunState):
         if terminal:
             if self._terminal_fired:
                 return
+            if self._after:  # a done's after steps may make it a failed (run.tasklets)
+                message = await self._after_steps(message)
+                sig = message.sig
             self._terminal_fired = True
         if self._keeper.apply(message):
             await self._context.save(self)

@@ -24,7 +24,7 @@ import anyio
 from lute_async.communicators import CommunicatorSpec
 from lute_async.communicators.base import Batch
 from lute_async.error_budget import ErrorBudget
-from lute_async.errors import LuteAsyncError
+from lute_async.errors import ConfigError, LuteAsyncError
 from lute_async.hooks.events import Hook
 from lute_async.hooks.registry import HookRegistry
 from lute_async.launchers.base import Launcher, TaskProcess
@@ -34,13 +34,16 @@ from lute_async.messages import TERMINAL_EVENTS, EventName, Message, TaskStatus
 from lute_async.records.keeper import RecordKeeper
 from lute_async.records.model import AnalysisRecord
 from lute_async.redaction import Redactor
+from lute_async.retry import Retry
 from lute_async.run import enforcement
+from lute_async.run.attempts import Attempts
 from lute_async.run.context import RunContext
 from lute_async.run.dispatch import Dispatcher
 from lute_async.run.enforcement import Deadline
 from lute_async.run.lifecycle import Lifecycle
-from lute_async.run.supervise import Supervisor
+from lute_async.run.tasklets import TaskletSteps
 from lute_async.sandbox import Sandbox
+from lute_async.tasklets import LoadedTasklet
 
 if TYPE_CHECKING:
     from lute_async.channel import Channel
@@ -56,7 +59,7 @@ STREAM_BUFFER = 8
 HooksArg = Mapping[str, Hook | Iterable[Hook]] | HookRegistry | None
 
 
-class Run(Supervisor, Dispatcher):
+class Run(Attempts, TaskletSteps, Dispatcher):
     """A live handle on one run: its id, status and record, its messages, and control."""
 
     def __init__(
@@ -79,7 +82,15 @@ class Run(Supervisor, Dispatcher):
         stdin: Channel | None = None,
         stdout: Channel | None = None,
         sandbox: Sandbox | None = None,
+        retry: Retry | None = None,
+        before: Sequence[LoadedTasklet] | None = None,
+        after: Sequence[LoadedTasklet] | None = None,
     ) -> None:
+        if retry is not None and (stdin is not None or stdout is not None):
+            raise ConfigError(
+                "key 'retry': a run whose stdin or stdout is a Channel cannot be retried "
+                "(a channel's bytes are read once)"
+            )
         self.id = uuid.uuid4().hex
         self.name = name
         self.hooks = hooks if isinstance(hooks, HookRegistry) else HookRegistry(hooks)
@@ -117,6 +128,10 @@ class Run(Supervisor, Dispatcher):
             self.record.extra["limits"] = limits.to_dict()
         if sandbox is not None:
             self.record.extra["sandbox"] = sandbox.to_dict()
+        self._retry, self._attempt_number = retry, 0
+        if retry is not None:
+            self.record.extra["retry"] = retry.to_dict()
+        self._before, self._after = tuple(before or ()), tuple(after or ())
         self._keeper = RecordKeeper(
             self.record,
             limits=self.record.extra.get("limits"),

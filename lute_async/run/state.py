@@ -25,10 +25,12 @@ if TYPE_CHECKING:
     from lute_async.records.keeper import RecordKeeper
     from lute_async.records.model import AnalysisRecord
     from lute_async.redaction import Redactor
+    from lute_async.retry import Retry
     from lute_async.run.context import RunContext
     from lute_async.run.enforcement import Deadline
     from lute_async.run.lifecycle import Lifecycle
     from lute_async.sandbox import Sandbox
+    from lute_async.tasklets import LoadedTasklet
 
 #: A run's message tap: what :meth:`Run.messages` reads, fed by the dispatcher.
 Tap = tuple[MemoryObjectSendStream["Message"], MemoryObjectReceiveStream["Message"]]
@@ -60,6 +62,12 @@ class RunState:
     _secret: str
     _communicator_specs: tuple[Any, ...]
     _channel_ends: list[Any]
+    # Attempts (run.attempts): the retry, and the attempt in progress or last ended (1...);
+    # the before and after steps (run.tasklets).
+    _retry: Retry | None
+    _attempt_number: int
+    _before: tuple[LoadedTasklet, ...]
+    _after: tuple[LoadedTasklet, ...]
     # The stream from the readers to the dispatcher, and the tap after it.
     _send: MemoryObjectSendStream[Batch]
     _receive: MemoryObjectReceiveStream[Batch]
@@ -72,7 +80,7 @@ class RunState:
     _finished: anyio.Event
     _readers_left: int
     _drained: anyio.Event
-    _queued: anyio.CancelScope | None  # set while waiting for a slot
+    _queued: anyio.CancelScope | None  # set while waiting: for a slot, a before step, a backoff
     # The dispatcher: working on a batch, when it last finished one, what it has fired.
     _dispatching: bool
     _last_progress: float
@@ -102,6 +110,18 @@ class RunState:
 
     # Each part's methods the other calls, declared here (the last base) so that they resolve
     # to the part that defines them.
+    async def _supervise(self) -> None:
+        """Save the record, run the attempts, end the stream (the attempts' loop's)."""
+        raise NotImplementedError
+
+    async def _before_steps(self) -> ExitStatus | None:
+        """Run the before steps; how the run ends if one skipped or failed (run.tasklets)."""
+        raise NotImplementedError
+
+    async def _after_steps(self, message: Message) -> Message:
+        """Run the after steps on a ``done``; the terminal message to handle (run.tasklets)."""
+        raise NotImplementedError
+
     async def _dispatch(self) -> None:
         """Dispatch the stream until it ends (the dispatcher's)."""
         raise NotImplementedError

@@ -29,6 +29,7 @@ from lute_async.wire import (
     ENV_PARAMS_FILE,
     ENV_RUN,
     ENV_SECRET,
+    ENV_SPOOL,
 )
 
 #: Params larger than this go to the task in a file instead of the environment.
@@ -66,9 +67,10 @@ class Supervisor(RunState):
                 await self._abort()
             raise
 
-    async def _supervise(self) -> None:
+    async def _attempt(self) -> ExitStatus:
+        """One attempt: wait for a slot, launch, wait for the exit, drain. How it ended (a
+        launch error's, or exit_code None when it was cancelled before it could start)."""
         context, lifecycle = self._context, self._lifecycle
-        await context.save(self)
         async with AsyncExitStack() as slot:
             if context.limiter is not None:
                 # Waiting for a max_concurrency slot: cancel() ends the wait at once.
@@ -77,8 +79,7 @@ class Supervisor(RunState):
                         await slot.enter_async_context(context.limiter)
                 self._queued = None
             if lifecycle.ending:  # cancelled before it could start
-                await self._end(ExitStatus(exit_code=None))
-                return
+                return ExitStatus(exit_code=None)
             lifecycle.advance(Phase.LAUNCHING)
             channel = RunChannel(
                 self.id,
@@ -99,15 +100,14 @@ class Supervisor(RunState):
                     for communicator in communicators:
                         await communicator.aclose()
                     self._remove_params_file()
-        if status is not None:
-            dropped = channel.error_log.summary()
-            if dropped is not None:  # the first few are in extra["protocol_errors"]
-                self.record.extra["protocol_errors_dropped"] = dropped
-            await self._end(status)
+        dropped = channel.error_log.summary()
+        if dropped is not None:  # the first few are in extra["protocol_errors"]
+            self.record.extra["protocol_errors_dropped"] = dropped
+        return status
 
     async def _launch_and_wait(
         self, channel: RunChannel, communicators: list[Communicator]
-    ) -> ExitStatus | None:
+    ) -> ExitStatus:
         try:
             spec = self._launch_spec()  # may write the params file: a private run dir
             for communicator in communicators:
@@ -125,8 +125,7 @@ class Supervisor(RunState):
             kind = type(exc).__name__ if isinstance(exc, LaunchError) else "LaunchError"
             error = {"type": kind, "message": self.redactor.text(str(exc)), "traceback": None}
             self._lifecycle.launch_failed()
-            await self._end(ExitStatus(exit_code=None, error=error))
-            return None
+            return ExitStatus(exit_code=None, error=error)
         for communicator in communicators:
             communicator.child_started()
         described = self._process.describe()
@@ -186,6 +185,7 @@ class Supervisor(RunState):
         env = dict(os.environ) if context.inherit_env else {}
         env.setdefault("PYTHONUNBUFFERED", "1")  # live log lines from Python tasks
         env.update(self._env_overrides)
+        env.pop(ENV_SPOOL, None)  # an enclosing job's: a spool is named by this run's launcher
         env[ENV_RUN] = self.id
         env[ENV_NAME] = self.name
         env[ENV_SECRET] = self._secret
@@ -199,6 +199,7 @@ class Supervisor(RunState):
             cwd=self._cwd,
             limits=self._limits,
             sandbox=self._sandbox,
+            attempt=max(1, self._attempt_number),
         )
         if self._sandbox is not None and not getattr(self.launcher, "sandboxes", False):
             kind = getattr(self.launcher, "kind", type(self.launcher).__name__)
@@ -254,8 +255,14 @@ class Supervisor(RunState):
         """Send the terminal event of the run's first-wins end, the last message of the
         stream."""
         event = self._lifecycle.finish(status)
-        data = self._lifecycle.payload(event, status)
+        data = self._attempt_noted(self._lifecycle.payload(event, status))
         await self._send.send([Message(event, data, 0, time.time(), None, os.getpid())])
+
+    def _attempt_noted(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` of a terminal event, with the attempt it ends for a run with a retry."""
+        if self._retry is not None:
+            data["attempt"] = self._attempt_number
+        return data
 
     async def _abort(self) -> None:
         """The owner of this run was cancelled: end the process, then record and fire
@@ -276,5 +283,5 @@ class Supervisor(RunState):
                     status = await process.wait()
         self._lifecycle.advance(Phase.ENDED)
         event = EventName.CANCELLED.value
-        data = terminal_payload(event, status, error=OWNER_CANCELLED)
+        data = self._attempt_noted(terminal_payload(event, status, error=OWNER_CANCELLED))
         await self._handle(Message(event, data, 0, time.time(), None, os.getpid()))

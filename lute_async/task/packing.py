@@ -34,6 +34,14 @@ def to_wire(obj: Any) -> Any:
     raise TypeError(f"cannot send a value of type {type(obj).__name__} to the executor")
 
 
+def log_value(obj: Any) -> Any:
+    """JSON for a value of a standalone log line: bytes as text (as a record's JSON shows
+    them), anything else as it would go to the executor."""
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return bytes(obj).decode("utf-8", "backslashreplace")
+    return to_wire(obj)
+
+
 class MessagePacker:
     """``pack(message)``: plain_msgpack for the first :data:`PLAIN_MESSAGES` messages; after
     them, or from the first value plain_msgpack does not cover, msgpack's C packer does it

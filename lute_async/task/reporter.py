@@ -17,8 +17,16 @@ import time
 from _thread import allocate_lock  # threading itself costs a task start ~5 ms; loaded lazily
 
 from lute_async.task.function import current_rank
-from lute_async.task.packing import MessagePacker, to_wire
-from lute_async.wire import ENV_FD, ENV_RUN, ENV_SECRET, ENV_SOCKET, ENV_TCP, PROTOCOL_VERSION
+from lute_async.task.packing import MessagePacker, log_value
+from lute_async.wire import (
+    ENV_FD,
+    ENV_RUN,
+    ENV_SECRET,
+    ENV_SOCKET,
+    ENV_SPOOL,
+    ENV_TCP,
+    PROTOCOL_VERSION,
+)
 
 TYPE_CHECKING = False  # typing and collections.abc cost every task start milliseconds
 if TYPE_CHECKING:
@@ -69,7 +77,7 @@ def fd_sink(spec: str) -> Sink | None:
     return Sink(write, close)
 
 
-def socket_sink(address: str, tcp: bool) -> Sink:
+def socket_sink(address: str, tcp: bool, watch: bool = False) -> Sink:
     """Connect to the executor's Unix socket ``address``, or its TCP ``host:port``."""
     if tcp:
         import socket
@@ -79,7 +87,12 @@ def socket_sink(address: str, tcp: bool) -> Sink:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         from lute_async.task.handshake import read_nonce
 
-        return Sink(sock.sendall, sock.close, read_nonce(sock))  # closes sock on failure
+        nonce = read_nonce(sock)  # closes sock on failure
+        if watch:
+            from lute_async.task.spool import watched_write
+
+            return Sink(watched_write(sock), sock.close, nonce)
+        return Sink(sock.sendall, sock.close, nonce)
     import _socket  # its C core: `socket` loads enum and selectors, ~7 ms of a task start
 
     unix = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -101,7 +114,7 @@ def open_sink(env: dict[str, str] | os._Environ[str], prefer: tuple[str, ...]) -
             elif kind == "socket" and (path := env.get(ENV_SOCKET)):
                 sink = socket_sink(path, tcp=False)
             elif kind == "tcp" and (address := env.get(ENV_TCP)):
-                sink = socket_sink(address, tcp=True)
+                sink = socket_sink(address, tcp=True, watch=bool(env.get(ENV_SPOOL)))
             else:
                 continue
         except OSError as exc:  # gone or refused: try the next channel
@@ -171,6 +184,9 @@ class Reporter:
         run_id = env.get(ENV_RUN)
         rank = current_rank(env)
         sink = open_sink(env, prefer) if run_id is not None else None
+        # A batch job whose executor is gone (a requeued attempt): its spool, and no hello.
+        spooled = _spool_sink(run_id, rank) if sink is None and run_id is not None else None
+        sink = sink or spooled
         if sink is None and required:
             from lute_async.errors import NotInExecutorError
 
@@ -180,7 +196,7 @@ class Reporter:
                 "`lute-async exec -- ...` or from an Executor"
             )
         reporter = cls(sink, run_id=run_id, rank=rank, all_ranks=all_ranks, linger=linger)
-        if sink is not None:
+        if sink is not None and sink is not spooled:
             hello = {
                 "v": PROTOCOL_VERSION,
                 "run": run_id,
@@ -197,6 +213,7 @@ class Reporter:
             # another channel) long before its first flush on this one.
             reporter._buf += reporter._packer.pack(hello)
             reporter.flush()
+        if sink is not None:
             import atexit
 
             atexit.register(reporter.close)
@@ -325,11 +342,15 @@ class Reporter:
         try:
             sink.write(data)
         except (BrokenPipeError, ConnectionError):
-            # The executor is gone: nobody can hear us, so say so once and stop sending.
+            # The executor is gone: a batch job spools for one that attaches; others say so.
+            spool = _spool_sink(self.run_id, self.rank)
             with self._buf_lock:
                 if self._sink is sink:
-                    self._sink = None
-            sys.stderr.write("lute-async: executor connection lost; reporting to stderr\n")
+                    self._sink = spool
+            where = "to stderr" if spool is None else "to its spool"
+            sys.stderr.write(f"lute-async: executor connection lost; reporting {where}\n")
+            if spool is not None:
+                spool.write(data)
 
     def _arm_flusher(self, urgent: bool) -> None:
         if self._armed is None or self._wake is None:
@@ -366,12 +387,14 @@ class Reporter:
         import json
 
         record = {"event": sig, "ts": time.time(), "rank": self.rank, "data": data}
-        sys.stderr.write(json.dumps(record, default=_log_value) + "\n")
+        sys.stderr.write(json.dumps(record, default=log_value) + "\n")
 
 
-def _log_value(obj: Any) -> Any:
-    """JSON for a value of a standalone log line: bytes as text (as a record's JSON shows
-    them), anything else as it would go to the executor."""
-    if isinstance(obj, bytes | bytearray | memoryview):
-        return bytes(obj).decode("utf-8", "backslashreplace")
-    return to_wire(obj)
+def _spool_sink(run_id: str | None, rank: int | None) -> Sink | None:
+    """A sink into a new spool file of this process, if the job spools (:mod:`.spool`)."""
+    if not os.environ.get(ENV_SPOOL):
+        return None
+    from lute_async.task.spool import open_spool
+
+    spool = open_spool(os.environ, run_id or "", os.getpid(), rank)
+    return None if spool is None else Sink(spool.write, spool.close)
