@@ -427,3 +427,24 @@ def test_the_records_benchmark_measures_both_backends(pg_server: PgServer) -> No
         ("postgresql", 8),
     ]
     assert all(rate > 0 for _, _, rate in rows)
+
+
+def test_pages_and_cursors_walk_every_run_once_on_both_backends(record_db: Path | str) -> None:
+    from lute_async.records import RunFilter
+
+    with RecordStore(record_db) as store:
+        saved = [
+            AnalysisRecord(name="p", status="COMPLETED", submitted_at=float(i // 3), tags=["t"])
+            for i in range(10)
+        ]
+        store.save_many(saved)
+        seen: list[str] = []
+        found, cursor = store.page(RunFilter(tags="t"), limit=4)
+        seen += [r.id for r in found]
+        while cursor is not None:
+            found, cursor = store.page(RunFilter(tags="t"), after=cursor, limit=4)
+            seen += [r.id for r in found]
+        assert sorted(seen) == sorted(r.id for r in saved) and len(seen) == 10
+        newest = store.query(limit=1)[0]
+        rest, _ = store.page(after=store.cursor_of(newest.id), limit=20)
+        assert [r.id for r in rest] == [r.id for r in store.query()][1:]
