@@ -150,6 +150,8 @@ def private_pg(pg_server: PgServer) -> Iterator[PrivateServer]:
 
     Its directory is under /tmp, not tmp_path: the ``postgres`` user must reach it.
     """
+    if os.geteuid() != 0:
+        unavailable("a PostgreSQL server of the test's own needs root (initdb as postgres)")
     directory = Path(f"/tmp/lute-async-pg-test-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     server = PrivateServer(directory, 56000 + os.getpid() % 1000)
     try:
