@@ -448,3 +448,20 @@ def test_pages_and_cursors_walk_every_run_once_on_both_backends(record_db: Path 
         newest = store.query(limit=1)[0]
         rest, _ = store.page(after=store.cursor_of(newest.id), limit=20)
         assert [r.id for r in rest] == [r.id for r in store.query()][1:]
+
+
+async def test_a_password_given_as_a_url_parameter_is_masked_too(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts = urlsplit(pg_url)
+    password = parts.password or ""
+    url = f"postgresql://{parts.username}@{parts.hostname}:{parts.port}{parts.path}"
+    url += f"?password={password}&application_name=lute-test"
+    monkeypatch.setenv("LUTE_ASYNC_DB", url)
+    async with Executor(workdir=tmp_path / "work", record_env="all") as ex:
+        record = await ex.run(["true"])
+    assert record.status == "COMPLETED"
+    assert record.env["LUTE_ASYNC_DB"].endswith("?password=***&application_name=lute-test")
+    assert describe_db(url).endswith("?password=***&application_name=lute-test")
+    rows = raw_query(pg_url, "SELECT doc FROM runs")
+    assert rows and all(password not in str(row) for row in rows)

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from pathlib import Path
 from typing import Final
 
-from lute_async.redaction import REDACTED, redact_url_credentials
+from lute_async.redaction import redact_url_credentials
 
 __all__ = [
     "SERVER_SCHEMES",
@@ -33,8 +32,6 @@ libpq refuses, not a sqlite file of that odd name)."""
 
 DatabaseTarget = Path | str
 """A sqlite file (Path) or a PostgreSQL URL (str)."""
-
-_PASSWORD_PARAM: Final = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def is_server_url(value: object) -> bool:
@@ -74,9 +71,7 @@ def describe_db(target: str | os.PathLike[str]) -> str:
     """*target* as messages and logs show it: a URL's password (in its user part or as a
     ``password=`` parameter) masked."""
     text = os.fspath(target)
-    if not is_server_url(text):
-        return text
-    return _PASSWORD_PARAM.sub(rf"\g<1>{REDACTED}", redact_url_credentials(text))
+    return redact_url_credentials(text) if is_server_url(text) else text
 
 
 def server_key(url: str) -> str:
