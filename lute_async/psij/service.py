@@ -24,8 +24,9 @@ from lute_async.background import BackgroundRun, BackgroundRuns
 from lute_async.errors import LuteAsyncError, RecordNotFound
 from lute_async.private_paths import ensure_private_dir
 from lute_async.psij.spec import plan
-from lute_async.records import AnalysisRecord, default_db_path
+from lute_async.records import AnalysisRecord
 from lute_async.records.liveness import pid_is_alive
+from lute_async.records.location import as_target, default_db
 
 #: How often a run owned by another process is read again from the records (attach).
 FOLLOW_INTERVAL = 1.0
@@ -211,7 +212,8 @@ _services_lock = threading.Lock()
 def service(db: str | os.PathLike[str] | None = None) -> PsijService:
     """The process's service for record database ``db`` (default: ``$LUTE_ASYNC_DB`` or the
     user data directory), started on first use."""
-    path = os.path.realpath(db if db is not None else default_db_path())
+    target = as_target(db) if db is not None else default_db()
+    path = target if isinstance(target, str) else os.path.realpath(target)  # a URL as given
     with _services_lock:
         found = _services.get(path)
         if found is None:
