@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from lute_async.errors import AmbiguousRunId, RecordNotFound, RecordStoreError
 from lute_async.records import paging, recovery
@@ -176,25 +176,16 @@ class RecordStore:
         When that transaction fails, each record is saved on its own, so only the records the
         database cannot take fail (and are spilled to the journal, as :meth:`save` does).
         """
-        if len(records) > 1:
-            try:
-                stored = [self._stored(record) for record in records]
-                with self._database.write(f"save {len(records)} runs") as conn:
-                    for one in stored:
-                        self._database.upsert_stored(conn, one)
-                self._replay_if_back()
-                return [None] * len(records)
-            except Exception:
-                pass
-        errors: list[Exception | None] = []
-        for record in records:
-            try:
-                self.save(record)
-            except Exception as exc:
-                errors.append(exc)
-            else:
-                errors.append(None)
-        return errors
+        if len(records) > 1 and _raised(self._save_together, records) is None:
+            self._replay_if_back()
+            return [None] * len(records)
+        return [_raised(self.save, record) for record in records]
+
+    def _save_together(self, records: Sequence[AnalysisRecord]) -> None:
+        stored = [self._stored(record) for record in records]
+        with self._database.write(f"save {len(records)} runs") as conn:
+            for one in stored:
+                self._database.upsert_stored(conn, one)
 
     def _stored(self, record: AnalysisRecord) -> StoredRecord:
         _check_status(record)
@@ -337,6 +328,15 @@ class RecordStore:
     def lease_expires_at(self) -> float | None:
         """When this process's lease lapses (epoch seconds, the database's clock), or None."""
         return Lease(self._database).expires_at()
+
+
+def _raised(call: Callable[[Any], None], argument: Any) -> Exception | None:
+    """What ``call(argument)`` raised, or None."""
+    try:
+        call(argument)
+    except Exception as exc:
+        return exc
+    return None
 
 
 def _check_status(record: AnalysisRecord) -> None:
