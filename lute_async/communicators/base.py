@@ -169,10 +169,8 @@ class FrameConnection:
             # The usual frame, checked inline: a dict that is no hello, with an int seq, a
             # float ts and a sig equal to one that passed every check on this connection
             # (so a hello came first). Anything else takes _check_frame.
-            try:
-                sig = frame["sig"]
-                seq = frame["seq"]
-                ts = frame["ts"]
+            try:  # a frame without data takes _check_frame too
+                sig, seq, ts, data = frame["sig"], frame["seq"], frame["ts"], frame["data"]
             except (KeyError, TypeError):
                 sig = None
             if sig == good_sig and type(seq) is int and type(ts) is float and "v" not in frame:
@@ -185,7 +183,7 @@ class FrameConnection:
                 message.sig = sig
                 message.seq = seq
                 message.ts = ts
-                data = message.data = frame.get("data")
+                message.data = data
                 if type(data) in containers and too_deep(data):
                     error = self._too_deep()
                     break

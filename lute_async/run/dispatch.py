@@ -11,11 +11,11 @@ import anyio
 
 from lute_async.communicators.base import Batch
 from lute_async.errors import ProtocolError
-from lute_async.hooks.events import Event, Hook, HookError
-from lute_async.hooks.registry import call_hooks, hook_error
+from lute_async.hooks.events import ANY_EVENT, Event, EventBatch, Hook, HookError
+from lute_async.hooks.registry import call_batch_hooks, call_hooks, hook_error
 from lute_async.logs import get_logger
 from lute_async.messages import TERMINAL_EVENTS, EventName, Message
-from lute_async.run.state import RunState
+from lute_async.run.state import Route, RunState
 
 # Plain values for the per-message checks: an enum member lookup costs 0.1 us on 3.11.
 _STARTED: str = EventName.STARTED.value
@@ -38,28 +38,28 @@ class Dispatcher(RunState):
                 self._tap[0].close()
 
     async def _dispatch_batch(self, batch: Batch) -> None:
-        """Handle ``batch`` in order. A message whose event only fires sync hooks, and touches
-        neither the record nor the tap, takes the fast path: an Event and the hook calls, with
-        no coroutine, hook-list concatenation or record check per message."""
-        if self._tap is not None:  # the tap only ever goes away, never comes back mid-batch
-            for message in batch:
-                await self._handle(message)
-            return
+        """Handle ``batch`` in order, then call the batch hooks with its events. A message
+        whose event only fires sync hooks, and touches neither the record nor the tap, takes
+        the fast path: an Event and the hook calls, with no coroutine, hook-list
+        concatenation or record check per message."""
         executor_hooks, run_hooks = self._context.hooks, self.hooks
         timeout = self._context.hook_timeout  # only named in errors, as call_hooks does
-        plain = self._plain_hooks
+        routes = self._routes
+        handle_all = self._tap is not None  # the tap only ever goes away, never comes back
+        collected: list[Message] = []  # the batch hooks' (their Events are made lazily)
+        collect = collected.append
         new = object.__new__
         for message in batch:
-            if executor_hooks.version + run_hooks.version != self._plain_version:
-                plain = self._renew_plain_hooks()
+            if executor_hooks.version + run_hooks.version != self._routes_version:
+                routes = self._renew_routes()
             sig = message.sig
-            hooks = plain.get(sig)
-            if hooks is None:
-                if sig not in plain:
-                    plain[sig] = hooks = self._sync_hooks_only(sig)
-                if hooks is None:
-                    await self._handle(message)
-                    continue
+            hooks, batched = routes.get(sig) or self._route(sig)
+            if hooks is None or handle_all:
+                if await self._handle(message) and batched:
+                    collect(message)
+                continue
+            if batched:
+                collect(message)
             if hooks:
                 # Event(...) field by field: 40% cheaper than calling the dataclass on 3.11
                 # (test_hooks_get_events_equal_to_constructed_ones checks every field is set).
@@ -78,25 +78,64 @@ class Dispatcher(RunState):
                         if result is not None and inspect.isawaitable(result):
                             await result
                     except Exception as exc:
-                        self._hook_errors([hook_error(event, fn, exc, timeout)])
+                        self._hook_errors([hook_error(sig, fn, exc, timeout)])
+        if collected:
+            await self._fire_batch_hooks(collected)
+        if self._terminal_fired and not self._finished.is_set():
+            self._finished.set()  # after the batch hooks: wait() returns the final record
 
-    def _renew_plain_hooks(self) -> dict[str, tuple[Hook, ...] | None]:
-        """Forget the cached hook lists: a registry has changed since they were made."""
-        self._plain_version = self._context.hooks.version + self.hooks.version
-        self._plain_hooks = {}
-        return self._plain_hooks
+    def _renew_routes(self) -> dict[str, Route]:
+        """Forget the cached routes: a registry has changed since they were made."""
+        self._routes_version = self._context.hooks.version + self.hooks.version
+        self._routes = {}
+        return self._routes
 
-    def _sync_hooks_only(self, sig: str) -> tuple[Hook, ...] | None:
-        """The hooks of ``sig`` when they are all sync and the event is none of those
-        ``_handle`` treats specially; None when ``_handle`` must take it."""
-        if sig in self._special_events or self._context.watchdog is not None:
-            return None  # the watchdog of sync hooks lives in call_hooks only
-        hooks = self._context.hooks.hooks_for(sig) + self.hooks.hooks_for(sig)
-        if any(is_async for _, is_async in hooks):
-            return None
-        return tuple(fn for fn, _ in hooks)
+    def _route(self, sig: str) -> Route:
+        """How ``sig``'s messages are handled, cached until a registry changes: the sync hooks
+        of the fast path (None when ``_handle`` must take it: an event it treats specially,
+        an async hook, or the watchdog), and whether a batch hook wants its events."""
+        context = self._context
+        batched = any(
+            name in (sig, ANY_EVENT)
+            for registry in (context.hooks, self.hooks)
+            for name, _, _ in registry.batch_hooks()
+        )
+        hooks: tuple[Hook, ...] | None = None
+        if sig not in self._special_events and context.watchdog is None:
+            # The watchdog of sync hooks lives in call_hooks only.
+            listed = context.hooks.hooks_for(sig) + self.hooks.hooks_for(sig)
+            if not any(is_async for _, is_async in listed):
+                hooks = tuple(fn for fn, _ in listed)
+        route = self._routes[sig] = (hooks, batched)
+        return route
 
-    async def _handle(self, message: Message) -> None:
+    async def _fire_batch_hooks(self, messages: list[Message]) -> None:
+        """Call each batch hook (the executor's, then the run's) with the events of
+        ``messages`` it was registered for; errors are recorded like per-message hooks'."""
+        context = self._context
+        sig = messages[0].sig
+        one_event = all(message.sig == sig for message in messages)
+        errors: list[HookError] = []
+        for registry in (context.hooks, self.hooks):
+            for key, fn, is_async in list(registry.batch_hooks()):
+                if key == ANY_EVENT:
+                    chosen = messages
+                elif one_event:
+                    chosen = messages if key == sig else []
+                else:
+                    chosen = [message for message in messages if message.sig == key]
+                if chosen:
+                    batch = EventBatch(self, chosen)
+                    errors += await call_batch_hooks(
+                        [(fn, is_async)], batch, key, context.hook_timeout, context.watchdog
+                    )
+        if errors:
+            self._hook_errors(errors)
+            if self._terminal_fired:
+                await context.save(self)
+
+    async def _handle(self, message: Message) -> bool:
+        """Handle one message; False when it fires nothing (a repeated start or end)."""
         sig = message.sig
         if sig == _STARTED:
             if self._started_fired:
@@ -111,14 +150,14 @@ class Dispatcher(RunState):
                     await self._context.save(self)
                 else:
                     self._keeper.task_started(message)
-                return
+                return False
             self._started_fired = True
         elif sig == _PROGRESS:
             self.progress = message.data if isinstance(message.data, dict) else None
         terminal = sig in TERMINAL_EVENTS
         if terminal:
             if self._terminal_fired:
-                return
+                return False
             self._terminal_fired = True
         if self._keeper.apply(message):
             await self._context.save(self)
@@ -135,8 +174,7 @@ class Dispatcher(RunState):
         if self._tap is not None:
             with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await self._tap[0].send(message)
-        if terminal:
-            self._finished.set()
+        return True
 
     def _hook_errors(self, errors: list[HookError]) -> None:
         log = get_logger()
