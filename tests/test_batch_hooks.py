@@ -10,9 +10,8 @@ from typing import Any
 import anyio
 import pytest
 
-from lute_async import Event, Executor
+from lute_async import Event, EventBatch, Executor
 from lute_async.error_budget import KEPT_ERRORS
-from lute_async.hooks.events import EventBatch
 from lute_async.hooks.registry import HookRegistry
 
 #: Enough ~100-byte messages for many decoded batches (a batch is at most 16 KiB of frames).
