@@ -5,6 +5,7 @@ after changing it (``python -m benchmarks``)."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from contextlib import suppress
 
 import anyio
@@ -15,7 +16,7 @@ from lute_async.hooks.events import ANY_EVENT, Event, EventBatch, Hook, HookErro
 from lute_async.hooks.registry import call_batch_hooks, call_hooks, hook_error
 from lute_async.logs import get_logger
 from lute_async.messages import TERMINAL_EVENTS, EventName, Message
-from lute_async.run.state import Route, RunState
+from lute_async.run.state import RunState
 
 # Plain values for the per-message checks: an enum member lookup costs 0.1 us on 3.11.
 _STARTED: str = EventName.STARTED.value
@@ -42,23 +43,38 @@ class Dispatcher(RunState):
         whose event only fires sync hooks, and touches neither the record nor the tap, takes
         the fast path: an Event and the hook calls, with no coroutine, hook-list
         concatenation or record check per message."""
-        executor_hooks, run_hooks = self._context.hooks, self.hooks
-        timeout = self._context.hook_timeout  # only named in errors, as call_hooks does
-        routes = self._routes
-        handle_all = self._tap is not None  # the tap only ever goes away, never comes back
         collected: list[Message] = []  # the batch hooks' (their Events are made lazily)
         collect = collected.append
+        if self._tap is not None:  # the tap only ever goes away, never comes back mid-batch
+            for message in batch:
+                if await self._handle(message) and self._batch_wants(message.sig):
+                    collect(message)
+        else:
+            await self._fast_path(batch, collect)
+        if collected:
+            await self._fire_batch_hooks(collected)
+        if self._terminal_fired and not self._finished.is_set():
+            self._finished.set()  # after the batch hooks: wait() returns the final record
+
+    async def _fast_path(self, batch: Batch, collect: Callable[[Message], None]) -> None:
+        """Dispatch ``batch`` (with no tap), passing the batch hooks' messages to ``collect``."""
+        executor_hooks, run_hooks = self._context.hooks, self.hooks
+        timeout = self._context.hook_timeout  # only named in errors, as call_hooks does
+        routes, wanted = self._routes, self._batch_names
         new = object.__new__
         for message in batch:
             if executor_hooks.version + run_hooks.version != self._routes_version:
-                routes = self._renew_routes()
+                routes, wanted = self._renew_routes()
             sig = message.sig
-            hooks, batched = routes.get(sig) or self._route(sig)
-            if hooks is None or handle_all:
-                if await self._handle(message) and batched:
-                    collect(message)
-                continue
-            if batched:
+            hooks = routes.get(sig)
+            if hooks is None:
+                if sig not in routes:
+                    hooks = self._route(sig)
+                if hooks is None:
+                    if await self._handle(message) and wanted and self._batch_wants(sig):
+                        collect(message)
+                    continue
+            if wanted and (sig in wanted or ANY_EVENT in wanted):
                 collect(message)
             if hooks:
                 # Event(...) field by field: 40% cheaper than calling the dataclass on 3.11
@@ -79,35 +95,39 @@ class Dispatcher(RunState):
                             await result
                     except Exception as exc:
                         self._hook_errors([hook_error(sig, fn, exc, timeout)])
-        if collected:
-            await self._fire_batch_hooks(collected)
-        if self._terminal_fired and not self._finished.is_set():
-            self._finished.set()  # after the batch hooks: wait() returns the final record
 
-    def _renew_routes(self) -> dict[str, Route]:
-        """Forget the cached routes: a registry has changed since they were made."""
-        self._routes_version = self._context.hooks.version + self.hooks.version
+    def _renew_routes(self) -> tuple[dict[str, tuple[Hook, ...] | None], frozenset[str]]:
+        """Forget the cached routes, and list the batch hooks' events anew: a registry has
+        changed since they were made."""
+        executor_hooks, run_hooks = self._context.hooks, self.hooks
+        self._routes_version = executor_hooks.version + run_hooks.version
         self._routes = {}
-        return self._routes
-
-    def _route(self, sig: str) -> Route:
-        """How ``sig``'s messages are handled, cached until a registry changes: the sync hooks
-        of the fast path (None when ``_handle`` must take it: an event it treats specially,
-        an async hook, or the watchdog), and whether a batch hook wants its events."""
-        context = self._context
-        batched = any(
-            name in (sig, ANY_EVENT)
-            for registry in (context.hooks, self.hooks)
+        self._batch_names = frozenset(
+            name
+            for registry in (executor_hooks, run_hooks)
             for name, _, _ in registry.batch_hooks()
         )
+        return self._routes, self._batch_names
+
+    def _batch_wants(self, sig: str) -> bool:
+        """True when a batch hook wants ``sig``'s events."""
+        if self._context.hooks.version + self.hooks.version != self._routes_version:
+            self._renew_routes()
+        names = self._batch_names
+        return sig in names or ANY_EVENT in names
+
+    def _route(self, sig: str) -> tuple[Hook, ...] | None:
+        """The sync hooks of ``sig`` for the fast path, cached until a registry changes; None
+        when ``_handle`` must take it (an event it treats specially, an async hook, or the
+        watchdog: that of sync hooks lives in call_hooks only)."""
+        context = self._context
         hooks: tuple[Hook, ...] | None = None
         if sig not in self._special_events and context.watchdog is None:
-            # The watchdog of sync hooks lives in call_hooks only.
             listed = context.hooks.hooks_for(sig) + self.hooks.hooks_for(sig)
             if not any(is_async for _, is_async in listed):
                 hooks = tuple(fn for fn, _ in listed)
-        route = self._routes[sig] = (hooks, batched)
-        return route
+        self._routes[sig] = hooks
+        return hooks
 
     async def _fire_batch_hooks(self, messages: list[Message]) -> None:
         """Call each batch hook (the executor's, then the run's) with the events of

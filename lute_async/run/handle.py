@@ -128,6 +128,7 @@ class Run(Supervisor, Dispatcher):
             self._keeper.handled | TERMINAL_EVENTS | {EventName.STARTED, EventName.PROGRESS}
         )
         self._routes = {}
+        self._batch_names = frozenset()
         self._routes_version = -1
         self._send, self._receive = anyio.create_memory_object_stream[Batch](STREAM_BUFFER)
         self._process = None

@@ -29,9 +29,6 @@ if TYPE_CHECKING:
     from lute_async.run.enforcement import Deadline
     from lute_async.run.lifecycle import Lifecycle
 
-#: How the dispatcher handles an event's messages: its sync hooks for the fast path (None:
-#: the full path), and whether batch hooks want its events.
-Route = tuple["tuple[Hook, ...] | None", bool]
 #: A run's message tap: what :meth:`Run.messages` reads, fed by the dispatcher.
 Tap = tuple[MemoryObjectSendStream["Message"], MemoryObjectReceiveStream["Message"]]
 
@@ -80,7 +77,10 @@ class RunState:
     _started_fired: bool
     _terminal_fired: bool
     _special_events: frozenset[str] | set[str]
-    _routes: dict[str, Route]
+    # Per event: its sync hooks for the fast path (None: the full path); the events batch
+    # hooks want; the registries' versions both were made from.
+    _routes: dict[str, tuple[Hook, ...] | None]
+    _batch_names: frozenset[str]
     _routes_version: int
 
     if TYPE_CHECKING:
