@@ -3,14 +3,18 @@ exactly once, alongside per-message hooks, with errors isolated and recorded lik
 
 from __future__ import annotations
 
+import io
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from conftest import log_events
 
-from lute_async import Event, EventBatch, Executor
+from lute_async import Event, EventBatch, Executor, logs
 from lute_async.error_budget import KEPT_ERRORS
 from lute_async.hooks.registry import HookRegistry
 
@@ -171,6 +175,43 @@ async def test_an_async_batch_hook_is_cut_by_hook_timeout(tmp_path: Path, script
         record = await executor.run(flood(script, n=5))
     assert record.status == "COMPLETED" and later == list(range(5))
     assert [(e["event"], e["type"]) for e in record.hook_errors] == [("tick", "TimeoutError")]
+
+
+class _Tripwire(io.StringIO):
+    """A log stream that says when a ``hook_blocking`` line has been written to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = threading.Event()
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if '"event": "hook_blocking"' in text:
+            self.seen.set()
+        return written
+
+
+async def test_a_sync_batch_hook_blocking_the_loop_is_reported_by_the_watchdog(
+    tmp_path: Path, script: Script, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logged = _Tripwire()
+    monkeypatch.setattr(sys, "stderr", logged)
+    monkeypatch.setattr(logs, "_logger", logs._logger)
+    logs.configure(renderer="json")
+
+    def block_until_reported(batch: EventBatch) -> None:
+        # Blocks the loop's thread until the watchdog thread has logged it (it cannot be cut).
+        assert logged.seen.wait(timeout=60)
+
+    async with Executor(db=tmp_path / "runs.db", hook_timeout=0.2) as executor:
+        executor.on_batch("done", block_until_reported)
+        record = await executor.run(flood(script, n=3))
+        stored = (await executor.store()).get(record.id)
+    for rec in (record, stored):
+        assert [(e["event"], e["type"]) for e in rec.hook_errors] == [("done", "TimeoutError")]
+        assert "past hook_timeout 0.2 s" in rec.hook_errors[0]["message"]
+    [blocking] = [e for e in log_events(logged.getvalue()) if e["event"] == "hook_blocking"]
+    assert blocking["run_id"] == record.id and "block_until_reported" in blocking["hook"]
 
 
 async def test_a_batch_hook_added_by_a_hook_applies_from_the_next_message(
