@@ -5,7 +5,6 @@ after changing it (``python -m benchmarks``)."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from contextlib import suppress
 
 import anyio
@@ -43,24 +42,14 @@ class Dispatcher(RunState):
         whose event only fires sync hooks, and touches neither the record nor the tap, takes
         the fast path: an Event and the hook calls, with no coroutine, hook-list
         concatenation or record check per message."""
-        collected: list[Message] = []  # the batch hooks' (their Events are made lazily)
-        collect = collected.append
         if self._tap is not None:  # the tap only ever goes away, never comes back mid-batch
-            for message in batch:
-                if await self._handle(message) and self._batch_wants(message.sig):
-                    collect(message)
-        else:
-            await self._fast_path(batch, collect)
-        if collected:
-            await self._fire_batch_hooks(collected)
-        if self._terminal_fired and not self._finished.is_set():
-            self._finished.set()  # after the batch hooks: wait() returns the final record
-
-    async def _fast_path(self, batch: Batch, collect: Callable[[Message], None]) -> None:
-        """Dispatch ``batch`` (with no tap), passing the batch hooks' messages to ``collect``."""
+            await self._dispatch_tapped(batch)
+            return
         executor_hooks, run_hooks = self._context.hooks, self.hooks
         timeout = self._context.hook_timeout  # only named in errors, as call_hooks does
         routes, wanted = self._routes, self._batch_names
+        collected: list[Message] = []  # the batch hooks' (their Events are made lazily)
+        collect = collected.append
         new = object.__new__
         for message in batch:
             if executor_hooks.version + run_hooks.version != self._routes_version:
@@ -95,6 +84,25 @@ class Dispatcher(RunState):
                             await result
                     except Exception as exc:
                         self._hook_errors([hook_error(sig, fn, exc, timeout)])
+        if collected or self._terminal_fired:
+            await self._end_batch(collected)
+
+    async def _dispatch_tapped(self, batch: Batch) -> None:
+        """Handle ``batch`` of a run with a tap: every message by ``_handle``."""
+        collected = [
+            message
+            for message in batch
+            if await self._handle(message) and self._batch_wants(message.sig)
+        ]
+        await self._end_batch(collected)
+
+    async def _end_batch(self, collected: list[Message]) -> None:
+        """Call the batch hooks with ``collected``; after the terminal event's, the record is
+        final: :meth:`wait` returns it."""
+        if collected:
+            await self._fire_batch_hooks(collected)
+        if self._terminal_fired and not self._finished.is_set():
+            self._finished.set()
 
     def _renew_routes(self) -> tuple[dict[str, tuple[Hook, ...] | None], frozenset[str]]:
         """Forget the cached routes, and list the batch hooks' events anew: a registry has
