@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     Write = Callable[[bytes | bytearray], None]
 
 _FLUSH_BYTES = 64 * 1024
+_time, _monotonic = time.time, time.monotonic  # bound once: emit is the task's hot path
 _DEFAULT_LINGER = 0.0005
 # -- sinks: where frames go --------------------------------------------------------------
 
@@ -252,25 +253,26 @@ class Reporter:
             self._log_standalone(sig, data)
             return
         with self._buf_lock:
-            self._seq += 1
-            message = {"sig": sig, "seq": self._seq, "ts": time.time(), "data": data}
-            self._buf += self._packer.pack(message)
-            now = time.monotonic()
+            seq = self._seq = self._seq + 1
+            buf = self._buf  # += extends it in place
+            buf += self._packer.pack({"sig": sig, "seq": seq, "ts": _time(), "data": data})
+            now = _monotonic()
+            linger = self.linger
             # Quiet means no *message* for ``linger``: measured from the last flush instead, a
             # steady 1 kHz sender whose previous message the flusher sent 0.5 ms late never
             # looked quiet, and every message waited out the linger.
-            quiet = now - self._last_emit >= self.linger
+            quiet = now - self._last_emit >= linger
             self._last_emit = now
             due = (
                 flush
                 or quiet
-                or len(self._buf) >= _FLUSH_BYTES
-                or now - self._last_flush >= self.linger
+                or len(buf) >= _FLUSH_BYTES
+                or now - self._last_flush >= linger
             )
         if due and (flush or self.write_inline):
             self.flush()
-        else:
-            self._arm_flusher(urgent=due)
+        elif due or (armed := self._armed) is None or not armed.is_set():
+            self._arm_flusher(urgent=due)  # else the flusher will send it: nothing to do
 
     @property
     def buffered(self) -> int:
