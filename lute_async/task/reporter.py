@@ -149,6 +149,9 @@ class Reporter:
         self._flusher: threading.Thread | None = None
         self._armed: threading.Event | None = None
         self._wake: threading.Event | None = None
+        # True from just before _armed is set until just after the flusher clears it: what
+        # emit reads instead of _armed.is_set(), a Python call per message.
+        self._arming = False
         self._closed = False
         self._packer = MessagePacker()
 
@@ -271,7 +274,7 @@ class Reporter:
             )
         if due and (flush or self.write_inline):
             self.flush()
-        elif due or (armed := self._armed) is None or not armed.is_set():
+        elif due or not self._arming:
             self._arm_flusher(urgent=due)  # else the flusher will send it: nothing to do
 
     @property
@@ -347,6 +350,7 @@ class Reporter:
             self._flusher.start()
         # Event.set takes a Condition and notifies: skip it while already armed (the flusher
         # clears before it flushes, so a message buffered before this check is always sent).
+        self._arming = True  # before set(): the flusher clears it only after clear()
         if not self._armed.is_set():
             self._armed.set()
         if urgent:
@@ -360,6 +364,7 @@ class Reporter:
             wake.wait(self.linger)
             wake.clear()
             armed.clear()
+            self._arming = False  # after clear(), before the flush that sends what is buffered
             if self._closed:
                 return  # close writes what is left
             self.flush()
