@@ -258,7 +258,7 @@ class Reporter:
         with self._buf_lock:
             seq = self._seq = self._seq + 1
             buf = self._buf  # += extends it in place
-            buf += self._packer.pack({"sig": sig, "seq": seq, "ts": _time(), "data": data})
+            buf += self._packer.frame(sig, seq, _time(), data)
             now = _monotonic()
             linger = self.linger
             # Quiet means no *message* for ``linger``: measured from the last flush instead, a
