@@ -14,6 +14,7 @@ _EXPORTS: dict[str, str] = {
     "Executor": "lute_async.executor",
     "Run": "lute_async.executor",
     "Event": "lute_async.hooks.registry",
+    "EventBatch": "lute_async.hooks.registry",
     "HookRegistry": "lute_async.hooks.registry",
     "Message": "lute_async.messages",
     "TaskStatus": "lute_async.messages",
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from lute_async.channel import Channel
     from lute_async.executor import Executor, Run
     from lute_async.futures import Command, FuturesExecutor, TaskFailed
-    from lute_async.hooks.registry import Event, HookRegistry
+    from lute_async.hooks.registry import Event, EventBatch, HookRegistry
     from lute_async.launchers.forkserver import Forkserver
     from lute_async.launchers.local import Local
     from lute_async.launchers.mpi import MPI

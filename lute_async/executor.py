@@ -20,7 +20,7 @@ import anyio
 from lute_async.communicators import CommunicatorSpec, SocketHome
 from lute_async.errors import ConfigError
 from lute_async.hooks.builtin import log_event
-from lute_async.hooks.events import Hook, RunView
+from lute_async.hooks.events import BatchHook, Hook, RunView
 from lute_async.hooks.observer import Observer
 from lute_async.hooks.registry import HookRegistry
 from lute_async.hooks.watchdog import HookWatchdog
@@ -157,6 +157,13 @@ class Executor:
         if fn is None:
             return lambda f: self.hooks.add(event, f)
         return self.hooks.add(event, fn)
+
+    def on_batch(self, event: str, fn: BatchHook | None = None) -> Any:
+        """Register a batch hook for ``event`` (``"*"`` for all) on every run: called with
+        the list of one decoded batch's events, in order; usable as a decorator."""
+        if fn is None:
+            return lambda f: self.hooks.add_batch(event, f)
+        return self.hooks.add_batch(event, fn)
 
     # -- running --------------------------------------------------------------------------
 

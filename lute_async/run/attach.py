@@ -112,10 +112,11 @@ class AttachedRun(Run):
             status.extra["spooled"] = self._attached.reader.summary()
         await super()._end(status)
 
-    async def _handle(self, message: Message) -> None:
-        await super()._handle(message)
+    async def _handle(self, message: Message) -> bool:
+        fired = await super()._handle(message)
         if message.sig == "started" and self._first_start is not None:
             self.record.started_at = self._first_start  # when the job first started
+        return fired
 
 
 async def attach_run(

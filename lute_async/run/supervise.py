@@ -284,4 +284,4 @@ class Supervisor(RunState):
         self._lifecycle.advance(Phase.ENDED)
         event = EventName.CANCELLED.value
         data = self._attempt_noted(terminal_payload(event, status, error=OWNER_CANCELLED))
-        await self._handle(Message(event, data, 0, time.time(), None, os.getpid()))
+        await self._dispatch_batch([Message(event, data, 0, time.time(), None, os.getpid())])

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 
 _FLUSH_BYTES = 64 * 1024
+_time, _monotonic = time.time, time.monotonic  # bound once: emit is the task's hot path
 _DEFAULT_LINGER = 0.0005
 # -- the reporter ----------------------------------------------------------------------------
 
@@ -79,6 +80,9 @@ class Reporter:
         self._flusher: threading.Thread | None = None
         self._armed: threading.Event | None = None
         self._wake: threading.Event | None = None
+        # True from just before _armed is set until just after the flusher clears it: what
+        # emit reads instead of _armed.is_set(), a Python call per message.
+        self._arming = False
         self._closed = False
         self._users = 1  # the connect() calls sharing this reporter, less their close()s
         self._packer = MessagePacker()
@@ -194,25 +198,26 @@ class Reporter:
             self._log_standalone(sig, data)
             return
         with self._buf_lock:
-            self._seq += 1
-            message = {"sig": sig, "seq": self._seq, "ts": time.time(), "data": data}
-            self._buf += self._packer.pack(message)
-            now = time.monotonic()
+            seq = self._seq = self._seq + 1
+            buf = self._buf  # += extends it in place
+            buf += self._packer.frame(sig, seq, _time(), data)
+            now = _monotonic()
+            linger = self.linger
             # Quiet means no *message* for ``linger``: measured from the last flush instead, a
             # steady 1 kHz sender whose previous message the flusher sent 0.5 ms late never
             # looked quiet, and every message waited out the linger.
-            quiet = now - self._last_emit >= self.linger
+            quiet = now - self._last_emit >= linger
             self._last_emit = now
             due = (
                 flush
                 or quiet
-                or len(self._buf) >= _FLUSH_BYTES
-                or now - self._last_flush >= self.linger
+                or len(buf) >= _FLUSH_BYTES
+                or now - self._last_flush >= linger
             )
         if due and (flush or self.write_inline):
             self.flush()
-        else:
-            self._arm_flusher(urgent=due)
+        elif due or not self._arming:
+            self._arm_flusher(urgent=due)  # else the flusher will send it: nothing to do
 
     @property
     def buffered(self) -> int:
@@ -299,6 +304,7 @@ class Reporter:
             self._flusher.start()
         # Event.set takes a Condition and notifies: skip it while already armed (the flusher
         # clears before it flushes, so a message buffered before this check is always sent).
+        self._arming = True  # before set(): the flusher clears it only after clear()
         if not self._armed.is_set():
             self._armed.set()
         if urgent:
@@ -312,6 +318,7 @@ class Reporter:
             wake.wait(self.linger)
             wake.clear()
             armed.clear()
+            self._arming = False  # after clear(), before the flush that sends what is buffered
             if self._closed:
                 return  # close writes what is left
             self.flush()
