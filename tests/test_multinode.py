@@ -14,6 +14,7 @@ import socket
 import sys
 import textwrap
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -332,3 +333,33 @@ async def test_a_node_taken_down_under_a_requeueable_job_requeues_it_to_the_othe
     assert record.extra["requeues"] == 1
     assert record.extra["node_list"] == "node1" and record.host == "node1"
     assert record.result is not None and record.result["payload"] == {"host": "node1", "attempt": 1}
+
+
+@pytest.mark.slurm
+@pytest.mark.multinode
+def test_a_psij_job_asking_for_two_nodes_runs_its_processes_on_both(
+    multinode: MultiNodeCluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    psij = pytest.importorskip("psij", reason="psij-python is not installed (the [psij] extra)")
+    monkeypatch.setenv(ENV_TCP_HOST, multinode.head_interface)  # where the ranks reach back
+    db, out = tmp_path / "runs.db", tmp_path / "out.txt"
+    executor = psij.JobExecutor.get_instance("lute-async-slurm", url=os.fspath(db))
+    job = psij.Job(
+        psij.JobSpec(
+            "/bin/bash",
+            ["-c", 'echo "$SLURM_PROCID $(hostname) $(wc -l <"$PSIJ_NODEFILE")"'],
+            stdout_path=out,
+            launcher="multiple",
+            resources=psij.ResourceSpecV1(node_count=2, processes_per_node=2),
+        )
+    )
+    executor.submit(job)
+    status = job.wait(timeout=timedelta(seconds=150))
+    assert status is not None and status.state == psij.JobState.COMPLETED, status
+    lines = sorted(line.split() for line in out.read_text().splitlines())
+    # Block distribution: ranks 0 and 1 on node1; each node file lists both nodes twice.
+    assert lines == [[str(rank), f"node{rank // 2 + 1}", "4"] for rank in range(4)]
+    with RecordStore(db) as store:
+        record = store.get(job.native_id)
+    assert record.status == "COMPLETED" and record.extra["node_list"] == "node[1-2]"
+    assert record.communicators[0]["host"] == multinode.head_address
