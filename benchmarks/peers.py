@@ -25,6 +25,7 @@ from pathlib import Path
 
 import anyio
 
+from benchmarks import standard_peers
 from benchmarks.harness import CHILDREN_DIR, PYTHON
 from lute_async.executor import Executor
 from lute_async.launchers.forkserver import Forkserver
@@ -55,8 +56,10 @@ SYSTEMS = (
     System("run", "lute-async `Executor.run`", "command"),
     System("parsl-bash", "Parsl `bash_app` on a thread pool", "command", "parsl_bash", "parsl"),
     System("psij", "PSI/J local executor", "command", "psij_local", "psij-python"),
+    System("psij-lute", "PSI/J API, lute-async plugin (`lute-async`)", "command"),
     System("run_function", "lute-async `run_function`", "function"),
     System("forkserver", "lute-async `run_function`, `Forkserver` launcher", "function"),
+    System("futures", "lute-async `FuturesExecutor` (`concurrent.futures`)", "function"),
     System(
         "parsl-htex",
         "Parsl HighThroughputExecutor, 2 warm workers",
@@ -292,7 +295,9 @@ def measure(
             started = time.perf_counter()
             workdir = Path(tmp) / system.key
             workdir.mkdir()
-            if not system.driver:
+            if system.key in standard_peers.KEYS:
+                row = standard_peers.measure_standard(system, tasks, width, workdir, timeout)
+            elif not system.driver:
                 row = anyio.run(
                     measure_local,
                     system,

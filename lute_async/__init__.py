@@ -14,6 +14,7 @@ _EXPORTS: dict[str, str] = {
     "Executor": "lute_async.executor",
     "Run": "lute_async.executor",
     "Event": "lute_async.hooks.registry",
+    "EventBatch": "lute_async.hooks.registry",
     "HookRegistry": "lute_async.hooks.registry",
     "Message": "lute_async.messages",
     "TaskStatus": "lute_async.messages",
@@ -34,6 +35,9 @@ _EXPORTS: dict[str, str] = {
     "Retry": "lute_async.retry",
     "Tasklet": "lute_async.tasklets",
     "TaskletContext": "lute_async.tasklets",
+    "FuturesExecutor": "lute_async.futures",
+    "Command": "lute_async.futures",
+    "TaskFailed": "lute_async.futures",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -43,7 +47,8 @@ if TYPE_CHECKING:
 
     from lute_async.channel import Channel
     from lute_async.executor import Executor, Run
-    from lute_async.hooks.registry import Event, HookRegistry
+    from lute_async.futures import Command, FuturesExecutor, TaskFailed
+    from lute_async.hooks.registry import Event, EventBatch, HookRegistry
     from lute_async.launchers.forkserver import Forkserver
     from lute_async.launchers.local import Local
     from lute_async.launchers.mpi import MPI
@@ -63,6 +68,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'lute_async' has no attribute {name!r}")
     import importlib
+    import sys
 
     loaded = importlib.import_module(module)
     # Bind every name this module exports at once: importing ``lute_async.task`` sets the
@@ -70,4 +76,9 @@ def __getattr__(name: str) -> Any:
     for export, source in _EXPORTS.items():
         if source == module:
             globals()[export] = getattr(loaded, export)
+    # A module that imports lute_async.task (lute_async.futures) binds the package attribute
+    # ``task`` to that submodule: put the decorator back.
+    task_module = sys.modules.get("lute_async.task")
+    if task_module is not None and globals().get("task") is task_module:
+        globals()["task"] = task_module.__dict__["task"]
     return globals()[name]

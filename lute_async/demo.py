@@ -118,7 +118,7 @@ def _event_printer(console: Any) -> Any:
     return print_event
 
 
-def run_demo(db: Path | None = None) -> int:
+def run_demo(db: Path | str | None = None) -> int:
     """Run the demo, recording into ``db`` (a temporary database when None); return 0 when each
     task ended as intended."""
     import tempfile

@@ -35,8 +35,16 @@ class RecordStoreError(LuteAsyncError):
     """The records database could not be opened, read or written."""
 
 
+class AttachError(LuteAsyncError):
+    """A run that cannot be attached to: unknown, not a batch job, ended, or still followed."""
+
+
 class NotInExecutorError(LuteAsyncError):
     """A task-side call needed an executor but the process was not started by one."""
+
+
+class AmbiguousRunId(RecordStoreError):
+    """A short run id matches several runs."""
 
 
 class RecordNotFound(RecordStoreError, KeyError):

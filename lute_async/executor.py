@@ -20,7 +20,7 @@ import anyio
 from lute_async.communicators import CommunicatorSpec, SocketHome
 from lute_async.errors import ConfigError
 from lute_async.hooks.builtin import log_event
-from lute_async.hooks.events import Hook, RunView
+from lute_async.hooks.events import BatchHook, Hook, RunView
 from lute_async.hooks.observer import Observer
 from lute_async.hooks.registry import HookRegistry
 from lute_async.hooks.watchdog import HookWatchdog
@@ -31,9 +31,11 @@ from lute_async.records import (
     DEFAULT_MAX_RESULT_BYTES,
     AnalysisRecord,
     RecordStore,
-    default_db_path,
     spill_record,
 )
+from lute_async.records.leases import DEFAULT_LEASE_PERIOD
+from lute_async.records.location import as_target, default_db, default_workdir, describe_db
+from lute_async.records.renewer import LeaseRenewer
 from lute_async.records.writer import RecordWriter
 from lute_async.run.context import RunContext
 from lute_async.run.handle import STREAM_BUFFER, HooksArg, Run
@@ -70,14 +72,18 @@ def _argv(cmd: Any) -> list[str]:
 class Executor:
     """Starts tasks, fires hooks for their events and records every run.
 
-    ``db`` is a path, an open :class:`RecordStore`, or None for ``$LUTE_ASYNC_DB`` or the user
-    data directory. ``max_concurrency`` bounds how many runs execute at once (others wait in
-    PENDING). ``communicators`` are the kinds each run opens unless it says otherwise.
+    ``db`` is a path, a ``postgresql://`` URL, an open :class:`RecordStore`, or None for
+    ``$LUTE_ASYNC_DB`` or the user data directory. ``max_concurrency`` bounds how many runs
+    execute at once (others wait in PENDING). ``communicators`` are the kinds each run opens
+    unless it says otherwise.
     ``drain_timeout`` is how long the stream may stay silent after a task's exit before its
     readers are ended; ``hook_timeout`` cuts async hooks and has a watchdog report sync ones
     that block the loop; ``max_result_bytes`` bounds a result kept whole in its record.
     ``dashboard`` (e.g. :class:`lute_async.web.Dashboard`) sees every event and is served
     while the executor is open (``async with``).
+    Once its store is open the executor holds a lease in the database, renewed every
+    ``lease_period`` seconds until :meth:`aclose`, so that its runs are marked LOST from any
+    host once it dies.
     """
 
     def __init__(
@@ -96,6 +102,7 @@ class Executor:
         log_events: bool = True,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
         record_env: str = "overrides",
+        lease_period: float = DEFAULT_LEASE_PERIOD,
         dashboard: Observer | None = None,
     ) -> None:
         # Every argument checked the one way run options and task files are: a ConfigError
@@ -125,13 +132,17 @@ class Executor:
         self.record_env: str = checked["record_env"]
         self.max_concurrency: int | None = checked["max_concurrency"]
         self._limiter = anyio.CapacityLimiter(max_concurrency) if max_concurrency else None
+        self.lease_period: float = checked["lease_period"] or DEFAULT_LEASE_PERIOD
+        self._renewer: LeaseRenewer | None = None
+        #: The database: a file, or a PostgreSQL URL (as given: name it by describe_db).
+        self.db_path: Path | str
         if isinstance(db, RecordStore):
             self._store: RecordStore | None = db
-            self.db_path = Path(db.path)
+            self.db_path = db.path
         else:
             self._store = None
-            self.db_path = Path(db) if db is not None else default_db_path()
-        self.workdir = Path(workdir) if workdir is not None else self.db_path.parent / "runs"
+            self.db_path = as_target(db) if db is not None else default_db()
+        self.workdir = Path(workdir) if workdir is not None else default_workdir(self.db_path)
         self._store_lock = anyio.Lock()
         self._record_writer: RecordWriter | None = None
         self._db_limiter = anyio.CapacityLimiter(1)
@@ -146,6 +157,13 @@ class Executor:
         if fn is None:
             return lambda f: self.hooks.add(event, f)
         return self.hooks.add(event, fn)
+
+    def on_batch(self, event: str, fn: BatchHook | None = None) -> Any:
+        """Register a batch hook for ``event`` (``"*"`` for all) on every run: called with
+        the list of one decoded batch's events, in order; usable as a decorator."""
+        if fn is None:
+            return lambda f: self.hooks.add_batch(event, f)
+        return self.hooks.add_batch(event, fn)
 
     # -- running --------------------------------------------------------------------------
 
@@ -235,6 +253,17 @@ class Executor:
         if failure is not None:
             raise failure
 
+    async def attach(self, run_id: str, *, hooks: HooksArg = None) -> AnalysisRecord:
+        """Take up run ``run_id`` (or a unique prefix) whose executor died while its SLURM job
+        went on: follow the job to its end, replay what it spooled meanwhile through the
+        hooks, and settle the record. A run that cannot be raises
+        :class:`~lute_async.errors.AttachError` saying why."""
+        from lute_async.run.attach import attach_run
+
+        run = await attach_run(self._run_context(), await self.store(), run_id, hooks)
+        await run._execute()
+        return run.record
+
     def graph(self, *, max_concurrency: int | None = None) -> Workflow:
         """A new :class:`~lute_async.workflow.Workflow` of tasks run by this executor."""
         from lute_async.workflow import Workflow
@@ -244,8 +273,10 @@ class Executor:
     # -- records --------------------------------------------------------------------------
 
     async def store(self) -> RecordStore:
-        """The record store, opened on first use (runs left RUNNING by dead executors -> LOST)."""
-        if self._store is None:
+        """The record store, opened on first use (runs left RUNNING by dead executors -> LOST),
+        and this executor's lease in it, written before any run starts and renewed until
+        :meth:`aclose`."""
+        if self._store is None or self._renewer is None:
             async with self._store_lock:
                 if self._store is None:
                     self._store = await anyio.to_thread.run_sync(
@@ -253,6 +284,9 @@ class Executor:
                             self.db_path, mark_lost=True, max_result_bytes=self.max_result_bytes
                         )
                     )
+                if self._renewer is None:
+                    self._renewer = LeaseRenewer(self._store, self.lease_period, self._db_limiter)
+                    await self._renewer.start()
         return self._store
 
     async def _writer(self) -> RecordWriter:
@@ -279,13 +313,16 @@ class Executor:
                 run_id=run.id,
                 run=run.name,
                 status=run.record.status,
-                db=os.fspath(self.db_path),
+                db=describe_db(self.db_path),
                 error=error,
             )
 
     async def aclose(self) -> None:
-        """Close the dashboard and the record store (and stop the hook watchdog and this
-        executor's fork servers)."""
+        """Close the dashboard and the record store (and stop the hook watchdog, the lease
+        renewer and this executor's fork servers)."""
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            await renewer.stop()
         if self.dashboard is not None:
             await self.dashboard.aclose()
         forkservers = sys.modules.get("lute_async.launchers.forkserver")

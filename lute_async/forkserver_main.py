@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 64
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+#: The first argument of a server started inside a sandbox (see :class:`Server`).
+SANDBOXED = "--sandboxed"
 #: Exit code of a child whose set-up (fds, cwd, limits) failed before the task could start.
 EXIT_SETUP = 127
 #: What ``python -c`` runs to start a server (the worker's safe-path rule first).
@@ -49,15 +52,24 @@ RLIMITS = {
 }
 
 
-def die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when the thread that started it ends."""
+def prctl(option: int, value: int) -> None:
     import ctypes
 
     global _libc
     if _libc is None:  # loaded once, in the server: every child calls this
         _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    if _libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option})")
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when the thread that started it ends."""
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants become this process's children (not the namespace's pid 1's)."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
 def pack(message: dict[str, Any]) -> bytes:
@@ -117,8 +129,20 @@ def place_fds(received: list[int], targets: list[int], keep: int = 3) -> None:
     os.closerange(low, 1 << 30)
 
 
-def child(request: dict[str, Any], received: list[int], server_pid: int) -> int:
-    """Become the task of ``request`` (in the forked child) and run it; its exit code."""
+def child(
+    request: dict[str, Any],
+    received: list[int],
+    server_pid: int,
+    hello: socket.socket | None = None,
+) -> int:
+    """Become the task of ``request`` (in the forked child) and run it; its exit code.
+
+    With ``hello`` (a sandboxed server), the child first says hello over the control
+    connection: the executor reads its pid outside the namespace from the message's
+    credentials. It is a subreaper, so what it leaves behind stays its own while it runs."""
+    if hello is not None:
+        hello.send(pack({"kind": "hello", "id": request["id"], "pid": os.getpid()}))
+        become_subreaper()
     os.setsid()
     die_with_parent()
     if os.getppid() != server_pid:  # the server died before the line above
@@ -175,12 +199,17 @@ def receive(sock: socket.socket) -> tuple[bytes, list[int], int]:
 
 
 class Server:
-    """The server's loop: spawn requests in, spawned/stopped/exit reports out."""
+    """The server's loop: spawn requests in, spawned/stopped/exit reports out.
 
-    def __init__(self, sock: socket.socket) -> None:
+    A ``sandboxed`` server shares its namespaces with every task: it is a subreaper, so a
+    process a finished task left behind (even in a session of its own) becomes its child, and
+    it kills those before it reports that task's exit."""
+
+    def __init__(self, sock: socket.socket, sandboxed: bool = False) -> None:
         import selectors
 
         self.sock = sock
+        self.sandboxed = sandboxed
         self.children: set[int] = set()
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -233,7 +262,7 @@ class Server:
         if pid == 0:  # the task: never returns into the server's loop
             code = EXIT_SETUP
             try:
-                code = child(request, fds, server_pid)
+                code = child(request, fds, server_pid, self.sock if self.sandboxed else None)
             except BaseException as exc:
                 print(f"lute-async fork server: task set-up failed: {exc!r}", file=sys.stderr)
             finally:
@@ -254,13 +283,34 @@ class Server:
                 break
             if pid == 0:
                 break
+            if pid not in self.children:  # left behind by a task, already killed
+                continue
             if os.WIFSTOPPED(status):
                 self.send({"kind": "stopped", "pid": pid})
                 continue
             self.children.discard(pid)
+            if self.sandboxed:
+                self.end_leftovers()
             usage = {"user": ru.ru_utime, "system": ru.ru_stime, "max_rss_kib": ru.ru_maxrss}
             self.send({"kind": "exit", "pid": pid, "status": status, "usage": usage})
         return True
+
+    def end_leftovers(self) -> None:
+        """Kill and reap every child that is not a task: orphans of ended tasks (a running
+        task, a subreaper, keeps its own), until none is left (theirs come next)."""
+        while True:
+            path = f"/proc/self/task/{os.getpid()}/children"
+            with open(path) as listing:
+                leftovers = [int(p) for p in listing.read().split()]
+            leftovers = [pid for pid in leftovers if pid not in self.children]
+            if not leftovers:
+                return
+            for pid in leftovers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for pid in leftovers:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
 
     def end_children(self) -> None:
         """The executor has gone: so do the tasks (their groups, as the executor would)."""
@@ -271,11 +321,15 @@ class Server:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    sandboxed = bool(args) and args[0] == SANDBOXED
+    args = args[1:] if sandboxed else args
     if len(args) < 2 or not args[0].isdigit() or not args[1].isdigit():
-        print("usage: forkserver FD EXECUTOR_PID [MODULE ...]", file=sys.stderr)
+        print(f"usage: forkserver [{SANDBOXED}] FD EXECUTOR_PID [MODULE ...]", file=sys.stderr)
         return 2
     die_with_parent()
-    if os.getppid() != int(args[1]):  # the executor died before the line above
+    if sandboxed:  # its parent is the namespace's pid 1, which dies with the executor
+        become_subreaper()
+    elif os.getppid() != int(args[1]):  # the executor died before the line above
         return 1
     sock = socket.socket(fileno=int(args[0]))
     import importlib
@@ -290,6 +344,6 @@ def main(argv: list[str] | None = None) -> int:
     import gc
 
     gc.freeze()  # the preloaded objects stay shared with every child (no refcount copies)
-    server = Server(sock)
+    server = Server(sock, sandboxed)
     server.send({"kind": "ready", "pid": os.getpid()})
     return server.serve()

@@ -43,6 +43,8 @@ class EventName(enum.StrEnum):
     TIMED_OUT = "timed_out"
     #: An attempt of a run with a ``retry`` ended and another follows (not a terminal event).
     RETRYING = "retrying"
+    #: The scheduler put the run's job back in its queue (SLURM requeue, preemption).
+    REQUEUED = "requeued"
 
 
 TERMINAL_EVENTS: Final = frozenset(
@@ -54,6 +56,7 @@ EXECUTOR_EVENTS: Final = TERMINAL_EVENTS | {
     EventName.STOPPED,
     EventName.CONTINUED,
     EventName.RETRYING,
+    EventName.REQUEUED,
 }
 
 
@@ -115,6 +118,20 @@ def _refuse_ext(code: int, data: bytes) -> Any:
 DECODER_BUFFER = 64 * 1024
 
 
+def frame_unpacker(max_frame: int) -> msgpack.Unpacker:
+    """The Unpacker of a connection's frames, bounded by ``max_frame`` bytes."""
+    return msgpack.Unpacker(
+        raw=False,
+        use_list=True,
+        strict_map_key=False,
+        max_buffer_size=max_frame,
+        # The buffer starts at read_size (1 MiB by default) and its tail walks all of it,
+        # so every connection came to hold 1 MiB resident; it still grows for a big frame.
+        read_size=min(max_frame, DECODER_BUFFER),
+        ext_hook=_refuse_ext,
+    )
+
+
 class FrameDecoder:
     """Incremental decoder of a byte stream of frames, bounded by ``max_frame`` bytes.
 
@@ -131,16 +148,7 @@ class FrameDecoder:
         # Bytes up to the end of the last complete frame. Unpacker.tell() alone is not that:
         # while a frame is incomplete it counts the part already parsed.
         self._consumed = 0
-        self._unpacker = msgpack.Unpacker(
-            raw=False,
-            use_list=True,
-            strict_map_key=False,
-            max_buffer_size=max_frame,
-            # The buffer starts at read_size (1 MiB by default) and its tail walks all of it,
-            # so every connection came to hold 1 MiB resident; it still grows for a big frame.
-            read_size=min(max_frame, DECODER_BUFFER),
-            ext_hook=_refuse_ext,
-        )
+        self._unpacker = frame_unpacker(max_frame)
 
     @property
     def offset(self) -> int:

@@ -287,7 +287,7 @@ RECORD_ENV = ("overrides", "all")
 #: The keyword arguments of ``Executor(...)`` (a database given as an open store is let
 #: through by the executor itself).
 EXECUTOR_ARGUMENTS: dict[str, Option] = {
-    "db": Option("a database path", str, accepts=_is_path),
+    "db": Option("a database path or a postgresql:// URL", str, accepts=_is_path),
     "hooks": RUN_OPTIONS["hooks"],
     "max_concurrency": Option("a positive integer", PositiveInt),
     "communicators": RUN_OPTIONS["communicators"],
@@ -303,4 +303,5 @@ EXECUTOR_ARGUMENTS: dict[str, Option] = {
         " or ".join(repr(mode) for mode in RECORD_ENV), Literal["overrides", "all"]
     ),
     "dashboard": Option("a dashboard", accepts=_has_methods("open", "aclose", "__call__")),
+    "lease_period": Option("a positive number of seconds", Seconds),
 }

@@ -10,7 +10,8 @@ unless its last word is in :data:`LOCATION_WORDS`: ``PASSWD_FILE``, ``TOKEN_PATH
 ``PATH``); ``session`` is not a secret word (``XDG_SESSION_ID``); ``TOKENIZERS_PARALLELISM`` is
 one word, not ``token``.
 
-URLs. In ``scheme://userinfo@host`` the password of ``user:password`` is masked; the user is
+URLs. In ``scheme://userinfo@host`` the password of ``user:password`` is masked (and so is a
+``password=`` parameter, libpq's ``postgresql://host/db?password=x``); the user is
 masked too when it looks like a token (:func:`looks_like_token`: ``TOKEN:x-oauth-basic@``). A
 lone user (``https://TOKEN@host``) is the credential for most services and is masked, except
 for the key-login schemes of :data:`LOGIN_NAME_SCHEMES` (``ssh://git@host`` is kept).
@@ -135,6 +136,13 @@ _CAMEL_WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 # ``scheme://userinfo@``: the scheme starts a word; the userinfo runs to the authority's last
 # ``@`` (it may hold unencoded ``@``); the authority ends at ``/ ? #``, a blank or a quote.
 _URL_USERINFO = re.compile(r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]*)://([^/?#\s\"'<>]*)@")
+# A password given as a URL parameter (libpq's ``postgresql://host/db?password=x``, and its
+# ``sslpassword``): the value runs to the next ``&``, ``#``, blank or quote.
+_URL_PASSWORD_PARAM = re.compile(
+    r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]*:[^\s\"'<>]*?[?&](?:ssl)?password=)"
+    r"([^&#\s\"'<>]*)",
+    re.IGNORECASE,
+)
 _TOKEN_LIKE = re.compile(r"[A-Za-z0-9_\-]{20,}")
 # A bare flag judged by name: ``--name`` or ``-name`` (two letters or more).
 _BARE_FLAG = re.compile(r"--([A-Za-z][\w.-]*)|-([A-Za-z][\w.-]+)")
@@ -186,12 +194,21 @@ def _mask_userinfo(match: re.Match[str]) -> str:
     return f"{scheme}://{REDACTED}@"
 
 
+def _mask_password_param(match: re.Match[str]) -> str:
+    return match.group(1) + (REDACTED if match.group(2) else "")
+
+
 def redact_url_credentials(text: str) -> str:
     """Mask the credentials of every ``scheme://userinfo@host`` URL in *text* (see the module
-    docstring: passwords always, a user part alone or when it looks like a token)."""
-    if "@" not in text or "://" not in text:  # the common case, checked without the regex
+    docstring: passwords always, a user part alone or when it looks like a token), and the
+    value of a ``password=`` (or ``sslpassword=``) parameter of a URL."""
+    if ":" not in text:  # the common case, checked without the regexes
         return text
-    return _URL_USERINFO.sub(_mask_userinfo, text)
+    if "@" in text and "://" in text:
+        text = _URL_USERINFO.sub(_mask_userinfo, text)
+    if "assword=" in text or "ASSWORD=" in text:
+        text = _URL_PASSWORD_PARAM.sub(_mask_password_param, text)
+    return text
 
 
 def redact_env(env: Mapping[str, str]) -> dict[str, str]:

@@ -33,7 +33,14 @@ import msgspec
 from lute_async.errors import ConfigError, LaunchError
 from lute_async.wire import ENV_PARAMS_FILE, ENV_SOCKET, ENV_TCP
 
-__all__ = ["SANDBOX_OPTION", "Sandbox", "SandboxFds", "find_bwrap", "sandbox_command"]
+__all__ = [
+    "SANDBOX_OPTION",
+    "Sandbox",
+    "SandboxFds",
+    "check_communicators",
+    "find_bwrap",
+    "sandbox_command",
+]
 
 #: The Debian package that provides ``bwrap``.
 PACKAGE = "bubblewrap"
@@ -193,10 +200,19 @@ def _visible(program: str, spec: LaunchSpec, bound: list[str]) -> None:
     if not path:
         return  # the launcher reports "command not found" itself
     real = os.path.realpath(path)
-    if not _within(real, bound):
+    # Both the path the task execs (a venv's python is a link) and where it leads must be seen.
+    if not (_within(real, bound) and _within(os.path.abspath(path), bound)):
         raise LaunchError(
             f"command {program!r} of run {spec.name!r} ({real}) is outside the sandbox's "
             "view: add its directory to sandbox.readonly"
+        )
+
+
+def check_communicators(sandbox: Sandbox, spec: LaunchSpec) -> None:
+    """A LaunchError if the run reports over TCP while the sandbox has no network."""
+    if not sandbox.network and ENV_TCP in spec.env:
+        raise LaunchError(
+            f"run {spec.name!r} uses the 'tcp' communicator, which needs sandbox network=true"
         )
 
 
@@ -206,10 +222,7 @@ def sandbox_command(
     """The bwrap argv that runs ``argv`` (the task's, behind any limits shim) for ``spec``
     inside ``sandbox``. Raises LaunchError for what cannot work: a missing extra path, the
     program outside the view, a TCP communicator without the network."""
-    if not sandbox.network and ENV_TCP in spec.env:
-        raise LaunchError(
-            f"run {spec.name!r} uses the 'tcp' communicator, which needs sandbox network=true"
-        )
+    check_communicators(sandbox, spec)
     cwd = os.path.realpath(spec.cwd or os.getcwd())
     options = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc"]
     # bwrap run by root keeps nearly every capability (CAP_SYS_MODULE, CAP_SYS_TIME...) unless
@@ -221,10 +234,12 @@ def sandbox_command(
     for entry in _system_view():
         options += entry
         bound.append(entry[2])
+    # The private /tmp first: the Python in use may live under /tmp (a venv there) and must
+    # be bound over it, not hidden by it.
+    options += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for path in _python_dirs(spec.env):
         options += ["--ro-bind", path, path]
         bound.append(path)
-    options += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for path in _existing("readonly", sandbox.readonly, spec):
         options += ["--ro-bind", path, path]
         bound.append(path)

@@ -26,7 +26,6 @@ naming it.
 
 from __future__ import annotations
 
-import importlib
 import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
 
 from lute_async.errors import ConfigError
+from lute_async.targets import TargetError, import_target
 from lute_async.templates import LEAVE, NothingThere, Reference, TemplateError, render, walk
 
 if TYPE_CHECKING:
@@ -233,20 +233,10 @@ def _command(key: str, command: Any) -> tuple[str, ...]:
 
 
 def _import(key: str, target: str) -> Callable[..., Any]:
-    module_name, _, attribute = target.partition(":")
     try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, or whatever the module raises on import
-        raise ConfigError(
-            f"key '{key}: cannot import {module_name!r} for step {target!r}: {exc}"
-        ) from None
-    for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ConfigError(
-                f"key '{key}: module {module_name!r} has no {attribute!r} for step {target!r}"
-            ) from None
+        obj = import_target(target)
+    except TargetError as exc:
+        raise ConfigError(f"key '{key}: step {target!r}: {exc}") from None
     if not callable(obj):
         raise ConfigError(f"key '{key}: step {target!r} is not callable")
     function: Callable[..., Any] = obj

@@ -33,6 +33,10 @@ ENV_SECRET = "LUTE_ASYNC_SECRET"
 ENV_PARAMS = "LUTE_ASYNC_PARAMS"
 ENV_PARAMS_FILE = "LUTE_ASYNC_PARAMS_FILE"
 ENV_EXECUTOR_PID = "LUTE_ASYNC_EXECUTOR_PID"
+#: The directory a batch job's reporters spool to while no executor listens, and the bytes
+#: one process's spool may hold (:mod:`lute_async.task.spool`).
+ENV_SPOOL = "LUTE_ASYNC_SPOOL"
+ENV_SPOOL_MAX = "LUTE_ASYNC_SPOOL_MAX"
 
 #: Rank variables, most specific first: Open MPI, PMIx, MPICH's PMI, then SLURM.
 RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")

@@ -44,22 +44,16 @@ def load_task(target: str) -> Callable[..., Any]:
 
     The module must be importable normally (installed, or on ``PYTHONPATH``): the working
     directory is not on the worker's path."""
-    import importlib
+    from lute_async.targets import TargetError, import_target
 
-    module_name, sep, attr_path = target.partition(":")
-    if not sep or not module_name or not attr_path:
-        raise TaskLoadError(f"task target {target!r} is not of the form 'package.module:function'")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
+    try:  # a module that raises anything but ImportError shows its own traceback
+        obj = import_target(target, failures=(ImportError,))
+    except ValueError:
         raise TaskLoadError(
-            f"cannot import module {module_name!r} for task {target!r}: {exc}"
-        ) from exc
-    for part in attr_path.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise TaskLoadError(f"module {module_name!r} has no attribute {attr_path!r}") from None
+            f"task target {target!r} is not of the form 'package.module:function'"
+        ) from None
+    except TargetError as exc:
+        raise TaskLoadError(f"{exc} (task {target!r})") from exc
     if not is_task(obj):
         raise TaskLoadError(
             f"{target!r} is not marked as a task: decorate it with @lute_async.task.task"

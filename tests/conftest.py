@@ -1,4 +1,5 @@
-"""Shared fixtures: an executor on a fresh sqlite file, and task scripts written to tmp_path."""
+"""Shared fixtures: an executor on a fresh sqlite file, task scripts written to tmp_path, and
+records databases of both backends (a fresh PostgreSQL database per test: see pg_support)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,11 @@ from typing import Any
 import pytest
 import uvloop
 
-from lute_async import Executor, logs
+# The support modules' asserts are rewritten like the tests' (they are imported here first).
+pytest.register_assert_rewrite("pg_support", "slurm_support")
+from pg_support import pg_server, pg_url, private_pg  # noqa: E402, F401 - fixtures by name
+
+from lute_async import Executor, logs  # noqa: E402
 
 PYTHON = sys.executable
 #: Test modules whose tests run on uvloop's event loop instead of stdlib asyncio's.
@@ -37,6 +42,16 @@ async def executor(tmp_path: Path) -> AsyncIterator[Executor]:
     """An executor recording into a fresh database under tmp_path."""
     async with Executor(db=tmp_path / "runs.db", workdir=tmp_path / "work", grace=2.0) as ex:
         yield ex
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def record_db(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """A fresh records database of each backend: a sqlite file under tmp_path, or the URL of a
+    new PostgreSQL database (failing under CI=true when the server is missing, else skipped)."""
+    if request.param == "sqlite":
+        return tmp_path / "records" / "runs.db"
+    url: str = request.getfixturevalue("pg_url")
+    return url
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -105,3 +106,17 @@ def test_a_peer_that_cannot_run_is_a_row_saying_why(tmp_path: Path) -> None:
     assert row.rate is None and row.reason
     rendered = peers_report.cells([row])[0]
     assert rendered[2].startswith("not measured: ")
+
+
+@pytest.mark.timeout(120)
+def test_the_standard_interface_rows_deliver_every_task() -> None:
+    """FuturesExecutor and the PSI/J plugin at 3 tasks, in this process."""
+    if os.environ.get("CI") != "true":  # [test] has psij-python: CI never skips
+        pytest.importorskip("psij", reason="psij-python is not installed (the [psij] extra)")
+    from benchmarks import peers
+
+    rows = peers.measure(["psij-lute", "futures"], tasks=3, width=2)
+    assert [row.system.key for row in rows] == ["psij-lute", "futures"]
+    for row in rows:
+        assert (row.delivered, row.tasks, row.reason) == (3, 3, ""), row
+        assert row.rate

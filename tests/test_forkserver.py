@@ -57,6 +57,13 @@ def crash():
     ctypes.string_at(0)
 
 @task
+def own_reporter():
+    from lute_async.task import Reporter
+    with Reporter.connect() as report:  # a second reporter on the worker's fd 3
+        report.emit("own", {"hello": 1})
+    return "done"
+
+@task
 def background():
     child = subprocess.Popen(["sleep", "600"])
     print(f"child {child.pid}", flush=True)
@@ -110,6 +117,20 @@ async def test_a_forked_task_returns_its_result_in_its_own_session(
     assert one["ppid"] == two["ppid"] == first.extra["forkserver_pid"] != os.getpid()
     assert one["pid"] != two["pid"]
     assert first.launcher["kind"] == "forkserver" and first.launcher["preload"] == ["fs_tasks"]
+
+
+async def test_a_task_that_opens_its_own_reporter_completes_as_a_spawned_one_does(
+    executor: Executor, tasks_env: dict[str, str]
+) -> None:
+    seen: list[object] = []
+    executor.on("own", lambda event: seen.append(event.data))
+    records = [
+        await executor.run_function("fs_tasks:own_reporter", env=tasks_env, launcher=launcher)
+        for launcher in (None, FORK)
+    ]
+    assert [r.status for r in records] == ["COMPLETED", "COMPLETED"], [r.error for r in records]
+    assert [r.result["payload"] for r in records if r.result] == ["done", "done"]
+    assert seen == [{"hello": 1}, {"hello": 1}]
 
 
 async def test_a_forked_task_times_out_and_is_gone(

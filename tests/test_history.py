@@ -1,4 +1,5 @@
-"""Run history across processes: LOST after an executor dies, ``latest`` feeding templates.
+"""Run history across processes, on sqlite and PostgreSQL: LOST after an executor dies,
+``latest`` feeding templates.
 
 Concurrent writers (4 processes x 200 records, none lost) are tested in
 ``tests/test_records.py::test_concurrent_writers_in_several_processes_lose_nothing``.
@@ -40,8 +41,10 @@ anyio.run(main)
 """
 
 
-def test_runs_of_an_executor_killed_mid_run_are_marked_lost(tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
+def test_runs_of_an_executor_killed_mid_run_are_marked_lost(
+    tmp_path: Path, record_db: Path | str
+) -> None:
+    db = record_db
     (tmp_path / "executor.py").write_text(EXECUTOR_SCRIPT)
     executor = subprocess.Popen(
         [PYTHON, "executor.py", os.fspath(db)],
@@ -73,7 +76,9 @@ def test_runs_of_an_executor_killed_mid_run_are_marked_lost(tmp_path: Path) -> N
             os.kill(int(task_pid), signal.SIGKILL)
 
 
-def test_a_task_takes_params_from_another_tasks_latest_completed_result(tmp_path: Path) -> None:
+def test_a_task_takes_params_from_another_tasks_latest_completed_result(
+    tmp_path: Path, record_db: Path | str
+) -> None:
     config = """\
         [tasks.count]
         command = ["sh", "-c", "PYTHON -m lute_async.cli emit result '{\\"n\\": {{ n }}}'"]
@@ -84,7 +89,7 @@ def test_a_task_takes_params_from_another_tasks_latest_completed_result(tmp_path
         params = { n = "{{ latest.count.result.n }}" }
         """
     (tmp_path / "lute-async.toml").write_text(textwrap.dedent(config).replace("PYTHON", PYTHON))
-    env = {**os.environ, "LUTE_ASYNC_DB": os.fspath(tmp_path / "runs.db")}
+    env = {**os.environ, "LUTE_ASYNC_DB": os.fspath(record_db)}
 
     def lute(*args: str) -> dict[str, object]:
         done = subprocess.run(

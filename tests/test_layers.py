@@ -22,23 +22,25 @@ LAYERS: dict[str, int] = {
     # L0 vocabulary, and the task side
     "errors": 0, "wire": 0, "messages": 0, "status": 0, "templates": 0, "limits": 0,
     "verdicts": 0, "redaction": 0, "logs": 0, "plain_msgpack": 0, "error_budget": 0,
-    "private_paths": 0,
+    "private_paths": 0, "targets": 0,
     "task": 0, "worker": 0, "forkserver_main": 0, "guardian_main": 0,
     # L1 contracts
     "launchers.base": 1, "communicators.base": 1, "communicators.bounds": 1,
-    "communicators.lines": 1, "hooks.events": 1, "records.model": 1,
+    "communicators.lines": 1, "communicators.typed": 1, "hooks.events": 1, "records.model": 1,
     "options": 1, "sandbox": 1,
     "retry": 1, "tasklets": 1,
     # L2 domain
     "run.lifecycle": 2, "records.keeper": 2,
     # L3 adapters
     "communicators": 3, "launchers": 3, "records": 3, "channel": 3, "hooks": 3,
+    "launchers.slurm.requeue": 3, "launchers.slurm.attach": 3, "communicators.spool": 3,
+    "task.spool": 0, "run.attach": 4, "cli.attach": 6,
     # L4 run engine
     "run": 4,
     # L5 orchestration
-    "executor": 5, "workflow": 5, "config": 5,
+    "executor": 5, "workflow": 5, "config": 5, "background": 5, "futures": 5,
     # L6 application
-    "cli": 6, "demo": 6, "display": 6, "app": 6, "web": 6,
+    "cli": 6, "demo": 6, "display": 6, "app": 6, "web": 6, "psij": 6,
 }
 FACE = "lute_async"  # the public face re-exports every layer
 

@@ -2,18 +2,21 @@
 mount namespace per node, each its own hostname and address). MPI ranks on both nodes report
 and stream their stdout, the TCP communicator and its secret work between nodes, the executor
 runs as a batch job on one node following a task on the other, and a node that goes down ends
-its run with a record naming the node failure. Also which one address the TCP listener binds.
+its run with a record naming the node failure, or requeues a ``requeue=True`` job to the other
+node. Also which one address the TCP listener binds.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import textwrap
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -134,7 +137,7 @@ async def test_mpi_ranks_on_both_nodes_report_tagged_with_rank_and_host_and_stre
     assert worlds == [["node1", "node2"]] * 2
     assert record.communicators[0]["host"] == multinode.head_address
     assert record.extra["node_list"] == "node[1-2]"
-    assert sorted(lines) == [
+    assert sorted(line for line in lines if line.startswith(OUTPUT_STREAM)) == [
         f"{OUTPUT_STREAM}: rank 0 on node1",
         f"{OUTPUT_STREAM}: rank 1 on node2",
     ]
@@ -258,3 +261,105 @@ async def test_a_node_taken_down_under_its_job_ends_the_run_with_a_record_naming
     assert record.extra["slurm_state"] == "NODE_FAIL"
     assert record.error is not None and record.error["type"] == "NodeFail"
     assert record.extra["node_list"] == "node2"
+
+
+#: Says where each attempt runs, then waits for the file the test writes (argv[1]).
+WHERE_THEN_WAIT = """
+    import os, socket, sys, time
+    from pathlib import Path
+    from lute_async.task import Reporter
+    go, host = Path(sys.argv[1]), socket.gethostname()
+    attempt = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    with Reporter.connect(required=True) as report:
+        report.started()
+        report.emit("where", {"host": host, "attempt": attempt, "job": os.environ["SLURM_JOB_ID"]})
+        while not go.exists():  # the first attempt's node goes down meanwhile
+            time.sleep(0.1)
+        report.result({"host": host, "attempt": attempt})
+"""
+
+
+@pytest.mark.slurm
+@pytest.mark.multinode
+async def test_a_node_taken_down_under_a_requeueable_job_requeues_it_to_the_other_node(
+    multinode: MultiNodeCluster,
+    executor: Executor,
+    script: Callable[[str], list[str]],
+    tmp_path: Path,
+) -> None:
+    go = tmp_path / "go"
+    task = [*script(WHERE_THEN_WAIT), os.fspath(go)]
+    launcher = Slurm(
+        extra_sbatch=["--nodelist=node2"], requeue=True, tcp_host=multinode.head_interface
+    )
+    requeued: list[dict[str, Any]] = []
+    executor.on("requeued", lambda event: requeued.append(event.data))
+    seen: list[tuple[str, Any]] = []
+    try:
+        with anyio.fail_after(150):  # a hang guard, not a timing assertion
+            async with executor.start(task, name="moved", launcher=launcher) as run:
+                async for message in run.messages():
+                    if message.sig in ("queued", "started", "requeued", "where", "done"):
+                        seen.append((message.sig, message.data))
+                    if message.sig == "where" and message.data["host"] == "node2":
+                        multinode.scontrol(
+                            "update", "nodename=node2", "state=down", "reason=lute-async test"
+                        )
+                    elif message.sig == "requeued":
+                        # Off the downed node (ReturnToService may bring it back), and started
+                        # in 2 s rather than after SLURM's ~2 minute hold of a requeued job.
+                        job = f"JobId={message.data['slurm_job_id']}"
+                        multinode.scontrol("update", job, "ReqNodeList=node1", "StartTime=now+2")
+                    elif message.sig == "where":
+                        go.write_text("")
+    finally:  # the other tests want node2 back
+        if "State=DOWN" in multinode.scontrol("show", "node", "node2"):
+            multinode.scontrol("update", "nodename=node2", "state=resume")
+    record = run.record
+    assert record.status == "COMPLETED", (record.error, seen)
+    assert [event for event, _ in seen] == [
+        "queued",
+        "started",
+        "where",
+        "requeued",
+        "where",
+        "done",
+    ]
+    hosts = [(data["host"], data["attempt"]) for event, data in seen if event == "where"]
+    assert hosts == [("node2", 0), ("node1", 1)]
+    (data,) = requeued
+    # (its node_list is None when the follower's looks missed the first attempt running)
+    assert (data["requeues"], data["slurm_job_id"]) == (1, record.slurm_job_id)
+    assert record.extra["requeues"] == 1
+    assert record.extra["node_list"] == "node1" and record.host == "node1"
+    assert record.result is not None and record.result["payload"] == {"host": "node1", "attempt": 1}
+
+
+@pytest.mark.slurm
+@pytest.mark.multinode
+def test_a_psij_job_asking_for_two_nodes_runs_its_processes_on_both(
+    multinode: MultiNodeCluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    psij = pytest.importorskip("psij", reason="psij-python is not installed (the [psij] extra)")
+    monkeypatch.setenv(ENV_TCP_HOST, multinode.head_interface)  # where the ranks reach back
+    db, out = tmp_path / "runs.db", tmp_path / "out.txt"
+    executor = psij.JobExecutor.get_instance("lute-async-slurm", url=os.fspath(db))
+    job = psij.Job(
+        psij.JobSpec(
+            "/bin/bash",
+            ["-c", 'echo "$SLURM_PROCID $(hostname) $(wc -l <"$PSIJ_NODEFILE")"'],
+            stdout_path=out,
+            launcher="multiple",
+            resources=psij.ResourceSpecV1(node_count=2, processes_per_node=2),
+        )
+    )
+    executor.submit(job)
+    status = job.wait(timeout=timedelta(seconds=150))
+    assert status is not None and status.state == psij.JobState.COMPLETED, status
+    lines = sorted(line.split() for line in out.read_text().splitlines())
+    # Block distribution: ranks 0 and 1 on node1; each node file lists both nodes twice.
+    assert lines == [[str(rank), f"node{rank // 2 + 1}", "4"] for rank in range(4)]
+    with RecordStore(db) as store:
+        record = store.get(job.native_id)
+    assert record.status == "COMPLETED" and record.extra["node_list"] == "node[1-2]"
+    assert record.communicators[0]["host"] == multinode.head_address

@@ -25,8 +25,9 @@ class CountingStore(RecordStore):
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> CountingStore:
-    opened = CountingStore(tmp_path / "runs.db")
+def store(record_db: Path | str) -> CountingStore:
+    """A real store of each backend (sqlite, PostgreSQL)."""
+    opened = CountingStore(record_db)
     opened.batches = []
     return opened
 

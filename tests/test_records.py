@@ -1,4 +1,5 @@
-"""Specification of run records and their sqlite store."""
+"""Specification of run records and their store: the store's tests run on sqlite and on
+PostgreSQL (the ``record_db`` fixture), the file-level ones on sqlite only."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from pg_support import raw_execute, raw_query
 
 from lute_async import Executor
 from lute_async import records as records_module
@@ -42,8 +44,8 @@ def db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db: Path) -> Iterator[RecordStore]:
-    with RecordStore(db) as opened:
+def store(record_db: Path | str) -> Iterator[RecordStore]:
+    with RecordStore(record_db) as opened:
         yield opened
 
 
@@ -203,13 +205,16 @@ def test_opening_creates_parent_directory_and_schema(db: Path) -> None:
     conn.close()
 
 
-def test_database_with_newer_schema_is_refused(db: Path) -> None:
-    db.parent.mkdir(parents=True)
-    conn = sqlite3.connect(db)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    conn.close()
-    with pytest.raises(RecordStoreError, match=rf"schema v{SCHEMA_VERSION + 1}.*upgrade"):
-        RecordStore(db)
+def test_database_with_newer_schema_is_refused(record_db: Path | str) -> None:
+    if isinstance(record_db, Path):
+        raw_execute(record_db, f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    else:
+        with RecordStore(record_db):
+            pass
+        raw_execute(record_db, f"UPDATE lute_async_schema SET version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(RecordStoreError, match=rf"schema v{SCHEMA_VERSION + 1}.*upgrade") as caught:
+        RecordStore(record_db)
+    assert "records database" in str(caught.value)
 
 
 def test_file_that_is_not_sqlite_is_refused_naming_the_path(tmp_path: Path) -> None:
@@ -220,13 +225,10 @@ def test_file_that_is_not_sqlite_is_refused_naming_the_path(tmp_path: Path) -> N
     assert str(path) in str(caught.value)
 
 
-def test_another_programs_database_is_refused(db: Path) -> None:
-    db.parent.mkdir(parents=True)
-    conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE runs (x)")
-    conn.close()
+def test_another_programs_database_is_refused(record_db: Path | str) -> None:
+    raw_execute(record_db, "CREATE TABLE runs (x INTEGER)")
     with pytest.raises(RecordStoreError, match="cannot migrate"):
-        RecordStore(db)
+        RecordStore(record_db)
 
 
 def test_directory_as_path_is_refused(tmp_path: Path) -> None:
@@ -234,7 +236,8 @@ def test_directory_as_path_is_refused(tmp_path: Path) -> None:
         RecordStore(tmp_path)
 
 
-def test_closed_store_refuses_calls(db: Path) -> None:
+def test_closed_store_refuses_calls(record_db: Path | str) -> None:
+    db = record_db
     store = RecordStore(db)
     store.close()
     store.close()  # idempotent
@@ -273,7 +276,8 @@ def test_saving_again_updates_the_record(store: RecordStore) -> None:
     assert len(store.query()) == 1
 
 
-def test_records_persist_across_reopening(db: Path) -> None:
+def test_records_persist_across_reopening(record_db: Path | str) -> None:
+    db = record_db
     original = full_record()
     with RecordStore(db) as store:
         store.save(original)
@@ -288,14 +292,12 @@ def test_get_of_unknown_id_raises_record_not_found(store: RecordStore) -> None:
     assert caught.value.run_id == "nope"
 
 
-def test_save_redacts_secrets_in_env(store: RecordStore, db: Path) -> None:
+def test_save_redacts_secrets_in_env(store: RecordStore, record_db: Path | str) -> None:
     rec = record(env={"API_TOKEN": "tok-very-secret", "HOME": "/home/me"})
     store.save(rec)
     assert store.get(rec.id).env == {"API_TOKEN": REDACTED, "HOME": "/home/me"}
     assert rec.env["API_TOKEN"] == "tok-very-secret"  # the caller's record is left alone
-    raw = sqlite3.connect(db)
-    docs = [row[0] for row in raw.execute("SELECT doc FROM runs")]
-    raw.close()
+    docs = [row[0] for row in raw_query(record_db, "SELECT doc FROM runs")]
     assert not any("tok-very-secret" in doc for doc in docs)
 
 
@@ -475,7 +477,8 @@ def test_mark_lost_asks_the_given_liveness_check(store: RecordStore) -> None:
     assert asked == [(socket.gethostname(), os.getpid())]
 
 
-def test_opening_marks_runs_of_dead_executors_lost(db: Path) -> None:
+def test_opening_marks_runs_of_dead_executors_lost(record_db: Path | str) -> None:
+    db = record_db
     rec = record(status="RUNNING", executor_pid=dead_pid())
     with RecordStore(db, mark_lost=False) as store:
         store.save(rec)
@@ -523,7 +526,7 @@ WRITER = textwrap.dedent(
 )
 
 
-def run_writers(db: Path, workers: int, count: int) -> None:
+def run_writers(db: Path | str, workers: int, count: int) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *sys.path])}
     children = [
         subprocess.Popen(
@@ -548,7 +551,8 @@ def run_writers(db: Path, workers: int, count: int) -> None:
     assert failures == []
 
 
-def test_concurrent_writers_in_several_processes_lose_nothing(db: Path) -> None:
+def test_concurrent_writers_in_several_processes_lose_nothing(record_db: Path | str) -> None:
+    db = record_db
     run_writers(db, workers=4, count=200)
     with RecordStore(db) as store:
         assert len(store.query()) == 800
@@ -559,9 +563,9 @@ def test_concurrent_writers_in_several_processes_lose_nothing(db: Path) -> None:
 
 @pytest.mark.parametrize("attempt", range(3))
 def test_processes_opening_a_fresh_database_at_once_all_succeed(
-    tmp_path: Path, attempt: int
+    record_db: Path | str, attempt: int
 ) -> None:
-    db = tmp_path / f"fresh{attempt}.db"
+    db = record_db
     run_writers(db, workers=6, count=1)
     with RecordStore(db) as store:
         assert len(store.query()) == 6
@@ -579,7 +583,8 @@ BINARY_PAYLOADS = {
 
 
 @pytest.mark.parametrize("payload", BINARY_PAYLOADS.values(), ids=BINARY_PAYLOADS.keys())
-def test_a_bytes_result_reads_back_exactly(db: Path, payload: object) -> None:
+def test_a_bytes_result_reads_back_exactly(record_db: Path | str, payload: object) -> None:
+    db = record_db
     rec = record(result={"payload": payload, "summary": "binary"})
     with RecordStore(db) as store:
         store.save(rec)
@@ -594,12 +599,13 @@ def test_a_str_result_that_looks_like_escaped_bytes_stays_a_str(store: RecordSto
     assert store.get(rec.id).result == {"payload": "\\x00\\xff", "summary": None}
 
 
-def test_a_bytes_result_is_stored_as_a_blob_of_its_own_size(store: RecordStore, db: Path) -> None:
+def test_a_bytes_result_is_stored_as_a_blob_of_its_own_size(
+    store: RecordStore, record_db: Path | str
+) -> None:
     payload = bytes(1024 * 1024)
     store.save(record(result={"payload": payload, "summary": None}))
-    raw = sqlite3.connect(db)
-    ((doc, blob),) = raw.execute("SELECT doc, result FROM runs").fetchall()
-    raw.close()
+    ((doc, blob),) = raw_query(record_db, "SELECT doc, result FROM runs")
+    assert isinstance(doc, str)
     assert isinstance(blob, bytes) and len(payload) < len(blob) < len(payload) + 64
     assert json.loads(doc)["result"] is None
 
@@ -630,8 +636,9 @@ def logged(monkeypatch: pytest.MonkeyPatch) -> LogRecorder:
 
 
 def test_a_result_larger_than_max_result_bytes_is_summarised_with_a_warning(
-    db: Path, logged: LogRecorder
+    record_db: Path | str, logged: LogRecorder
 ) -> None:
+    db = record_db
     payload = b"\xff" * 5000
     rec = record(result={"payload": payload, "summary": "5000 bytes of frames"})
     with RecordStore(db, max_result_bytes=4096) as store:
@@ -660,10 +667,10 @@ def test_a_result_larger_than_max_result_bytes_is_summarised_with_a_warning(
 
 
 def test_a_large_result_of_plain_data_is_summarised_by_its_msgpack_encoding(
-    store: RecordStore, logged: LogRecorder
+    store: RecordStore, record_db: Path | str, logged: LogRecorder
 ) -> None:
     payload = {"values": list(range(100))}
-    limited = RecordStore(store.path, max_result_bytes=64)
+    limited = RecordStore(record_db, max_result_bytes=64)
     rec = record(result={"payload": payload, "summary": None})
     with limited:
         limited.save(rec)
@@ -675,7 +682,10 @@ def test_a_large_result_of_plain_data_is_summarised_by_its_msgpack_encoding(
     assert [event for event, _ in logged.warnings] == ["result_not_recorded"]
 
 
-def test_a_result_within_max_result_bytes_is_kept_whole(db: Path, logged: LogRecorder) -> None:
+def test_a_result_within_max_result_bytes_is_kept_whole(
+    record_db: Path | str, logged: LogRecorder
+) -> None:
+    db = record_db
     rec = record(result={"payload": bytes(4000), "summary": None})
     with RecordStore(db, max_result_bytes=4096) as store:
         store.save(rec)

@@ -16,13 +16,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from lute_async import Executor, Sandbox
 from lute_async.config import parse_config
 from lute_async.errors import ConfigError, LaunchError
+from lute_async.launchers.base import LaunchSpec
 from lute_async.messages import TaskStatus
-from lute_async.sandbox import PACKAGE, find_bwrap
+from lute_async.sandbox import PACKAGE, SandboxFds, find_bwrap, sandbox_command
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {"PYTHONPATH": str(ROOT)}
@@ -90,6 +92,34 @@ def gone(pid: int | None) -> bool:
 
 
 # --- isolation -----------------------------------------------------------------------------------
+
+
+async def test_a_venvs_python_under_tmp_is_seen_once_its_venv_is_bound(
+    tmp_path: Path, workdir: Path
+) -> None:
+    """A venv's python is a link under the venv (here under /tmp, which the sandbox replaces
+    with its own): outside the view it is refused by name, bound it runs."""
+    venv = tmp_path / "venv"
+    await anyio.run_process([sys.executable, "-m", "venv", "--without-pip", venv])
+    python = [str(venv / "bin" / "python"), "-c", "import sys; print(sys.prefix)"]
+    refused, _ = await run_logged(tmp_path, python, cwd=workdir, sandbox=Sandbox())
+    assert refused.status == TaskStatus.FAILED.value and refused.error["type"] == "LaunchError"
+    assert "is outside the sandbox's view" in refused.error["message"]
+    record, lines = await run_logged(
+        tmp_path, python, cwd=workdir, sandbox=Sandbox(readonly=[str(venv)])
+    )
+    assert record.status == TaskStatus.COMPLETED.value, (record.error, lines)
+    assert lines == [str(venv)]
+
+
+def test_the_python_in_use_is_bound_over_the_private_tmp_not_under_it(tmp_path: Path) -> None:
+    spec = LaunchSpec(argv=["true"], env={}, run_id="r", name="r", run_dir=tmp_path, cwd="/")
+    fds = SandboxFds(info=5, stderr=6, ready=7)
+    argv = sandbox_command(Sandbox(), spec, ["true"], fds, bwrap="bwrap")
+    tmpfs = argv.index("--tmpfs")
+    pythons = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}
+    python_binds = [i for i, a in enumerate(argv) if a == "--ro-bind" and argv[i + 1] in pythons]
+    assert python_binds and all(i > tmpfs for i in python_binds)
 
 
 async def test_cannot_write_outside_its_workdir(tmp_path: Path, workdir: Path) -> None:
@@ -471,13 +501,13 @@ async def test_tcp_needs_the_network(tmp_path: Path, workdir: Path) -> None:
 
 
 async def test_a_launcher_that_cannot_sandbox_refuses(tmp_path: Path, workdir: Path) -> None:
-    from lute_async import MPI
+    from lute_async import Slurm
 
     async with executor(tmp_path) as ex:
-        record = await ex.run(["true"], cwd=workdir, launcher=MPI(np=1), sandbox=Sandbox())
+        record = await ex.run(["true"], cwd=workdir, launcher=Slurm(), sandbox=Sandbox())
     assert record.status == TaskStatus.FAILED.value
     assert record.error is not None and record.error["type"] == "LaunchError"
-    assert "the mpi launcher cannot run run 'true' in a sandbox" in record.error["message"]
+    assert "the slurm launcher cannot run run 'true' in a sandbox" in record.error["message"]
 
 
 async def test_bwrap_missing_is_a_launch_error_naming_the_package(

@@ -286,8 +286,8 @@ async def test_steps_run_once_around_all_the_attempts_of_a_retried_run(
     ("steps", "message"),
     [
         ("tasklet_steps:stage", "key 'before': expected a list of steps"),
-        (["no_such_module_xyz:step"], "cannot import 'no_such_module_xyz'"),
-        (["tasklet_steps:missing"], "module 'tasklet_steps' has no 'missing'"),
+        (["no_such_module_xyz:step"], "cannot import module 'no_such_module_xyz'"),
+        (["tasklet_steps:missing"], "module 'tasklet_steps' has no attribute 'missing'"),
         (["tasklet_steps:NOT_CALLABLE"], "step 'tasklet_steps:NOT_CALLABLE' is not callable"),
         (["stage"], "'stage' is not 'package.module:function'"),
         ([["no-such-program-xyz", "x"]], "command 'no-such-program-xyz' is not an executable"),
@@ -318,7 +318,7 @@ def test_a_bad_step_in_a_task_file_names_the_file_task_and_step() -> None:
     with pytest.raises(ConfigError) as info:
         config.resolve("peaks")
     assert str(info.value).startswith("tasks.toml: task 'peaks': key 'after' step 2: ")
-    assert "cannot import 'nope_xyz'" in str(info.value)
+    assert "cannot import module 'nope_xyz'" in str(info.value)
     with pytest.raises(ConfigError, match=re.escape("tasks.toml: task 'peaks': key 'before'")):
         parse_config('[tasks.peaks]\ncommand = ["true"]\nbefore = 3\n', "tasks.toml")
 

@@ -117,7 +117,7 @@ def test_run_dashboard_serves_the_run_live_while_it_runs(
         (["serve", "--port", "70000"], "Invalid value for '--port': 70000 is not in the range"),
         (["serve", "--port", "http"], "Invalid value for '--port': 'http' is not a valid integer"),
         (["serve", "--host", "256.1.1.1"], "dashboard: cannot listen on 256.1.1.1:8765"),
-        (["--db", ".", "serve"], "Invalid value for '--db': File '.' is a directory"),
+        (["--db", ".", "serve"], "Invalid value for '--db': '.' is a directory, not a file"),
         (["run", "x", "--dashboard", "nope"], "dashboard address 'nope': expected [HOST:]PORT"),
         (["run", "x", "--dashboard", "1:99999"], "dashboard address '1:99999': expected"),
     ],

@@ -57,7 +57,7 @@ PARAM_HELP = "Set a param (repeatable); VALUE is read as JSON when it parses, el
 class Settings:
     """Options of the ``lute-async`` group shared by every sub-command."""
 
-    db: Path | None = None
+    db: Path | str | None = None
     log_events: bool = False
     log_format: str = "console"
     log_level: str = "warning"

@@ -21,23 +21,42 @@ __all__ = ["DB_HELP", "ENV_DB", "db_option", "records_db"]
 
 ENV_DB = "LUTE_ASYNC_DB"
 DB_HELP = (
-    "Records database of every command (before or after its name; after wins) [default: "
-    "$LUTE_ASYNC_DB, else the [executor] db of the config file (--config, else "
-    "$LUTE_ASYNC_CONFIG, else ./lute-async.toml), else the user data dir]."
+    "Records database, a file or a postgresql:// URL, of every command (before or after its "
+    "name; after wins) [default: $LUTE_ASYNC_DB, else the [executor] db of the config file "
+    "(--config, else $LUTE_ASYNC_CONFIG, else ./lute-async.toml), else the user data dir]."
 )
 
 
-def _keep_db(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+class DatabaseParam(click.ParamType):  # type: ignore[type-arg,unused-ignore]
+    """A records database: a file path, or a ``postgresql://`` URL kept as given."""
+
+    name = "file|url"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Path | str:
+        from lute_async.records.location import as_target
+
+        if isinstance(value, Path | str) and str(value):
+            target = as_target(value)
+            if isinstance(target, Path) and target.is_dir():
+                self.fail(f"{str(value)!r} is a directory, not a file", param, ctx)
+            return target
+        self.fail(f"expected a file path or a postgresql:// URL, got {value!r}", param, ctx)
+
+
+def _keep_db(ctx: click.Context, param: click.Parameter, value: Path | str | None) -> None:
     """Put ``--db`` in the shared settings: a sub-command's, parsed last, wins."""
     if value is not None:
         ctx.ensure_object(Settings).db = value
 
 
 def db_option(help: str = DB_HELP) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``--db FILE``, the one option every command that touches records takes (and the group)."""
+    """``--db FILE|URL``, the one option every command that touches records takes (and the
+    group)."""
     return click.option(
         "--db",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=DatabaseParam(),
         expose_value=False,
         callback=_keep_db,
         help=help,
@@ -46,15 +65,17 @@ def db_option(help: str = DB_HELP) -> Callable[[Callable[..., Any]], Callable[..
 
 def records_db(
     settings: Settings, *, config: TaskConfig | None = None, config_path: Path | None = None
-) -> Path | None:
+) -> Path | str | None:
     """The records database by the one order (None: the user data dir); ``config`` when the
     command has read its config already, else the config file is read (``config_path``, else
     ``$LUTE_ASYNC_CONFIG``, else ``./lute-async.toml``) only when it decides."""
-    path: Path | None
+    from lute_async.records.location import as_target
+
+    path: Path | str | None
     if settings.db is not None:
         path, source = settings.db, "--db"
     elif os.environ.get(ENV_DB):
-        path, source = Path(os.environ[ENV_DB]).expanduser(), f"${ENV_DB}"
+        path, source = as_target(os.environ[ENV_DB]), f"${ENV_DB}"
     else:
         if config is None:
             from lute_async.config import load_config
@@ -62,6 +83,6 @@ def records_db(
             with config_errors():
                 config = load_config(config_path)
         path, source = config.executor.db, f"[executor] db of {config.source}"
-    if path is not None and path.is_dir():
+    if isinstance(path, Path) and path.is_dir():
         fail(f"records database {str(path)!r} (from {source}) is a directory, not a file")
     return path

@@ -29,7 +29,9 @@ def configure_logging(settings: Settings) -> None:
         logs.configure(renderer="console", level=level)
 
 
-def make_executor(settings: Settings, *, db: Path | None = None, **options: Any) -> Executor:
+def make_executor(
+    settings: Settings, *, db: Path | str | None = None, **options: Any
+) -> Executor:
     """An executor with the global options recording into ``db`` (see
     :func:`~lute_async.cli.database.records_db`), logging configured."""
     from lute_async.executor import Executor
@@ -50,7 +52,7 @@ def execute_and_report(
     *,
     as_json: bool,
     quiet: bool = False,
-    db: Path | None = None,
+    db: Path | str | None = None,
     executor_options: dict[str, Any] | None = None,
 ) -> NoReturn:
     """Run ``jobs`` with the live display, print the record(s) or their JSON, and exit with the

@@ -9,6 +9,7 @@ from typing import NoReturn
 import click
 
 from lute_async.app.text import visible
+from lute_async.cli.attach import attach
 from lute_async.cli.common import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, Settings, fail
 from lute_async.cli.database import db_option
 from lute_async.cli.demo import demo
@@ -79,6 +80,7 @@ cli.add_command(demo)
 cli.add_command(run_graph)
 cli.add_command(submit)
 cli.add_command(serve)
+cli.add_command(attach)
 
 
 def _usage_error(exc: click.ClickException) -> NoReturn:

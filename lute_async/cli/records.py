@@ -146,18 +146,14 @@ def records_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
 
 
 def _find(store: RecordStore, run_id: str) -> AnalysisRecord:
-    from lute_async.errors import RecordNotFound
+    from lute_async.errors import AmbiguousRunId, RecordNotFound
 
     try:
-        return store.get(run_id)
+        return store.find(run_id)
+    except AmbiguousRunId as exc:
+        fail(str(exc))
     except RecordNotFound:
-        pass
-    matches = store.find_ids(run_id) if len(run_id) >= 4 else []
-    if len(matches) == 1:
-        return store.get(matches[0])
-    if matches:
-        fail(f"{run_id!r} matches {len(matches)} runs; give more of the id")
-    fail(f"no run with id {run_id!r} in {store.path}; see `lute-async records list`")
+        fail(f"no run with id {run_id!r} in {store.path}; see `lute-async records list`")
 
 
 @records.command(name="reconcile")

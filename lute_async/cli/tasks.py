@@ -80,7 +80,7 @@ def run(
     )
 
 
-def _resolve(config: Any, name: str, params: dict[str, Any], db: Path | None) -> Any:
+def _resolve(config: Any, name: str, params: dict[str, Any], db: Path | str | None) -> Any:
     """Resolve task ``name``, opening the records database only if a template needs it."""
     from lute_async.records import RecordStore
 

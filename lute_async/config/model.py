@@ -91,7 +91,7 @@ class TaskDef:
 class ExecutorSettings:
     """The optional ``[executor]`` table."""
 
-    db: Path | None = None
+    db: Path | str | None = None
     max_concurrency: int | None = None
     grace: float | None = None
 

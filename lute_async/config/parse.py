@@ -28,6 +28,7 @@ from lute_async.options import (
     expected,
     key_error,
 )
+from lute_async.records.location import is_server_url
 from lute_async.tasklets import PHASES, TASKLETS_EXPECTED, check_steps
 
 __all__ = [
@@ -172,6 +173,6 @@ def parse_executor(source: str, table: Any, base: Path | None) -> ExecutorSettin
     if not isinstance(table, dict):
         raise expected(source, "executor", "a table [executor]", table)
     values = check_options(table, EXECUTOR_OPTIONS, where=source, prefix="executor.")
-    if values.get("db") is not None:
-        values["db"] = _relative(values["db"], base)
+    if values.get("db") is not None and not is_server_url(values["db"]):
+        values["db"] = _relative(values["db"], base)  # a postgresql:// URL is kept as given
     return ExecutorSettings(**values)

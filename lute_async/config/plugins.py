@@ -17,6 +17,7 @@ from lute_async.config.model import TaskDef
 from lute_async.config.parse import parse_task
 from lute_async.errors import ConfigError
 from lute_async.options import describe
+from lute_async.targets import TargetError, import_target
 
 if TYPE_CHECKING:
     from lute_async.hooks.registry import Hook
@@ -65,12 +66,9 @@ def load_hook(spec: str, where: str = "", base: Path | None = None) -> Hook:
                 f"{HOOKS_GROUP} entry point"
             )
         spec = entry.value
-    module_name, _, attr = spec.partition(":")
     try:
-        obj: Any = _import_beside(module_name, base)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
+        obj = import_target(spec, lambda name: _import_beside(name, base), (ImportError,))
+    except (TargetError, ValueError) as exc:
         raise ConfigError(f"{prefix}cannot load hook {spec!r}: {exc}") from None
     if not callable(obj):
         raise ConfigError(f"{prefix}hook {spec!r} is not callable")

@@ -23,7 +23,7 @@ __all__ = ["Observed", "Observer"]
 class Observed(Protocol):
     """What an observer may use of the executor it watches."""
 
-    db_path: Path
+    db_path: Path | str  # a sqlite file, or a PostgreSQL URL
     host: str
 
     async def store(self) -> RecordStore: ...

@@ -3,7 +3,9 @@ executor waits on and signals. One file per kind: local, MPI, SLURM."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +83,26 @@ class ExitStatus:
             return self.terminal
         ok = self.exit_code == 0 and self.error is None
         return EventName.DONE.value if ok else EventName.FAILED.value
+
+
+class GroupSignals:
+    """Signals for a started task that leads its own process group (``pid``): every signal
+    goes to the whole group, and nothing happens once it is gone."""
+
+    pid: int | None
+
+    def send_signal(self, signum: int) -> None:
+        if self.pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signum)
+
+    async def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+        self.send_signal(signal.SIGCONT)  # a stopped group must run to handle SIGTERM
+
+    async def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 class TaskProcess(Protocol):

@@ -21,14 +21,14 @@ from typing import Any
 import anyio
 
 from lute_async.errors import LaunchError
-from lute_async.launchers.base import ExitStatus, LaunchSpec, Notify
+from lute_async.launchers.base import ExitStatus, GroupSignals, LaunchSpec, Notify
 from lute_async.launchers.guardian import GUARDIAN
 from lute_async.launchers.sandboxed import SandboxedProcess
 from lute_async.launchers.sandboxed import launch as launch_sandboxed
 from lute_async.limits import parent_death_shim
 
 
-class LocalProcess:
+class LocalProcess(GroupSignals):
     """A local task process (and its process group)."""
 
     def __init__(
@@ -101,19 +101,6 @@ class LocalProcess:
         # setsid) would hold its pipes open and outlive the run: end them with it.
         self.send_signal(signal.SIGKILL)
 
-    def send_signal(self, signum: int) -> None:
-        if self.pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signum)
-
-    async def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-        self.send_signal(signal.SIGCONT)  # a stopped group must run to handle SIGTERM
-
-    async def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
     def describe(self) -> dict[str, Any]:
         return {"launch_command": self.argv, "pid": self.pid}
 
@@ -147,12 +134,8 @@ class Local:
         self, spec: LaunchSpec, notify: Notify
     ) -> LocalProcess | SandboxedProcess:
         process: LocalProcess | SandboxedProcess
-        if spec.sandbox is not None:  # bwrap around the limits shim, behind the pdeath one
-            inner = spec.limits.wrap(spec.argv) if spec.limits is not None else list(spec.argv)
-            if spec.argv:
-                check_executable(spec)
-            prefix = parent_death_shim() if self.parent_death_signal else []
-            process = await launch_sandboxed(spec.sandbox, spec, inner, prefix, spawn)
+        if spec.sandbox is not None:
+            process = await self.start_sandboxed(spec)
             argv = process.argv
         else:
             argv = self.command(spec)
@@ -171,6 +154,17 @@ class Local:
             process.send_signal(signal.SIGKILL)
             raise
         return process
+
+
+    async def start_sandboxed(self, spec: LaunchSpec) -> SandboxedProcess:
+        """``spec.argv`` in ``spec.sandbox``: bwrap around the limits shim, behind the
+        parent-death one."""
+        assert spec.sandbox is not None
+        inner = spec.limits.wrap(spec.argv) if spec.limits is not None else list(spec.argv)
+        if spec.argv:
+            check_executable(spec)
+        prefix = parent_death_shim() if self.parent_death_signal else []
+        return await launch_sandboxed(spec.sandbox, spec, inner, prefix, spawn)
 
 
 def check_executable(spec: LaunchSpec) -> None:

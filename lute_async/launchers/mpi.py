@@ -21,6 +21,7 @@ from typing import Any, Literal
 from lute_async.errors import ConfigError, LaunchError
 from lute_async.launchers.base import ExitStatus, LaunchSpec, Notify
 from lute_async.launchers.local import Local, LocalProcess, spawn
+from lute_async.launchers.sandboxed import SandboxedProcess, until_stopped
 from lute_async.wire import ENV_FD
 
 MpiStarter = Literal["auto", "mpirun", "mpiexec", "srun"]
@@ -80,11 +81,16 @@ class MPIProcess:
     process group of its own, so signals go to every process of the starter's session, and
     ranks a dying starter left behind are ended with it."""
 
-    def __init__(self, process: LocalProcess, *, ranks: int, starter: str) -> None:
+    def __init__(
+        self, process: LocalProcess | SandboxedProcess, *, ranks: int, starter: str
+    ) -> None:
         self._process = process
         self.pid: int | None = process.pid
         self.ranks = ranks
         self.starter = starter
+        #: The session the ranks are in: the starter's, or the sandbox's pid 1's (whose
+        #: death at the end takes every rank along).
+        self.session = process.init_pid if isinstance(process, SandboxedProcess) else self.pid
 
     async def wait(self) -> ExitStatus:
         status = await self._process.wait()
@@ -92,15 +98,20 @@ class MPIProcess:
         return status
 
     def _signal_session(self, signum: int) -> None:
-        if self.pid is None:
+        if self.session is None:
             return
-        for pid in session_members(self.pid):
+        for pid in session_members(self.session):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signum)
 
     def send_signal(self, signum: int) -> None:
         self._process.send_signal(signum)
         self._signal_session(signum)
+
+    async def wait_stopped(self) -> None:
+        """Until the starter is stopped, then (briefly) every rank of its session."""
+        await self._process.wait_stopped()
+        await until_stopped(lambda: [] if self.session is None else session_members(self.session))
 
     async def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
@@ -124,6 +135,8 @@ class MPI:
     """
 
     kind = "mpi"
+    #: Applies ``LaunchSpec.sandbox`` with ``mpirun`` (ranks on this node), not ``srun``.
+    sandboxes = True
 
     def __init__(
         self,
@@ -203,12 +216,22 @@ class MPI:
             if fd_text.isdigit():
                 pass_fds = tuple(fd for fd in pass_fds if fd != int(fd_text))
         local_spec = dataclasses.replace(spec, argv=argv, env=env, pass_fds=pass_fds)
-        full_argv = self._local.command(local_spec)
-        process = MPIProcess(
-            spawn(full_argv, local_spec, guard=self._local.parent_death_signal),
-            ranks=ranks,
-            starter=self.starter(env),
-        )
+        starter = self.starter(env)
+        started: LocalProcess | SandboxedProcess
+        if spec.sandbox is not None:  # mpirun and its ranks inside, as a local command
+            if starter == "srun":
+                raise LaunchError(
+                    f"MPI run {spec.name!r}: srun starts ranks through slurmd, outside any "
+                    "sandbox; a sandboxed MPI run needs MPI(launcher='mpirun') (one node)"
+                )
+            started = await self._local.start_sandboxed(local_spec)
+        else:
+            started = spawn(
+                self._local.command(local_spec),
+                local_spec,
+                guard=self._local.parent_death_signal,
+            )
+        process = MPIProcess(started, ranks=ranks, starter=starter)
         await notify(
             "started",
             {

@@ -139,6 +139,7 @@ register(
             "tcp_host": _text("the address the executor listens on for the job's ranks"),
             "tcp_advertise": _text("the address the ranks connect to"),
             "python": _text("the Python that runs a command starting with 'python'"),
+            "requeue": Option("true or false", bool),
         },
     )
 )

@@ -75,6 +75,14 @@ def _parent(pid: int) -> int | None:
     return int(fields[1]) if len(fields) > 1 else None
 
 
+async def until_stopped(pids: Callable[[], list[int]]) -> None:
+    """Until every process of ``pids()`` is stopped or gone (at most ``_STOPPING`` seconds):
+    no event says a process that is not our child has stopped, so its state is read."""
+    with anyio.move_on_after(_STOPPING):
+        while any(_state(pid) not in "TtZX" for pid in pids()):  # noqa: ASYNC110
+            await anyio.sleep(0.001)
+
+
 @dataclasses.dataclass(slots=True)
 class Prepared:
     """A sandboxed launch made ready: the argv, the spec to spawn it with (fds to pass, bwrap's
@@ -237,10 +245,7 @@ class SandboxedProcess:
         our child stops it a moment later, with no event to wait on, so its state is read
         (a few times, at most for ``_STOPPING`` seconds)."""
         await self.monitor.wait_stopped()
-        with anyio.move_on_after(_STOPPING):
-            # No event says a process that is not our child has stopped: read its state.
-            while self.task_pid is not None and _state(self.task_pid) not in "TtZX":  # noqa: ASYNC110
-                await anyio.sleep(0.001)
+        await until_stopped(lambda: [] if self.task_pid is None else [self.task_pid])
 
     def _init_alive(self) -> bool:
         """True while the sandbox's pid 1 runs (its pidfd is readable once it has ended)."""
@@ -268,6 +273,19 @@ class SandboxedProcess:
         if code is not None and 128 < code <= 128 + signal.NSIG:
             return ExitStatus(exit_code=None, signal=code - 128, usage=usage)
         return ExitStatus(exit_code=code, signal=status.signal, usage=usage)
+
+    def release(self) -> None:
+        """What :meth:`wait` does once the monitor is reaped, blocking (for a synchronous
+        close): SIGKILL the sandbox's pid 1, wait until the namespace is empty, close its fds."""
+        fd, self._init_fd = self._init_fd, None
+        if fd is not None:
+            with contextlib.suppress(ProcessLookupError, OSError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            select.select([fd], [], [], _TEARDOWN)  # a killed namespace ends in milliseconds
+            os.close(fd)
+        if self._errors is not None:
+            os.close(self._errors)
+            self._errors = None
 
     async def _teardown(self) -> None:
         """SIGKILL the sandbox's pid 1 and wait until the namespace is empty."""

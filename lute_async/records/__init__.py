@@ -1,11 +1,16 @@
-"""Run records: what ran, how and how it ended, in a sqlite database that outlives the executor.
+"""Run records: what ran, how and how it ended, in a database that outlives the executor: a
+sqlite file, or a PostgreSQL database (a ``postgresql://`` URL) for a whole cluster.
 
 One concern per module: :mod:`.model` (AnalysisRecord), :mod:`.schema` (tables, migrations),
-:mod:`.codec` (the stored form), :mod:`.filters` (RunFilter), :mod:`.journal` (spilled records),
-:mod:`.liveness` (is the executor alive), :mod:`.files` (private database files),
-:mod:`.database` (connection and rows), :mod:`.recovery` (journal replay, LOST runs on open),
-:mod:`.store` (RecordStore) and :mod:`.keeper` (RecordKeeper: a run's messages applied to its
-record). This package re-exports the names callers import from ``lute_async.records``.
+:mod:`.dialect` (where the backends' SQL differs), :mod:`.codec` (the stored form),
+:mod:`.filters` (RunFilter), :mod:`.journal` (spilled records), :mod:`.liveness` (is the
+executor alive), :mod:`.leases` (executor leases: LOST from any host), :mod:`.renewer` (the
+executor's lease task), :mod:`.location` (a file or a URL), :mod:`.files` (private database
+files), :mod:`.rows` (the row SQL both backends share), :mod:`.database` (sqlite),
+:mod:`.postgres` (psycopg), :mod:`.recovery` (journal replay, LOST runs on open), :mod:`.store`
+(RecordStore), :mod:`.writer` (concurrent saves in one transaction) and :mod:`.keeper`
+(RecordKeeper: a run's messages applied to its record). This package re-exports the names
+callers import from ``lute_async.records``.
 """
 
 from lute_async.records.codec import DEFAULT_MAX_RESULT_BYTES

@@ -1,4 +1,4 @@
-"""The records database connection: opening, transactions, reading, decoding and row writes.
+"""The sqlite records database: opening, transactions and reading (rows: see rows).
 
 Plain synchronous :mod:`sqlite3` in WAL mode, safe to share between threads (one connection
 under a lock) and between processes on one host. Each row keeps the record as a JSON document
@@ -8,7 +8,7 @@ plus a few indexed columns to query on; the result is kept apart as msgpack (see
 from __future__ import annotations
 
 import contextlib
-import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -17,18 +17,19 @@ from typing import Any, Final
 
 from lute_async.errors import RecordStoreError
 from lute_async.logs import get_logger
-from lute_async.records.codec import StoredRecord, document_json, record_from_stored, stored_record
+from lute_async.records.dialect import SQLITE
 from lute_async.records.files import secure_database_files
-from lute_async.records.model import AnalysisRecord
+from lute_async.records.location import is_server_url
+from lute_async.records.rows import RecordRows
 from lute_async.records.schema import migrate, open_error
 
-__all__ = ["DEFAULT_BUSY_TIMEOUT", "RecordDatabase"]
+__all__ = ["DEFAULT_BUSY_TIMEOUT", "RecordDatabase", "open_database"]
 
 DEFAULT_BUSY_TIMEOUT: Final = 30.0
 """Seconds a write waits for another process's write lock before failing."""
 
 
-class RecordDatabase:
+class RecordDatabase(RecordRows):
     """One sqlite connection to the records database at ``path``, migrated to the schema.
 
     Writes go through :meth:`write` (the thread lock and one IMMEDIATE transaction), reads
@@ -37,16 +38,19 @@ class RecordDatabase:
 
     path: Path
     """The database file (or ``:memory:``)."""
-    max_result_bytes: int
-    """The largest result (its msgpack encoding) written whole; larger ones are summarised."""
 
     def __init__(self, path: Path, *, busy_timeout: float, max_result_bytes: int) -> None:
         self.path = path
+        self.where = str(path)
+        self.dialect = SQLITE
         self.max_result_bytes = max_result_bytes
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = self._connect(busy_timeout)
         try:
-            migrate(self.connection(), self.path)
+            try:
+                migrate(self.connection(), SQLITE, self.path)
+            except sqlite3.Error as exc:
+                raise open_error(self.path, exc) from exc
         except BaseException:
             self.close()
             raise
@@ -135,52 +139,14 @@ class RecordDatabase:
                     f"cannot {what} in records database {self.path}: {exc}"
                 ) from exc
 
-    def decode(self, run_id: str, doc: str, result: bytes | None) -> AnalysisRecord:
-        """The record in a row's ``doc`` and ``result`` columns; RecordStoreError if damaged."""
-        try:
-            return record_from_stored(json.loads(doc), result)
-        except (ValueError, TypeError, RecursionError) as exc:
-            raise RecordStoreError(
-                f"run {run_id} in records database {self.path} is unreadable: {exc}"
-            ) from exc
 
-    def upsert(self, conn: sqlite3.Connection, record: AnalysisRecord) -> None:
-        """Insert or replace *record* and its tags, inside the transaction of *conn*."""
-        self.upsert_stored(conn, stored_record(record, self.max_result_bytes))
+def open_database(
+    path: str | os.PathLike[str], *, busy_timeout: float, max_result_bytes: int
+) -> RecordRows:
+    """The records database at *path*: a sqlite file, or (a ``postgresql:`` URL) a PostgreSQL
+    database through psycopg, imported only then."""
+    if is_server_url(path):
+        from lute_async.records.postgres import PostgresDatabase
 
-    @staticmethod
-    def upsert_stored(conn: sqlite3.Connection, stored: StoredRecord) -> None:
-        """Insert or replace a record already in its stored form, and its tags."""
-        document = stored.document
-        conn.execute(
-            """
-            INSERT INTO runs (id, name, status, submitted_at, ended_at,
-                              executor_pid, executor_host, doc, result)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (id) DO UPDATE SET
-                name = excluded.name,
-                status = excluded.status,
-                submitted_at = excluded.submitted_at,
-                ended_at = excluded.ended_at,
-                executor_pid = excluded.executor_pid,
-                executor_host = excluded.executor_host,
-                doc = excluded.doc,
-                result = excluded.result
-            """,
-            (
-                document["id"],
-                document["name"],
-                document["status"],
-                document["submitted_at"],
-                document["ended_at"],
-                document["executor_pid"],
-                document["executor_host"],
-                document_json(document),
-                stored.result,
-            ),
-        )
-        conn.execute("DELETE FROM run_tags WHERE run_id = ?", (document["id"],))
-        conn.executemany(
-            "INSERT OR IGNORE INTO run_tags (run_id, tag) VALUES (?, ?)",
-            [(document["id"], str(tag)) for tag in document["tags"]],
-        )
+        return PostgresDatabase(str(path), max_result_bytes=max_result_bytes)
+    return RecordDatabase(Path(path), busy_timeout=busy_timeout, max_result_bytes=max_result_bytes)

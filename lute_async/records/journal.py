@@ -31,6 +31,7 @@ from lute_async.records.codec import (
     record_from_stored,
     stored_record,
 )
+from lute_async.records.location import is_server_url, server_key
 from lute_async.records.model import AnalysisRecord
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "JournalFile",
     "RecordJournal",
     "default_fallback_dir",
+    "journal_for",
     "spill_record",
 ]
 
@@ -111,15 +113,22 @@ class RecordJournal:
         fallback_dir: str | os.PathLike[str] | None = None,
         *,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        server_key: str | None = None,
     ) -> None:
         self.db_path = Path(db_path)
         self.max_result_bytes = max_result_bytes
         # The database's directory as its checks see it: a symlinked one is used where it points.
-        self.primary = self.db_path.parent.resolve() / (self.db_path.name + JOURNAL_SUFFIX)
+        # A database server (server_key: what names it) has no directory: the fallback only.
+        self.primary: Path | None = (
+            None
+            if server_key is not None
+            else self.db_path.parent.resolve() / (self.db_path.name + JOURNAL_SUFFIX)
+        )
         configured = fallback_dir or os.environ.get("LUTE_ASYNC_JOURNAL_DIR")
         self._configured = bool(configured)
         directory = Path(configured) if configured else default_fallback_dir()
-        key = hashlib.sha256(os.fsencode(os.path.abspath(self.db_path))).hexdigest()[:16]
+        named = server_key if server_key is not None else os.path.abspath(self.db_path)
+        key = hashlib.sha256(os.fsencode(named)).hexdigest()[:16]
         self._fallback_name = f"{self.db_path.name}-{key}{JOURNAL_SUFFIX}"
         self.fallback = _REFUGES.get(directory, directory) / self._fallback_name
         self._fallback_home = directory
@@ -135,8 +144,8 @@ class RecordJournal:
             document = {**document, _JOURNAL_RESULT_KEY: base64.b64encode(stored.result).decode()}
         line = (document_json(document) + "\n").encode()
         failures: list[str] = []
-        for is_fallback in (False, True):
-            path = self.primary
+        for is_fallback in (False, True) if self.primary is not None else (True,):
+            path = self.primary or self.fallback
             try:
                 if is_fallback:
                     path = self._fallback_for_append()
@@ -180,7 +189,7 @@ class RecordJournal:
         Only the user's own journals count (see the class); every other one is logged once
         as ``journal_not_replayed`` and left where it is.
         """
-        places = [(self.primary.parent, self.primary.name, True)]
+        places = [] if self.primary is None else [(self.primary.parent, self.primary.name, True)]
         fallback_dirs = [self._fallback_home]
         if not self._configured:  # fresh directories used when the default name was taken
             with contextlib.suppress(OSError):
@@ -271,10 +280,29 @@ class RecordJournal:
                 os.close(fd)
 
 
+def journal_for(
+    db: str | os.PathLike[str],
+    fallback_dir: str | os.PathLike[str] | None = None,
+    *,
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+) -> RecordJournal:
+    """The journal of database *db*: beside a sqlite file, or (a server's URL) in the fallback
+    directory only, named by the server and database, never by the password."""
+    if is_server_url(db):
+        return RecordJournal(
+            "postgresql",
+            fallback_dir,
+            max_result_bytes=max_result_bytes,
+            server_key=server_key(str(db)),
+        )
+    return RecordJournal(db, fallback_dir, max_result_bytes=max_result_bytes)
+
+
 def spill_record(db_path: str | os.PathLike[str], record: AnalysisRecord) -> str:
-    """Spill *record* to the journal of a database that cannot even be opened; say where."""
+    """Spill *record* to the journal of a database (a file or a URL) that cannot even be
+    opened; say where."""
     try:
-        where = RecordJournal(db_path).append(record)
+        where = journal_for(db_path).append(record)
     except RecordStoreError as exc:
         return str(exc)
     return f"run {record.id} was spilled to the journal {where}, replayed when the database opens"

@@ -41,6 +41,7 @@ class RecordKeeper:
             EventName.STOPPED: self._stopped,
             EventName.CONTINUED: self._continued,
             EventName.RETRYING: self._retrying,
+            EventName.REQUEUED: self._requeued,
         }
         for event in TERMINAL_STATUS:
             self._handlers[event] = self._terminal
@@ -124,6 +125,16 @@ class RecordKeeper:
 
     def _continued(self, message: Message) -> bool:
         self.record.status = TaskStatus.RUNNING.value
+        return True
+
+    def _requeued(self, message: Message) -> bool:
+        """Back in the scheduler's queue: QUEUED until the next attempt starts."""
+        data = message.data if isinstance(message.data, dict) else {}
+        self.record.status = TaskStatus.QUEUED.value
+        seen = self.record.extra.get("requeues", 0) + 1
+        self.record.extra["requeues"] = data.get("requeues", seen)
+        if data.get("slurm_restarts") is not None:
+            self.record.extra["slurm_restarts"] = data["slurm_restarts"]
         return True
 
     def _terminal(self, message: Message) -> bool:

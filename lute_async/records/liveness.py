@@ -58,11 +58,15 @@ def dead_executors(
     return [(run_id, pid) for run_id, pid in candidates if pid is None or not is_alive(host, pid)]
 
 
-def mark_executor_lost(record: AnalysisRecord, pid: int | None, host: str, now: float) -> None:
-    """Record that *record*'s executor (process *pid* on *host*) died while the run was active."""
+def mark_executor_lost(
+    record: AnalysisRecord, pid: int | None, host: str, now: float, why: str | None = None
+) -> None:
+    """Record that *record*'s executor (process *pid* on *host*) died while the run was active
+    (*why*: how that was seen, when not by its pid being gone)."""
     record.error = {
         "type": "ExecutorLost",
-        "message": f"executor process {pid} on {host} exited while the run was {record.status}",
+        "message": f"executor process {pid} on {host} {why or 'exited'} "
+        f"while the run was {record.status}",
         "traceback": None,
     }
     record.status = TaskStatus.LOST.value

@@ -1,5 +1,5 @@
 """Recovery on open: replay the journal into the database, and mark LOST the runs whose
-executor on this host has died."""
+executor has died: on this host by its pid, on any host by its lapsed lease (see leases)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,17 @@ from pathlib import Path
 
 from lute_async.errors import RecordStoreError
 from lute_async.logs import get_logger
-from lute_async.records.database import RecordDatabase
 from lute_async.records.filters import status_rank
 from lute_async.records.journal import JournalFile, RecordJournal
+from lute_async.records.leases import lapsed_candidates, lapsed_row
 from lute_async.records.liveness import dead_executors, local_pid_is_alive, mark_executor_lost
+from lute_async.records.rows import RecordRows
 from lute_async.status import ACTIVE_STATUSES
 
 __all__ = ["mark_lost", "replay_journal"]
 
 
-def replay_journal(database: RecordDatabase, journal: RecordJournal) -> list[str]:
+def replay_journal(database: RecordRows, journal: RecordJournal) -> list[str]:
     """Write the records spilled to *journal* into *database*; return their ids.
 
     A journal entry never moves a run backwards (a finished run is not made RUNNING again).
@@ -40,7 +41,7 @@ def replay_journal(database: RecordDatabase, journal: RecordJournal) -> list[str
             continue  # another process opening the same database took it first
         except OSError as exc:
             get_logger().error(
-                "journal_replay_failed", path=str(path), db=str(database.path), error=str(exc)
+                "journal_replay_failed", path=str(path), db=database.where, error=str(exc)
             )
             continue
         try:
@@ -50,7 +51,7 @@ def replay_journal(database: RecordDatabase, journal: RecordJournal) -> list[str
             continue  # a leftover another process is replaying right now
         except (OSError, RecordStoreError) as exc:
             get_logger().error(
-                "journal_replay_failed", path=str(path), db=str(database.path), error=str(exc)
+                "journal_replay_failed", path=str(path), db=database.where, error=str(exc)
             )
             continue
         if ids is None:
@@ -60,14 +61,14 @@ def replay_journal(database: RecordDatabase, journal: RecordJournal) -> list[str
         else:
             replayed.extend(ids)
             get_logger().warning(
-                "journal_replayed", path=str(path), db=str(database.path), runs=len(ids)
+                "journal_replayed", path=str(path), db=database.where, runs=len(ids)
             )
         _remove_replayed(database, taken, contents.sha256)
     return replayed
 
 
 def _write_replayed(
-    database: RecordDatabase, path: Path, contents: JournalFile
+    database: RecordRows, path: Path, contents: JournalFile
 ) -> list[str] | None:
     """Write a journal's records and remember its digest, in one transaction; the ids written,
     or None when this content was replayed before."""
@@ -91,7 +92,7 @@ def _write_replayed(
     return written
 
 
-def _remove_replayed(database: RecordDatabase, path: Path, sha256: str) -> None:
+def _remove_replayed(database: RecordRows, path: Path, sha256: str) -> None:
     """Remove a replayed journal file, then forget its digest (kept while the file stays)."""
     try:
         path.unlink(missing_ok=True)
@@ -108,10 +109,11 @@ def _remove_replayed(database: RecordDatabase, path: Path, sha256: str) -> None:
 
 
 def mark_lost(
-    database: RecordDatabase, is_alive: Callable[[str, int], bool] | None = None
+    database: RecordRows, is_alive: Callable[[str, int], bool] | None = None
 ) -> list[str]:
-    """Mark LOST the active runs in *database* whose executor on this host has died; return
-    their ids (see :meth:`RecordStore.mark_lost`)."""
+    """Mark LOST the active runs in *database* whose executor has died: on this host, by
+    ``is_alive(host, pid)`` (the fast path); on any host, by a lapsed lease. Return their ids
+    (see :meth:`RecordStore.mark_lost`)."""
     host = socket.gethostname()
     active = sorted(status.value for status in ACTIVE_STATUSES)
     placeholders = ", ".join("?" * len(active))
@@ -121,18 +123,28 @@ def mark_lost(
         "look for lost runs",
     )
     dead = dead_executors(candidates, host, is_alive or local_pid_is_alive)
-    if not dead:
+    same = database.dialect.same
+    by_pid = (
+        f"SELECT doc, result FROM runs WHERE id = ? AND executor_pid {same} ? "
+        f"AND status IN ({placeholders})"
+    )
+    found: list[tuple[str, str, int | None, str, str | None]] = [
+        (run_id, host, pid, by_pid, None) for run_id, pid in dead
+    ]
+    seen = {run_id for run_id, _ in dead}
+    by_lease = lapsed_row(database)
+    for lapsed_id, lease_host, lease_pid in lapsed_candidates(database):
+        if lapsed_id not in seen:
+            found.append((lapsed_id, lease_host, lease_pid, by_lease, "stopped renewing its lease"))
+    if not found:
         return []
     lost: list[str] = []
     now = time.time()
     with database.write("mark runs lost") as conn:
-        for run_id, pid in dead:
-            # Re-read under the write lock: the run may have ended meanwhile.
-            row = conn.execute(
-                f"SELECT doc, result FROM runs WHERE id = ? AND executor_pid IS ? "
-                f"AND status IN ({placeholders})",
-                (run_id, pid, *active),
-            ).fetchone()
+        for run_id, run_host, run_pid, query, why in found:
+            # Re-read in the write transaction: the run may have ended, or the lease been
+            # renewed, meanwhile.
+            row = conn.execute(query, (run_id, run_pid, *active)).fetchone()
             if row is None:
                 continue
             try:
@@ -140,12 +152,12 @@ def mark_lost(
             except RecordStoreError as exc:
                 # One damaged row must not make the whole database unopenable.
                 get_logger().error(
-                    "run_unreadable", run_id=run_id, path=str(database.path), error=str(exc)
+                    "run_unreadable", run_id=run_id, path=database.where, error=str(exc)
                 )
                 continue
-            mark_executor_lost(record, pid, host, now)
+            mark_executor_lost(record, run_pid, run_host, now, why)
             database.upsert(conn, record)
             lost.append(run_id)
     for run_id in lost:
-        get_logger().warning("run_lost", run_id=run_id, path=str(database.path))
+        get_logger().warning("run_lost", run_id=run_id, path=database.where)
     return lost

@@ -1,10 +1,11 @@
-"""The record store: what ran, how and how it ended, in a sqlite database that outlives the
-executor.
+"""The record store: what ran, how and how it ended, in a database that outlives the
+executor: a sqlite file, or a PostgreSQL database for a whole cluster.
 
 :class:`RecordStore` writes a run's :class:`~lute_async.records.model.AnalysisRecord` at submit
 and at every status change and finds it again. Connection and row plumbing live in
-:mod:`~lute_async.records.database`, recovery on open (journal replay, LOST runs) in
-:mod:`~lute_async.records.recovery`.
+:mod:`~lute_async.records.database` (sqlite) and :mod:`~lute_async.records.postgres`, the SQL
+they share in :mod:`~lute_async.records.rows`, recovery on open (journal replay, LOST runs) in
+:mod:`~lute_async.records.recovery`, executor leases in :mod:`~lute_async.records.leases`.
 """
 
 from __future__ import annotations
@@ -14,28 +15,28 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-from lute_async.errors import RecordNotFound, RecordStoreError
-from lute_async.records import recovery
+from lute_async.errors import AmbiguousRunId, RecordNotFound, RecordStoreError
+from lute_async.records import paging, recovery
 from lute_async.records.codec import DEFAULT_MAX_RESULT_BYTES, StoredRecord, stored_record
-from lute_async.records.database import DEFAULT_BUSY_TIMEOUT, RecordDatabase
+from lute_async.records.database import DEFAULT_BUSY_TIMEOUT, RecordDatabase, open_database
 from lute_async.records.filters import RunFilter
-from lute_async.records.journal import RecordJournal
-from lute_async.records.model import AnalysisRecord, default_db_path
+from lute_async.records.journal import RecordJournal, journal_for
+from lute_async.records.leases import DEFAULT_LEASE_PERIOD, Lease
+from lute_async.records.location import default_db
+from lute_async.records.model import AnalysisRecord
+from lute_async.records.paging import Cursor
+from lute_async.records.rows import RecordRows
 from lute_async.status import RUN_STATUSES, status_value
 
 __all__ = ["Cursor", "RecordStore"]
 
-#: A tag at most this many runs have is where a page starts looking (sorting them is cheap).
-RARE_TAG_RUNS = 5_000
-
-#: Where a page of runs ended: the last run's ``(submitted_at, rowid)``.
-Cursor = tuple[float, int]
-
 
 class RecordStore:
-    """The sqlite database of run records, shared safely by threads and processes on one host.
+    """The database of run records, shared safely by threads and processes: a sqlite file on
+    one host, or a PostgreSQL database (``path`` a ``postgresql://`` URL, libpq's conventions;
+    needs the ``[postgres]`` extra) for many.
 
     Open it with ``RecordStore(path)`` (or as a context manager). Opening creates the parent
     directory (0700) and the schema, migrates an older schema, and refuses a newer one or a file
@@ -51,8 +52,8 @@ class RecordStore:
     Records are a history, not a data store: keep large outputs in files and record their paths.
     """
 
-    path: Path
-    """The database file."""
+    path: Path | str
+    """The database file, or the server database's URL with its password masked."""
     lost_on_open: list[str]
     """Ids of the runs :meth:`mark_lost` marked LOST when the store was opened."""
     replayed_on_open: list[str]
@@ -71,17 +72,19 @@ class RecordStore:
     ) -> None:
         if max_result_bytes < 1:
             raise ValueError(f"max_result_bytes must be at least 1, got {max_result_bytes}")
-        self.path = Path(path)
         self.lost_on_open = []
         self.replayed_on_open = []
-        self._database = RecordDatabase(
-            self.path, busy_timeout=busy_timeout, max_result_bytes=max_result_bytes
+        self._spilled = False
+        self._database: RecordRows = open_database(
+            path, busy_timeout=busy_timeout, max_result_bytes=max_result_bytes
         )
+        database = self._database
+        self.path = database.path if isinstance(database, RecordDatabase) else database.where
         try:
             self.journal = (
                 None
                 if self._database.in_memory
-                else RecordJournal(self.path, journal_dir, max_result_bytes=max_result_bytes)
+                else journal_for(path, journal_dir, max_result_bytes=max_result_bytes)
             )
             self.replayed_on_open = self.replay_journal()
             if mark_lost:
@@ -92,8 +95,19 @@ class RecordStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, *, mark_lost: bool = True) -> Self:
-        """Open the store at *path*, or at :func:`default_db_path` when *path* is None."""
-        return cls(default_db_path() if path is None else path, mark_lost=mark_lost)
+        """Open the store at *path* (a file or a URL), or the default one (``$LUTE_ASYNC_DB``,
+        else the user data dir) when *path* is None."""
+        return cls(default_db() if path is None else path, mark_lost=mark_lost)
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._database.dialect.name
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return not self._database.is_open
 
     @property
     def max_result_bytes(self) -> int:
@@ -139,14 +153,22 @@ class RecordStore:
         except RecordStoreError as exc:
             if self.journal is None:
                 raise
+            self._spilled = True
             try:
                 where = self.journal.append_stored(record.id, stored)
             except RecordStoreError as spill:
                 raise RecordStoreError(f"{exc}; {spill}") from exc
             raise RecordStoreError(
                 f"{exc}; run {record.id} was spilled to the journal {where}, "
-                "replayed when the database is next opened"
+                "replayed when the database takes records again"
             ) from exc
+        self._replay_if_back()
+
+    def _replay_if_back(self) -> None:
+        """After a save that got through: replay what earlier saves spilled meanwhile."""
+        if self._spilled:
+            self._spilled = False
+            self.replay_journal()
 
     def save_many(self, records: Sequence[AnalysisRecord]) -> list[Exception | None]:
         """Save ``records`` in order in one transaction; what each save raised (or None).
@@ -154,24 +176,16 @@ class RecordStore:
         When that transaction fails, each record is saved on its own, so only the records the
         database cannot take fail (and are spilled to the journal, as :meth:`save` does).
         """
-        if len(records) > 1:
-            try:
-                stored = [self._stored(record) for record in records]
-                with self._database.write(f"save {len(records)} runs") as conn:
-                    for one in stored:
-                        self._database.upsert_stored(conn, one)
-                return [None] * len(records)
-            except Exception:
-                pass
-        errors: list[Exception | None] = []
-        for record in records:
-            try:
-                self.save(record)
-            except Exception as exc:
-                errors.append(exc)
-            else:
-                errors.append(None)
-        return errors
+        if len(records) > 1 and _raised(self._save_together, records) is None:
+            self._replay_if_back()
+            return [None] * len(records)
+        return [_raised(self.save, record) for record in records]
+
+    def _save_together(self, records: Sequence[AnalysisRecord]) -> None:
+        stored = [self._stored(record) for record in records]
+        with self._database.write(f"save {len(records)} runs") as conn:
+            for one in stored:
+                self._database.upsert_stored(conn, one)
 
     def _stored(self, record: AnalysisRecord) -> StoredRecord:
         _check_status(record)
@@ -248,57 +262,17 @@ class RecordStore:
         """One page of the runs ``runs`` matches, from just after the cursor ``after`` (the
         start when None), and the cursor of its last run (None when no run follows).
 
-        Keyset paging on the indexed ``(submitted_at, rowid)``: a page deep in 100,000 runs
-        costs what the first one does (no OFFSET scan).
+        Keyset paging on the indexed ``(submitted_at, rowid)`` (``seq`` on PostgreSQL): a page
+        deep in 100,000 runs costs what the first one does (no OFFSET scan).
         """
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
-        runs = runs or RunFilter()
-        where, args = runs.where()
-        rare = self._rare_tag(runs.wanted_tags())
-        if rare is not None:  # few runs have it: start from them, not from a scan of all
-            where += " AND id IN (SELECT run_id FROM run_tags WHERE tag = ?)"
-            args.append(rare)
-        direction, beyond = ("DESC", "<") if newest_first else ("ASC", ">")
-        order = f" ORDER BY submitted_at {direction}, rowid {direction} LIMIT ?"
-        if after is not None:
-            keyset = f"(submitted_at, rowid) {beyond} (?, ?)"
-            where = f"{where} AND {keyset}" if where else f" WHERE {keyset}"
-            args = [*args, float(after[0]), int(after[1])]
-        rows = self._database.read(
-            f"SELECT id, doc, result, submitted_at, rowid FROM runs{where}{order}",
-            [*args, limit + 1],
-            "query runs",
-        )
-        found = [
-            self._database.decode(run_id, doc, result) for run_id, doc, result, _, _ in rows[:limit]
-        ]
-        if len(rows) <= limit:  # the one row more was asked only to know whether one follows
-            return found, None
-        last = rows[limit - 1]
-        return found, (last[3], last[4])
-
-    def _rare_tag(self, tags: list[str]) -> str | None:
-        """The rarest of ``tags`` when at most :data:`RARE_TAG_RUNS` runs have it, else None."""
-        counts = []
-        for tag in tags:
-            rows = self._database.read(
-                "SELECT COUNT(*) FROM (SELECT 1 FROM run_tags WHERE tag = ? LIMIT ?)",
-                (tag, RARE_TAG_RUNS + 1),
-                "count tagged runs",
-            )
-            counts.append((int(rows[0][0]), tag))
-        rarest = min(counts, default=None)
-        return rarest[1] if rarest is not None and rarest[0] <= RARE_TAG_RUNS else None
+        return paging.page(self._database, runs or RunFilter(), after, limit, newest_first)
 
     def cursor_of(self, run_id: str) -> Cursor:
         """The :meth:`page` cursor of run ``run_id`` (pages start just after it)."""
-        rows = self._database.read(
-            "SELECT submitted_at, rowid FROM runs WHERE id = ?", (run_id,), f"read run {run_id}"
-        )
-        if not rows:
+        cursor = paging.cursor_of(self._database, run_id)
+        if cursor is None:
             raise RecordNotFound(run_id, str(self.path))
-        return float(rows[0][0]), int(rows[0][1])
+        return cursor
 
     def latest(self, name: str, status: str | None = "COMPLETED") -> AnalysisRecord | None:
         """Return the last-submitted run called *name* with *status* (any if None), or None."""
@@ -315,17 +289,54 @@ class RecordStore:
         )
         return [row[0] for row in rows]
 
-    def mark_lost(self, is_alive: Callable[[str, int], bool] | None = None) -> list[str]:
-        """Mark LOST the active runs whose executor on this host has died; return their ids.
+    def find(self, id_or_prefix: str) -> AnalysisRecord:
+        """The run with id ``id_or_prefix``, or the one run whose id starts with it (at least
+        4 characters, as users type short ids); :class:`RecordNotFound` when there is none,
+        :class:`AmbiguousRunId` when several match."""
+        try:
+            return self.get(id_or_prefix)
+        except RecordNotFound:
+            pass
+        matches = self.find_ids(id_or_prefix) if len(id_or_prefix) >= 4 else []
+        if len(matches) == 1:
+            return self.get(matches[0])
+        if matches:
+            raise AmbiguousRunId(
+                f"{id_or_prefix!r} matches {len(matches)} runs; give more of the id"
+            )
+        raise RecordNotFound(id_or_prefix, str(self.path))
 
-        A run is active while PENDING, QUEUED, RUNNING or STOPPED. Only runs whose
-        ``executor_host`` is this host are checked, with ``is_alive(host, executor_pid)``
-        (default: the pid exists and is not a zombie). QUEUED SLURM runs are marked LOST too:
-        nobody is watching the job any more, though SLURM may still run it (``scancel`` it
-        by its ``slurm_job_id``). A recycled pid makes a dead executor look alive, so the
-        check errs towards leaving a run alone.
+    def mark_lost(self, is_alive: Callable[[str, int], bool] | None = None) -> list[str]:
+        """Mark LOST the active runs whose executor has died; return their ids.
+
+        A run is active while PENDING, QUEUED, RUNNING or STOPPED. Runs whose
+        ``executor_host`` is this host are checked with ``is_alive(host, executor_pid)``
+        (default: the pid exists and is not a zombie); runs of any host whose executor's lease
+        has lapsed are LOST too (see :mod:`~lute_async.records.leases`). QUEUED SLURM runs are
+        marked LOST too: nobody is watching the job any more, though SLURM may still run it
+        (``scancel`` it by its ``slurm_job_id``). A recycled pid makes a dead executor look
+        alive, so the check errs towards leaving a run alone.
         """
         return recovery.mark_lost(self._database, is_alive)
+
+    def renew_lease(self, period: float = DEFAULT_LEASE_PERIOD) -> None:
+        """Write this process's executor lease, lapsing ``3 * period`` seconds from now; an
+        executor renews it every *period* seconds while open (RecordStoreError when the
+        database cannot take it)."""
+        Lease(self._database, period).renew()
+
+    def lease_expires_at(self) -> float | None:
+        """When this process's lease lapses (epoch seconds, the database's clock), or None."""
+        return Lease(self._database).expires_at()
+
+
+def _raised(call: Callable[[Any], None], argument: Any) -> Exception | None:
+    """What ``call(argument)`` raised, or None."""
+    try:
+        call(argument)
+    except Exception as exc:
+        return exc
+    return None
 
 
 def _check_status(record: AnalysisRecord) -> None:

@@ -11,8 +11,8 @@ import anyio
 
 from lute_async.communicators.base import Batch
 from lute_async.errors import ProtocolError
-from lute_async.hooks.events import Event, Hook, HookError
-from lute_async.hooks.registry import call_hooks, hook_error
+from lute_async.hooks.events import ANY_EVENT, Event, EventBatch, Hook, HookError
+from lute_async.hooks.registry import call_batch_hooks, call_hooks, hook_error
 from lute_async.logs import get_logger
 from lute_async.messages import TERMINAL_EVENTS, EventName, Message
 from lute_async.run.state import RunState
@@ -38,28 +38,33 @@ class Dispatcher(RunState):
                 self._tap[0].close()
 
     async def _dispatch_batch(self, batch: Batch) -> None:
-        """Handle ``batch`` in order. A message whose event only fires sync hooks, and touches
-        neither the record nor the tap, takes the fast path: an Event and the hook calls, with
-        no coroutine, hook-list concatenation or record check per message."""
+        """Handle ``batch`` in order, then call the batch hooks with its events. A message
+        whose event only fires sync hooks, and touches neither the record nor the tap, takes
+        the fast path: an Event and the hook calls, with no coroutine, hook-list
+        concatenation or record check per message."""
         if self._tap is not None:  # the tap only ever goes away, never comes back mid-batch
-            for message in batch:
-                await self._handle(message)
+            await self._dispatch_tapped(batch)
             return
         executor_hooks, run_hooks = self._context.hooks, self.hooks
         timeout = self._context.hook_timeout  # only named in errors, as call_hooks does
-        plain = self._plain_hooks
+        routes, wanted = self._routes, self._batch_names
+        collected: list[Message] = []  # the batch hooks' (their Events are made lazily)
+        collect = collected.append
         new = object.__new__
         for message in batch:
-            if executor_hooks.version + run_hooks.version != self._plain_version:
-                plain = self._renew_plain_hooks()
+            if executor_hooks.version + run_hooks.version != self._routes_version:
+                routes, wanted = self._renew_routes()
             sig = message.sig
-            hooks = plain.get(sig)
+            hooks = routes.get(sig)
             if hooks is None:
-                if sig not in plain:
-                    plain[sig] = hooks = self._sync_hooks_only(sig)
+                if sig not in routes:
+                    hooks = self._route(sig)
                 if hooks is None:
-                    await self._handle(message)
+                    if await self._handle(message) and wanted and self._batch_wants(sig):
+                        collect(message)
                     continue
+            if wanted and (sig in wanted or ANY_EVENT in wanted):
+                collect(message)
             if hooks:
                 # Event(...) field by field: 40% cheaper than calling the dataclass on 3.11
                 # (test_hooks_get_events_equal_to_constructed_ones checks every field is set).
@@ -78,25 +83,87 @@ class Dispatcher(RunState):
                         if result is not None and inspect.isawaitable(result):
                             await result
                     except Exception as exc:
-                        self._hook_errors([hook_error(event, fn, exc, timeout)])
+                        self._hook_errors([hook_error(sig, fn, exc, timeout)])
+        if collected or self._terminal_fired:
+            await self._end_batch(collected)
 
-    def _renew_plain_hooks(self) -> dict[str, tuple[Hook, ...] | None]:
-        """Forget the cached hook lists: a registry has changed since they were made."""
-        self._plain_version = self._context.hooks.version + self.hooks.version
-        self._plain_hooks = {}
-        return self._plain_hooks
+    async def _dispatch_tapped(self, batch: Batch) -> None:
+        """Handle ``batch`` of a run with a tap: every message by ``_handle``."""
+        collected = [
+            message
+            for message in batch
+            if await self._handle(message) and self._batch_wants(message.sig)
+        ]
+        await self._end_batch(collected)
 
-    def _sync_hooks_only(self, sig: str) -> tuple[Hook, ...] | None:
-        """The hooks of ``sig`` when they are all sync and the event is none of those
-        ``_handle`` treats specially; None when ``_handle`` must take it."""
-        if sig in self._special_events or self._context.watchdog is not None:
-            return None  # the watchdog of sync hooks lives in call_hooks only
-        hooks = self._context.hooks.hooks_for(sig) + self.hooks.hooks_for(sig)
-        if any(is_async for _, is_async in hooks):
-            return None
-        return tuple(fn for fn, _ in hooks)
+    async def _end_batch(self, collected: list[Message]) -> None:
+        """Call the batch hooks with ``collected``; after the terminal event's, the record is
+        final: :meth:`wait` returns it."""
+        if collected:
+            await self._fire_batch_hooks(collected)
+        if self._terminal_fired and not self._finished.is_set():
+            self._finished.set()
 
-    async def _handle(self, message: Message) -> None:
+    def _renew_routes(self) -> tuple[dict[str, tuple[Hook, ...] | None], frozenset[str]]:
+        """Forget the cached routes, and list the batch hooks' events anew: a registry has
+        changed since they were made."""
+        executor_hooks, run_hooks = self._context.hooks, self.hooks
+        self._routes_version = executor_hooks.version + run_hooks.version
+        self._routes = {}
+        self._batch_names = frozenset(
+            name
+            for registry in (executor_hooks, run_hooks)
+            for name, _, _ in registry.batch_hooks()
+        )
+        return self._routes, self._batch_names
+
+    def _batch_wants(self, sig: str) -> bool:
+        """True when a batch hook wants ``sig``'s events."""
+        if self._context.hooks.version + self.hooks.version != self._routes_version:
+            self._renew_routes()
+        names = self._batch_names
+        return sig in names or ANY_EVENT in names
+
+    def _route(self, sig: str) -> tuple[Hook, ...] | None:
+        """The sync hooks of ``sig`` for the fast path, cached until a registry changes; None
+        when ``_handle`` must take it (an event it treats specially, an async hook, or the
+        watchdog: that of sync hooks lives in call_hooks only)."""
+        context = self._context
+        hooks: tuple[Hook, ...] | None = None
+        if sig not in self._special_events and context.watchdog is None:
+            listed = context.hooks.hooks_for(sig) + self.hooks.hooks_for(sig)
+            if not any(is_async for _, is_async in listed):
+                hooks = tuple(fn for fn, _ in listed)
+        self._routes[sig] = hooks
+        return hooks
+
+    async def _fire_batch_hooks(self, messages: list[Message]) -> None:
+        """Call each batch hook (the executor's, then the run's) with the events of
+        ``messages`` it was registered for; errors are recorded like per-message hooks'."""
+        context = self._context
+        sig = messages[0].sig
+        one_event = all(message.sig == sig for message in messages)
+        errors: list[HookError] = []
+        for registry in (context.hooks, self.hooks):
+            for key, fn, is_async in list(registry.batch_hooks()):
+                if key == ANY_EVENT:
+                    chosen = messages
+                elif one_event:
+                    chosen = messages if key == sig else []
+                else:
+                    chosen = [message for message in messages if message.sig == key]
+                if chosen:
+                    batch = EventBatch(self, chosen)
+                    errors += await call_batch_hooks(
+                        [(fn, is_async)], batch, key, context.hook_timeout, context.watchdog
+                    )
+        if errors:
+            self._hook_errors(errors)
+            if self._terminal_fired:
+                await context.save(self)
+
+    async def _handle(self, message: Message) -> bool:
+        """Handle one message; False when it fires nothing (a repeated start or end)."""
         sig = message.sig
         if sig == _STARTED:
             if self._started_fired:
@@ -111,14 +178,14 @@ class Dispatcher(RunState):
                     await self._context.save(self)
                 else:
                     self._keeper.task_started(message)
-                return
+                return False
             self._started_fired = True
         elif sig == _PROGRESS:
             self.progress = message.data if isinstance(message.data, dict) else None
         terminal = sig in TERMINAL_EVENTS
         if terminal:
             if self._terminal_fired:
-                return
+                return False
             if self._after:  # a done's after steps may make it a failed (run.tasklets)
                 message = await self._after_steps(message)
                 sig = message.sig
@@ -138,8 +205,7 @@ class Dispatcher(RunState):
         if self._tap is not None:
             with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await self._tap[0].send(message)
-        if terminal:
-            self._finished.set()
+        return True
 
     def _hook_errors(self, errors: list[HookError]) -> None:
         log = get_logger()

@@ -25,7 +25,7 @@ from lute_async.communicators import CommunicatorSpec
 from lute_async.communicators.base import Batch
 from lute_async.error_budget import ErrorBudget
 from lute_async.errors import ConfigError, LuteAsyncError
-from lute_async.hooks.events import Hook
+from lute_async.hooks.events import BatchHook, Hook
 from lute_async.hooks.registry import HookRegistry
 from lute_async.launchers.base import Launcher, TaskProcess
 from lute_async.launchers.local import Local
@@ -149,8 +149,9 @@ class Run(Attempts, TaskletSteps, Dispatcher):
         self._special_events = (
             self._keeper.handled | TERMINAL_EVENTS | {EventName.STARTED, EventName.PROGRESS}
         )
-        self._plain_hooks = {}
-        self._plain_version = -1
+        self._routes = {}
+        self._batch_names = frozenset()
+        self._routes_version = -1
         self._send, self._receive = anyio.create_memory_object_stream[Batch](STREAM_BUFFER)
         self._process = None
         self._exit = None
@@ -197,6 +198,12 @@ class Run(Attempts, TaskletSteps, Dispatcher):
         if fn is None:
             return lambda f: self.hooks.add(event, f)
         return self.hooks.add(event, fn)
+
+    def on_batch(self, event: str, fn: BatchHook | None = None) -> Any:
+        """Register a batch hook for this run only; usable as a decorator."""
+        if fn is None:
+            return lambda f: self.hooks.add_batch(event, f)
+        return self.hooks.add_batch(event, fn)
 
     async def messages(self) -> AsyncIterator[Message]:
         """Every message of the run in stream order, ending with the terminal event.

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from lute_async.communicators.base import Batch
     from lute_async.error_budget import ErrorBudget
     from lute_async.errors import ProtocolError
-    from lute_async.hooks.events import Hook
+    from lute_async.hooks.events import BatchHook, Hook
     from lute_async.hooks.registry import HookRegistry
     from lute_async.launchers.base import ExitStatus, Launcher, TaskProcess
     from lute_async.limits import Limits
@@ -88,8 +88,11 @@ class RunState:
     _started_fired: bool
     _terminal_fired: bool
     _special_events: frozenset[str] | set[str]
-    _plain_hooks: dict[str, tuple[Hook, ...] | None]
-    _plain_version: int
+    # Per event: its sync hooks for the fast path (None: the full path); the events batch
+    # hooks want; the registries' versions both were made from.
+    _routes: dict[str, tuple[Hook, ...] | None]
+    _batch_names: frozenset[str]
+    _routes_version: int
 
     if TYPE_CHECKING:
         # Run's public face, declared for the type checker only, so that each part is the
@@ -103,6 +106,7 @@ class RunState:
         @property
         def time_left(self) -> float | None: ...
         def on(self, event: str, fn: Hook | None = None) -> Any: ...
+        def on_batch(self, event: str, fn: BatchHook | None = None) -> Any: ...
         async def stop(self) -> None: ...
         async def resume(self) -> None: ...
         async def cancel(self) -> None: ...
@@ -127,8 +131,8 @@ class RunState:
         """Dispatch the stream until it ends (the dispatcher's)."""
         raise NotImplementedError
 
-    async def _handle(self, message: Message) -> None:
-        """Dispatch one message (the dispatcher's; the supervisor's abort uses it)."""
+    async def _dispatch_batch(self, batch: Batch) -> None:
+        """Dispatch one batch (the dispatcher's; the supervisor's abort uses it)."""
         raise NotImplementedError
 
     def _protocol_error(self, source: str, conn: int, error: ProtocolError) -> None:

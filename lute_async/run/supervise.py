@@ -29,6 +29,7 @@ from lute_async.wire import (
     ENV_PARAMS_FILE,
     ENV_RUN,
     ENV_SECRET,
+    ENV_SPOOL,
 )
 
 #: Params larger than this go to the task in a file instead of the environment.
@@ -188,6 +189,7 @@ class Supervisor(RunState):
         env = dict(self._inherited_env)
         env.setdefault("PYTHONUNBUFFERED", "1")  # live log lines from Python tasks
         env.update(self._env_overrides)
+        env.pop(ENV_SPOOL, None)  # an enclosing job's: a spool is named by this run's launcher
         env[ENV_RUN] = self.id
         env[ENV_NAME] = self.name
         env[ENV_SECRET] = self._secret
@@ -297,4 +299,4 @@ class Supervisor(RunState):
         self._lifecycle.advance(Phase.ENDED)
         event = EventName.CANCELLED.value
         data = self._attempt_noted(terminal_payload(event, status, error=OWNER_CANCELLED))
-        await self._handle(Message(event, data, 0, time.time(), None, os.getpid()))
+        await self._dispatch_batch([Message(event, data, 0, time.time(), None, os.getpid())])

@@ -11,7 +11,7 @@ from lute_async.task.function import current_rank, is_task, read_params, task
 from lute_async.task.packing import PLAIN_MESSAGES as _PLAIN_MESSAGES  # noqa: F401 - old name
 from lute_async.task.packing import to_wire as _to_wire  # noqa: F401 - old name
 from lute_async.task.reporter import Reporter
-from lute_async.task.reporter import Sink as _Sink  # noqa: F401 - old name
+from lute_async.task.sinks import Sink as _Sink  # noqa: F401 - old name
 
 TYPE_CHECKING = False  # typing costs every task start milliseconds
 if TYPE_CHECKING:

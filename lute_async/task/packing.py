@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 #: and uses its C packer: enough for a short task (hello, started, a few logs and progress,
 #: result) to never load msgpack, few enough that bulk sends run at the C packer's speed.
 PLAIN_MESSAGES = 16
+#: A frame's fixed bytes: a map of 4, then its keys (fixstr) in the order a frame has them.
+_FRAME_MAP, _SEQ_KEY, _TS_KEY, _DATA_KEY = b"\x84", b"\xa3seq", b"\xa2ts", b"\xa4data"
+#: Sigs whose frame heads are kept (a task emitting ever new names packs the rest whole).
+_HEADS = 64
 
 
 def to_wire(obj: Any) -> Any:
@@ -34,16 +38,40 @@ def to_wire(obj: Any) -> Any:
     raise TypeError(f"cannot send a value of type {type(obj).__name__} to the executor")
 
 
+def log_value(obj: Any) -> Any:
+    """JSON for a value of a standalone log line: bytes as text (as a record's JSON shows
+    them), anything else as it would go to the executor."""
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return bytes(obj).decode("utf-8", "backslashreplace")
+    return to_wire(obj)
+
+
 class MessagePacker:
     """``pack(message)``: plain_msgpack for the first :data:`PLAIN_MESSAGES` messages; after
     them, or from the first value plain_msgpack does not cover, msgpack's C packer does it
     all (``pack`` is then the C packer's own method, so bulk sends pay nothing for this)."""
 
-    __slots__ = ("_plain_left", "pack")
+    __slots__ = ("_heads", "_plain_left", "pack")
 
     def __init__(self) -> None:
         self.pack: Callable[[Any], bytes] = self._pack_plain
         self._plain_left = PLAIN_MESSAGES
+        self._heads: dict[str, bytes] = {}  # per sig: a frame's bytes up to its seq
+
+    def frame(self, sig: str, seq: int, ts: float, data: Any) -> bytes:
+        """``pack({"sig": sig, "seq": seq, "ts": ts, "data": data})``, the same bytes; once
+        the C packer is in use, what a sig's frames share is packed once (~0.1 us a frame)."""
+        head = self._heads.get(sig) if type(sig) is str else None
+        if head is None:
+            return self._first_frame(sig, seq, ts, data)
+        pack = self.pack
+        return b"".join((head, pack(seq), _TS_KEY, pack(ts), _DATA_KEY, pack(data)))
+
+    def _first_frame(self, sig: str, seq: int, ts: float, data: Any) -> bytes:
+        packed = self.pack({"sig": sig, "seq": seq, "ts": ts, "data": data})
+        if self.pack != self._pack_plain and type(sig) is str and len(self._heads) < _HEADS:
+            self._heads[sig] = _FRAME_MAP + self.pack("sig") + self.pack(sig) + _SEQ_KEY
+        return packed
 
     def _pack_plain(self, message: Any) -> bytes:
         if self._plain_left > 0:

@@ -1,5 +1,5 @@
 """``Reporter``: sends a task's messages to the executor that started it, through a
-:class:`Sink` (the pipe, Unix socket or TCP address the executor named).
+:class:`~lute_async.task.sinks.Sink` (the pipe, Unix socket or TCP address the executor named).
 
 Sending is buffered: a message goes out at once when the channel has been quiet for ``linger``
 seconds (low latency for sparse messages), otherwise it joins a batch that a background thread
@@ -17,101 +17,28 @@ import time
 from _thread import allocate_lock  # threading itself costs a task start ~5 ms; loaded lazily
 
 from lute_async.task.function import current_rank
-from lute_async.task.packing import MessagePacker, to_wire
-from lute_async.wire import ENV_FD, ENV_RUN, ENV_SECRET, ENV_SOCKET, ENV_TCP, PROTOCOL_VERSION
+from lute_async.task.packing import MessagePacker, log_value
+from lute_async.task.sinks import Sink, open_sink
+from lute_async.wire import (
+    ENV_FD,
+    ENV_RUN,
+    ENV_SECRET,
+    ENV_SOCKET,
+    ENV_SPOOL,
+    ENV_TCP,
+    PROTOCOL_VERSION,
+)
 
 TYPE_CHECKING = False  # typing and collections.abc cost every task start milliseconds
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Callable
     from types import TracebackType
     from typing import Any
 
-    Write = Callable[[bytes | bytearray], None]
 
 _FLUSH_BYTES = 64 * 1024
+_time, _monotonic = time.time, time.monotonic  # bound once: emit is the task's hot path
 _DEFAULT_LINGER = 0.0005
-# -- sinks: where frames go --------------------------------------------------------------
-
-
-class Sink:
-    """Where frames go: a file descriptor (pipe) or a socket (TCP: with the executor's nonce)."""
-
-    __slots__ = ("close", "nonce", "write")
-
-    def __init__(self, write: Write, close: Callable[[], None], nonce: bytes | None = None):
-        self.write = write
-        self.close = close
-        self.nonce = nonce
-
-
-def fd_sink(spec: str) -> Sink | None:
-    """Open the frame pipe named ``FD:INODE`` if this process really holds that pipe."""
-    import stat
-
-    fd_text, _, inode_text = spec.partition(":")
-    try:
-        fd = int(fd_text)
-        info = os.fstat(fd)
-    except (ValueError, OSError):
-        return None
-    if not stat.S_ISFIFO(info.st_mode) or (inode_text and str(info.st_ino) != inode_text):
-        return None  # an unrelated fd that happens to have the same number: never write to it
-
-    def write(data: bytes | bytearray) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-
-    def close() -> None:
-        os.close(fd)
-
-    return Sink(write, close)
-
-
-def socket_sink(address: str, tcp: bool) -> Sink:
-    """Connect to the executor's Unix socket ``address``, or its TCP ``host:port``."""
-    if tcp:
-        import socket
-
-        host, _, port = address.rpartition(":")
-        sock = socket.create_connection((host.strip("[]"), int(port)))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        from lute_async.task.handshake import read_nonce
-
-        return Sink(sock.sendall, sock.close, read_nonce(sock))  # closes sock on failure
-    import _socket  # its C core: `socket` loads enum and selectors, ~7 ms of a task start
-
-    unix = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        unix.connect(address)
-    except OSError:
-        unix.close()
-        raise
-    return Sink(unix.sendall, unix.close)
-
-
-def open_sink(env: dict[str, str] | os._Environ[str], prefer: tuple[str, ...]) -> Sink | None:
-    """The first channel of ``prefer`` (``pipe``, ``socket``, ``tcp``) that ``env`` names and
-    that opens; None when none does."""
-    for kind in prefer:
-        try:
-            if kind == "pipe" and (spec := env.get(ENV_FD)):
-                sink = fd_sink(spec)
-            elif kind == "socket" and (path := env.get(ENV_SOCKET)):
-                sink = socket_sink(path, tcp=False)
-            elif kind == "tcp" and (address := env.get(ENV_TCP)):
-                sink = socket_sink(address, tcp=True)
-            else:
-                continue
-        except OSError as exc:  # gone or refused: try the next channel
-            sys.stderr.write(f"lute-async: cannot use the {kind} channel: {exc}\n")
-            continue
-        if sink is not None:
-            return sink
-    return None
-
-
 # -- the reporter ----------------------------------------------------------------------------
 
 
@@ -120,7 +47,12 @@ class Reporter:
 
     Use :meth:`connect` to find the executor from ``LUTE_ASYNC_*`` variables; outside an
     executor it logs structured lines on stderr instead, so task scripts also run standalone.
+    A process has one connection: a second :meth:`connect` while one is open (a ``@task``
+    that connects inside the worker's) shares it, and only the last ``close`` closes it.
     """
+
+    #: The open, connected reporter of this process (its pid), which connect() shares.
+    _shared: tuple[int, Reporter] | None = None
 
     def __init__(
         self,
@@ -148,7 +80,11 @@ class Reporter:
         self._flusher: threading.Thread | None = None
         self._armed: threading.Event | None = None
         self._wake: threading.Event | None = None
+        # True from just before _armed is set until just after the flusher clears it: what
+        # emit reads instead of _armed.is_set(), a Python call per message.
+        self._arming = False
         self._closed = False
+        self._users = 1  # the connect() calls sharing this reporter, less their close()s
         self._packer = MessagePacker()
 
     # -- construction ---------------------------------------------------------------------
@@ -168,9 +104,16 @@ class Reporter:
         :class:`NotInExecutorError`; otherwise it gets a standalone reporter logging to stderr.
         """
         env = os.environ
+        shared = Reporter._shared
+        if shared is not None and shared[0] == os.getpid() and not shared[1]._closed:
+            shared[1]._users += 1
+            return shared[1]
         run_id = env.get(ENV_RUN)
         rank = current_rank(env)
         sink = open_sink(env, prefer) if run_id is not None else None
+        # A batch job whose executor is gone (a requeued attempt): its spool, and no hello.
+        spooled = _spool_sink(run_id, rank) if sink is None and run_id is not None else None
+        sink = sink or spooled
         if sink is None and required:
             from lute_async.errors import NotInExecutorError
 
@@ -180,7 +123,7 @@ class Reporter:
                 "`lute-async exec -- ...` or from an Executor"
             )
         reporter = cls(sink, run_id=run_id, rank=rank, all_ranks=all_ranks, linger=linger)
-        if sink is not None:
+        if sink is not None and sink is not spooled:
             hello = {
                 "v": PROTOCOL_VERSION,
                 "run": run_id,
@@ -197,9 +140,12 @@ class Reporter:
             # another channel) long before its first flush on this one.
             reporter._buf += reporter._packer.pack(hello)
             reporter.flush()
+        if sink is not None:
             import atexit
 
-            atexit.register(reporter.close)
+            atexit.register(reporter._close)
+            if sink is not spooled:
+                Reporter._shared = (os.getpid(), reporter)
         return reporter
 
     @property
@@ -252,25 +198,26 @@ class Reporter:
             self._log_standalone(sig, data)
             return
         with self._buf_lock:
-            self._seq += 1
-            message = {"sig": sig, "seq": self._seq, "ts": time.time(), "data": data}
-            self._buf += self._packer.pack(message)
-            now = time.monotonic()
+            seq = self._seq = self._seq + 1
+            buf = self._buf  # += extends it in place
+            buf += self._packer.frame(sig, seq, _time(), data)
+            now = _monotonic()
+            linger = self.linger
             # Quiet means no *message* for ``linger``: measured from the last flush instead, a
             # steady 1 kHz sender whose previous message the flusher sent 0.5 ms late never
             # looked quiet, and every message waited out the linger.
-            quiet = now - self._last_emit >= self.linger
+            quiet = now - self._last_emit >= linger
             self._last_emit = now
             due = (
                 flush
                 or quiet
-                or len(self._buf) >= _FLUSH_BYTES
-                or now - self._last_flush >= self.linger
+                or len(buf) >= _FLUSH_BYTES
+                or now - self._last_flush >= linger
             )
         if due and (flush or self.write_inline):
             self.flush()
-        else:
-            self._arm_flusher(urgent=due)
+        elif due or not self._arming:
+            self._arm_flusher(urgent=due)  # else the flusher will send it: nothing to do
 
     @property
     def buffered(self) -> int:
@@ -288,7 +235,15 @@ class Reporter:
                 self._write(sink, data)
 
     def close(self) -> None:
-        """Flush and close the channel; later messages are logged standalone."""
+        """Flush and close the channel (once every sharer has); later messages are logged
+        standalone."""
+        self._users -= 1
+        if self._users > 0 and not self._closed:
+            self.flush()
+        else:
+            self._close()
+
+    def _close(self) -> None:
         if self._closed:
             return
         self._closed = True
@@ -325,11 +280,15 @@ class Reporter:
         try:
             sink.write(data)
         except (BrokenPipeError, ConnectionError):
-            # The executor is gone: nobody can hear us, so say so once and stop sending.
+            # The executor is gone: a batch job spools for one that attaches; others say so.
+            spool = _spool_sink(self.run_id, self.rank)
             with self._buf_lock:
                 if self._sink is sink:
-                    self._sink = None
-            sys.stderr.write("lute-async: executor connection lost; reporting to stderr\n")
+                    self._sink = spool
+            where = "to stderr" if spool is None else "to its spool"
+            sys.stderr.write(f"lute-async: executor connection lost; reporting {where}\n")
+            if spool is not None:
+                spool.write(data)
 
     def _arm_flusher(self, urgent: bool) -> None:
         if self._armed is None or self._wake is None:
@@ -345,6 +304,7 @@ class Reporter:
             self._flusher.start()
         # Event.set takes a Condition and notifies: skip it while already armed (the flusher
         # clears before it flushes, so a message buffered before this check is always sent).
+        self._arming = True  # before set(): the flusher clears it only after clear()
         if not self._armed.is_set():
             self._armed.set()
         if urgent:
@@ -358,6 +318,7 @@ class Reporter:
             wake.wait(self.linger)
             wake.clear()
             armed.clear()
+            self._arming = False  # after clear(), before the flush that sends what is buffered
             if self._closed:
                 return  # close writes what is left
             self.flush()
@@ -366,12 +327,14 @@ class Reporter:
         import json
 
         record = {"event": sig, "ts": time.time(), "rank": self.rank, "data": data}
-        sys.stderr.write(json.dumps(record, default=_log_value) + "\n")
+        sys.stderr.write(json.dumps(record, default=log_value) + "\n")
 
 
-def _log_value(obj: Any) -> Any:
-    """JSON for a value of a standalone log line: bytes as text (as a record's JSON shows
-    them), anything else as it would go to the executor."""
-    if isinstance(obj, bytes | bytearray | memoryview):
-        return bytes(obj).decode("utf-8", "backslashreplace")
-    return to_wire(obj)
+def _spool_sink(run_id: str | None, rank: int | None) -> Sink | None:
+    """A sink into a new spool file of this process, if the job spools (:mod:`.spool`)."""
+    if not os.environ.get(ENV_SPOOL):
+        return None
+    from lute_async.task.spool import open_spool
+
+    spool = open_spool(os.environ, run_id or "", os.getpid(), rank)
+    return None if spool is None else Sink(spool.write, spool.close)

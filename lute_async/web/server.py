@@ -15,7 +15,6 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -23,6 +22,7 @@ import uvicorn
 
 from lute_async.errors import ConfigError
 from lute_async.logs import get_logger
+from lute_async.records.location import as_target
 from lute_async.web.access import cookie_name, new_token
 from lute_async.web.live import LiveHub
 
@@ -92,7 +92,7 @@ class Dashboard:
         self.port = port
         self.token = token or new_token()
         self.allow_control = allow_control
-        self.db = Path(db) if db is not None else None
+        self.db = as_target(db) if db is not None else None  # a file, or a PostgreSQL URL
         self.hub = LiveHub()
         self._announce = announce
         self._server: _Server | None = None
@@ -117,12 +117,13 @@ class Dashboard:
         if self._task is not None:
             raise RuntimeError("this dashboard is already open")
         self.hub.closed = False  # open again after a close
-        from lute_async.records import RecordStore, default_db_path
+        from lute_async.records import RecordStore
+        from lute_async.records.location import default_db
 
         if executor is not None:
             self._store = await executor.store()
         else:
-            path = self.db if self.db is not None else default_db_path()
+            path = self.db if self.db is not None else default_db()
             self._store = await anyio.to_thread.run_sync(lambda: RecordStore(path, mark_lost=False))
             self._own_store = True
         sock = _bind(self.host, self.port)

@@ -22,7 +22,8 @@ from typing import Any
 import anyio
 
 from lute_async.errors import LaunchError
-from lute_async.launchers.base import ExitStatus, LaunchSpec, Notify
+from lute_async.launchers.base import ExitStatus, GroupSignals, LaunchSpec, Notify
+from lute_async.launchers.forkserver.boxed import BoxedServer, box_key, boxed_request
 from lute_async.launchers.forkserver.server import Server, ServerDied, server_for
 from lute_async.worker import ENTRY as WORKER_ENTRY
 
@@ -52,12 +53,21 @@ def checked_target(spec: LaunchSpec) -> str:
     return target
 
 
-class ForkserverProcess:
+class ForkserverProcess(GroupSignals):
     """A task forked by a fork server: signalled by process group, reaped by the server."""
 
-    def __init__(self, server: Server, pid: int, argv: list[str], inherited_rss: float) -> None:
+    def __init__(
+        self,
+        server: Server,
+        pid: int,
+        argv: list[str],
+        inherited_rss: float,
+        reported_as: int | None = None,
+    ) -> None:
         self._server = server
         self.pid: int | None = pid
+        #: The pid the server reports it by (its own, inside a sandbox's pid namespace).
+        self.reported_as = pid if reported_as is None else reported_as
         self.argv = argv
         self.started = time.monotonic()
         self.returncode: int | None = None
@@ -70,7 +80,7 @@ class ForkserverProcess:
     async def wait(self) -> ExitStatus:
         try:
             try:
-                ended = await self._server.wait_exit(self.pid or 0)
+                ended = await self._server.wait_exit(self.reported_as)
             except ServerDied as died:
                 return await self._orphaned(died)
         finally:
@@ -110,23 +120,17 @@ class ForkserverProcess:
         """Until the server reports the child stopped (``WUNTRACED``) or ended."""
         if self.pid is not None and self.returncode is None:
             with contextlib.suppress(ServerDied):
-                await self._server.wait_stopped(self.pid)
-
-    def send_signal(self, signum: int) -> None:
-        if self.pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signum)
-
-    async def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-        self.send_signal(signal.SIGCONT)  # a stopped group must run to handle SIGTERM
-
-    async def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
+                await self._server.wait_stopped(self.reported_as)
 
     def describe(self) -> dict[str, Any]:
-        return {"launch_command": self.argv, "pid": self.pid, "forkserver_pid": self._server.pid}
+        facts: dict[str, Any] = {
+            "launch_command": self.argv,
+            "pid": self.pid,
+            "forkserver_pid": self._server.pid,
+        }
+        if isinstance(self._server.popen, BoxedServer):
+            facts["sandbox"] = {**self._server.popen.describe(), "task_pid": self.reported_as}
+        return facts
 
 
 class Forkserver:
@@ -136,6 +140,8 @@ class Forkserver:
     (a preload that fails to import is a LaunchError naming it) and restarted if it dies."""
 
     kind = "forkserver"
+    #: Applies ``LaunchSpec.sandbox``: the server runs inside it (see :mod:`.boxed`).
+    sandboxes = True
 
     def __init__(self, preload: Sequence[str] = (), *, python: str | None = None) -> None:
         if isinstance(preload, str) or not all(isinstance(m, str) and m for m in preload):
@@ -159,13 +165,14 @@ class Forkserver:
     async def launch(self, spec: LaunchSpec, notify: Notify) -> ForkserverProcess:
         target = checked_target(spec)
         python = self.python or spec.argv[0] or sys.executable
+        boxed = box_key(spec) if spec.sandbox is not None else None
         key = (
             os.fspath(spec.run_dir.parent),
             python,
             spec.env.get("PYTHONPATH", ""),
             self.preload,
+            boxed,
         )
-        server = await server_for(key, spec.env)
         fds, targets = [], []
         for fd, number in ((spec.stdin, 0), (spec.stdout, 1), (spec.stderr, 2)):
             if fd is not None:
@@ -173,15 +180,19 @@ class Forkserver:
                 targets.append(number)
         fds += spec.pass_fds
         targets += spec.pass_fds
-        request = {
-            "target": target,
-            "env": spec.env,
-            "cwd": spec.cwd,
-            "fds": targets,
-            "limits": spec.limits.to_dict() if spec.limits is not None else None,
-        }
-        spawned = await server.spawn(request, fds)
-        process = ForkserverProcess(server, spawned["pid"], list(spec.argv), spawned["rss_kib"])
+        env, opened = spec.env, list[int]()
+        if boxed is not None:
+            env, opened = boxed_request(spec, targets)
+        try:
+            box = None if boxed is None else BoxedServer(*boxed, name=spec.name)
+            server = await server_for(key, spec.env, box)
+            spawned = await self._spawn(server, spec, target, env, fds + opened, targets)
+        finally:
+            for fd in opened:
+                os.close(fd)
+        process = ForkserverProcess(
+            server, spawned["host_pid"], list(spec.argv), spawned["rss_kib"], spawned["pid"]
+        )
         command = [f"forkserver:{server.pid}", target]
         try:
             await notify("started", {"pid": process.pid, "host": HOST, "command": command})
@@ -189,3 +200,21 @@ class Forkserver:
             process.send_signal(signal.SIGKILL)
             raise
         return process
+
+    async def _spawn(
+        self,
+        server: Server,
+        spec: LaunchSpec,
+        target: str,
+        env: dict[str, str],
+        fds: list[int],
+        targets: list[int],
+    ) -> dict[str, Any]:
+        request = {
+            "target": target,
+            "env": env,
+            "cwd": spec.cwd,
+            "fds": targets,
+            "limits": spec.limits.to_dict() if spec.limits is not None else None,
+        }
+        return await server.spawn(request, fds)

@@ -5,7 +5,8 @@ their exit status and rusage come from the server's ``wait4`` over the control c
 a stop from its ``WUNTRACED``. There is no reader task: whoever waits for a report reads the
 connection (one at a time; the others wait for the next read to end), so nothing outlives the
 runs that use the server. Servers are kept per executor (its working directory), Python,
-``PYTHONPATH`` and preload list, started on first use and ended by :func:`close_servers`.
+``PYTHONPATH`` and preload list (and sandbox and cwd: a :class:`Box` starts the server inside
+a sandbox, :mod:`.boxed`), started on first use and ended by :func:`close_servers`.
 """
 
 from __future__ import annotations
@@ -14,19 +15,22 @@ import contextlib
 import os
 import signal
 import socket
+import struct
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import msgpack
 
 from lute_async.errors import LaunchError
-from lute_async.forkserver_main import ENTRY, MAX_FDS, MAX_MESSAGE
+from lute_async.forkserver_main import ENTRY, MAX_FDS, MAX_MESSAGE, SANDBOXED
 
-#: What a server is shared by: (workdir, python, PYTHONPATH, preloads).
-Key = tuple[str, str, str, tuple[str, ...]]
+#: What a server is shared by: (workdir, python, PYTHONPATH, preloads, sandbox and its cwd).
+Key = tuple[str, str, str, tuple[str, ...], tuple[Any, ...] | None]
+#: A ``struct ucred`` (pid, uid, gid), as SCM_CREDENTIALS carries it.
+UCRED = struct.Struct("iII")
 
 #: The prefix of the variables a run sets for its task (none of them is the server's).
 RUN_VARIABLES = "LUTE_ASYNC_"
@@ -36,6 +40,23 @@ SPAWN_TIMEOUT = 30.0
 
 class ServerDied(LaunchError):
     """The fork server ended (killed, or crashed) while it was needed."""
+
+
+class ServerProcess(Protocol):
+    """The server's process as the executor holds it (a ``Popen``, or a sandbox's)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+class Box(ServerProcess, Protocol):
+    """A server process started inside a sandbox (:mod:`.boxed`), once ``start`` is done."""
+
+    async def start(self, command: list[str], env: dict[str, str], fd: int) -> None: ...
 
 
 @dataclass(slots=True)
@@ -51,12 +72,16 @@ class _Reports:
     spawned: dict[int, dict[str, Any]] = field(default_factory=dict)
     exits: dict[int, Exit] = field(default_factory=dict)
     stopped: set[int] = field(default_factory=set)
+    #: The pid outside the namespace of each sandboxed child, by request id.
+    hellos: dict[int, int] = field(default_factory=dict)
 
 
 class Server:
     """One running fork server and its control connection."""
 
-    def __init__(self, python: str, preload: Sequence[str], env: Mapping[str, str]) -> None:
+    def __init__(
+        self, python: str, preload: Sequence[str], env: Mapping[str, str], box: Box | None = None
+    ) -> None:
         self.preload = tuple(preload)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with contextlib.suppress(OSError):  # a spawn request carries the run's environment
@@ -65,26 +90,40 @@ class Server:
         # No run's variables (its secret, params, fds): each child gets its own after the fork.
         server_env = {k: v for k, v in env.items() if not k.startswith(RUN_VARIABLES)}
         server_env["PYTHONUNBUFFERED"] = "1"  # its children's stdout, like a spawned worker's
-        try:
-            self.popen = subprocess.Popen(
-                [python, "-c", ENTRY, str(theirs.fileno()), str(os.getpid()), *self.preload],
-                env=server_env,
-                stdin=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),),
-                start_new_session=True,
-            )
-        except OSError as exc:
-            ours.close()
-            raise LaunchError(f"cannot start a fork server with {python!r}: {exc}") from exc
-        finally:
-            theirs.close()
-        self.pid = self.popen.pid
+        command = [python, "-c", ENTRY, str(theirs.fileno()), str(os.getpid()), *self.preload]
+        self.popen: ServerProcess
+        self._pending: tuple[Box, list[str], dict[str, str], socket.socket] | None = None
+        self._launched = anyio.Event()
+        if box is not None:  # started by start(): tasks say hello with their credentials
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+            self.popen = box
+            self._pending = (box, [*command[:3], SANDBOXED, *command[3:]], server_env, theirs)
+        else:
+            try:
+                self.popen = subprocess.Popen(
+                    command,
+                    env=server_env,
+                    stdin=subprocess.DEVNULL,
+                    pass_fds=(theirs.fileno(),),
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                ours.close()
+                raise LaunchError(f"cannot start a fork server with {python!r}: {exc}") from exc
+            finally:
+                theirs.close()
+            self._launched.set()
+        self.boxed = box is not None
         self.ready = False
         self.dead: str | None = None
         self._reports = _Reports()
         self._next_id = 0
         self._reading = False
         self._progress: anyio.Event | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
 
     # -- reading reports --------------------------------------------------------------------
 
@@ -112,7 +151,7 @@ class Server:
         """Every report waiting on the connection (without blocking)."""
         while self.dead is None:
             try:
-                data = self.sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
+                data, sender = self._receive()
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -121,7 +160,23 @@ class Server:
             if not data:
                 self._died("it closed its connection")
                 return
-            self._report(msgpack.unpackb(data, raw=False))
+            report = msgpack.unpackb(data, raw=False)
+            if report.get("kind") == "hello" and sender is not None:
+                self._reports.hellos[report["id"]] = sender
+            else:
+                self._report(report)
+
+    def _receive(self) -> tuple[bytes, int | None]:
+        """One report and (from a sandboxed server) the sender's pid in this namespace."""
+        if not self.boxed:
+            return self.sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT), None
+        data, ancillary, _, _ = self.sock.recvmsg(
+            MAX_MESSAGE, socket.CMSG_SPACE(UCRED.size), socket.MSG_DONTWAIT
+        )
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                return data, int(UCRED.unpack(payload[: UCRED.size])[0])
+        return data, None
 
     def _read_now(self) -> None:
         """Read what is waiting, outside the reading turn, and wake every waiter to look."""
@@ -163,7 +218,18 @@ class Server:
 
     async def start(self) -> None:
         """Wait until the server has imported its preloads (LaunchError naming the module that
-        failed, or saying how the server ended)."""
+        failed, or saying how the server ended); a sandboxed one is started here, once."""
+        if self._pending is not None:
+            (box, command, env, theirs), self._pending = self._pending, None
+            try:
+                await box.start(command, env, theirs.fileno())
+            except BaseException:
+                self.dead = "its sandbox did not start"
+                raise
+            finally:
+                theirs.close()
+                self._launched.set()
+        await self._launched.wait()
         try:
             await self._until(lambda: self.ready)
         except ServerDied as died:
@@ -190,12 +256,20 @@ class Server:
         except OSError as exc:
             self._died(f"a spawn request could not be sent: {exc}")
             raise ServerDied(self.dead or str(exc)) from exc
-        spawned = self._reports.spawned
+        spawned, hellos, number = self._reports.spawned, self._reports.hellos, request["id"]
+
+        def done() -> bool:  # a sandboxed child's own hello says its pid out here
+            report = spawned.get(number)
+            return report is not None and (
+                not self.boxed or report["kind"] == "refused" or number in hellos
+            )
+
         with anyio.CancelScope(shield=True), anyio.fail_after(SPAWN_TIMEOUT):
-            await self._until(lambda: request["id"] in spawned)
-        report = spawned.pop(request["id"])
+            await self._until(done)
+        report = spawned.pop(number)
         if report["kind"] == "refused":
             raise LaunchError(f"the fork server refused the task: {report['error']}")
+        report["host_pid"] = hellos.pop(number, report["pid"])
         return report
 
     async def wait_exit(self, pid: int) -> Exit:
@@ -225,16 +299,16 @@ class Server:
 _SERVERS: dict[Key, Server] = {}
 
 
-async def server_for(key: Key, env: Mapping[str, str]) -> Server:
-    """The running server for ``key``, started (and waited for) on first use; a dead one is
-    replaced."""
+async def server_for(key: Key, env: Mapping[str, str], box: Box | None = None) -> Server:
+    """The running server for ``key``, started (and waited for) on first use, inside ``box``
+    if given; a dead one is replaced."""
     server = _SERVERS.get(key)
     if server is not None and server.dead is not None:
         del _SERVERS[key]
         server.close()
         server = None
     if server is None:
-        server = _SERVERS[key] = Server(key[1], key[3], env)
+        server = _SERVERS[key] = Server(key[1], key[3], env, box)
     try:
         await server.start()
     except LaunchError:

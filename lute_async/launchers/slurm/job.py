@@ -23,8 +23,8 @@ from lute_async.launchers.slurm.client import run_client
 from lute_async.launchers.slurm.output import ERROR_STREAM, OutputFollower
 from lute_async.launchers.slurm.pending import pending_log
 from lute_async.launchers.slurm.queue import board_for
+from lute_async.launchers.slurm.requeue import Attempts
 from lute_async.launchers.slurm.states import (
-    ACTIVE_STATES,
     SACCT_FIELDS,
     TERMINAL_STATES,
     JobInfo,
@@ -59,6 +59,8 @@ class SlurmJob:
         env: Mapping[str, str],
         notify: Notify,
         run_id: str,
+        append_output: bool = False,
+        attempts: Attempts | None = None,
     ) -> None:
         self.job_id = job_id
         self.pid: int | None = None
@@ -80,6 +82,10 @@ class SlurmJob:
         #: The board this job's state is read from, with every job on the same cluster; the
         #: job is on it from its first :meth:`observe` until :meth:`wait` returns.
         self.board = board_for(self._env)
+        #: Requeues seen; an attempt's output file is rewritten unless ``append_output``
+        #: (sbatch's ``--open-mode=append``) says the next attempt appends to it.
+        self.attempts = attempts if attempts is not None else Attempts(job_id)
+        self._append_output = append_output
         #: The last scontrol failure other than "unknown job" (controller down, timeout).
         self.controller_error: str | None = None
 
@@ -118,6 +124,7 @@ class SlurmJob:
                 if info.state != self._last_state:
                     self._last_state = info.state
                     delay = POLL_FIRST  # things are moving: look again soon
+                await self._requeued(info)
                 if info.state == "PENDING" and info.reason not in (None, self._pending_reason):
                     self._pending_reason = info.reason
                     await self._notify("log", pending_log(self.job_id, info.reason))
@@ -128,7 +135,7 @@ class SlurmJob:
                     self._status = exit_status(self.job_id, info)
                     self._status.extra["slurm_output"] = os.fspath(self.output)
                     break
-                if info.state in ACTIVE_STATES and not self._started:
+                if not self._started and self.attempts.starting(info.state):
                     await self._announce(info)
             if self._started:
                 await self._look()
@@ -144,6 +151,19 @@ class SlurmJob:
         self._reap_signallers()
         return self._status
 
+    async def _requeued(self, info: JobInfo) -> None:
+        """Fire ``requeued`` when the scheduler has put the job back in the queue: what the
+        old attempt wrote is read to the end, and the next attempt is announced when it runs."""
+        data = self.attempts.requeued(info, started=self._started, node_list=self.node_list)
+        if data is None:
+            return
+        if not self._append_output:
+            if not self._started:  # it ran (or failed to) between two looks
+                await self._find_outputs(info)
+            await self._look(final=True)  # the next attempt rewrites the file from the start
+        self._started = False
+        await self._notify("requeued", data)
+
     async def _look(self, *, final: bool = False) -> None:
         for output in self._outputs:
             await output.look(final=final)
@@ -151,11 +171,15 @@ class SlurmJob:
     async def _find_outputs(self, info: JobInfo) -> None:
         """Follow the files the scheduler says the job writes (``--output``/``--error`` given
         in ``extra_sbatch`` included), asking ``scontrol`` if squeue's row did not say."""
+        if self._append_output and self.attempts.requeues:
+            return  # the followers read on where the last attempt's output ended
         if info.stdout is None:
             done = await run_client(["scontrol", "show", "job", self.job_id], self._env)
             full = parse_job_fields(done.stdout.decode("utf-8", "replace"))
             if done.returncode != 0 or full is None or full.stdout is None:
-                return  # keep the path the batch script asked for
+                # The path the batch script asked for, read from its start.
+                self._outputs = [OutputFollower(self.output, self._notify)]
+                return
             info = full
         assert info.stdout is not None
         self.output = Path(info.stdout)

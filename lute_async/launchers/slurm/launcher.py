@@ -11,6 +11,7 @@ the script. No directive value may hold a control character: a newline would end
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import socket
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from typing import Any
 
 import anyio
 
+from lute_async.communicators.spool import SpoolCommunicator
 from lute_async.communicators.tcp import TcpCommunicator
 from lute_async.errors import ConfigError, LaunchError, LuteAsyncError
 from lute_async.launchers.base import LaunchSpec, Notify
@@ -26,6 +28,24 @@ from lute_async.launchers.mpi import own_python
 from lute_async.launchers.slurm.client import run_client, submitted_job_id
 from lute_async.launchers.slurm.job import SlurmJob
 from lute_async.options import control_character
+from lute_async.wire import ENV_SPOOL
+
+#: The directory, in a run's own, its job's reporters spool to (:mod:`lute_async.task.spool`).
+SPOOL_DIR = "spool"
+_BATCH_SCRIPT = re.compile(r"job(?:-(\d+))?\.sbatch")
+
+
+def attempt_name(stem: str, attempt: int, suffix: str = "") -> str:
+    """A file's name for attempt ``attempt`` of a retried run: ``job.sbatch``, then
+    ``job-2.sbatch``... (each attempt is a new job: new script, new spool)."""
+    return f"{stem}{suffix}" if attempt == 1 else f"{stem}-{attempt}{suffix}"
+
+
+def spool_dir_of(batch_script: Path) -> Path:
+    """The spool directory of the attempt whose kept batch script is ``batch_script``."""
+    found = _BATCH_SCRIPT.fullmatch(batch_script.name)
+    attempt = int(found.group(1)) if found is not None and found.group(1) else 1
+    return batch_script.parent / attempt_name(SPOOL_DIR, attempt)
 
 
 class Slurm:
@@ -37,6 +57,8 @@ class Slurm:
     ``tcp_host`` (an address, interface or host name; default ``$LUTE_ASYNC_TCP_HOST``, else
     the address of this host's name: :mod:`lute_async.communicators.address`). A command
     starting with a bare ``python`` runs with ``python`` (default: this interpreter).
+    ``requeue=True`` passes ``--requeue`` (``False``: ``--no-requeue``; None: the cluster's
+    default): a job the scheduler requeues is followed through the queue to its next attempt.
     """
 
     kind = "slurm"
@@ -58,6 +80,7 @@ class Slurm:
         tcp_host: str | None = None,
         tcp_advertise: str | None = None,
         python: str | None = None,
+        requeue: bool | None = None,
     ) -> None:
         self.options: dict[str, str] = {
             key: str(value)
@@ -85,6 +108,13 @@ class Slurm:
         self.tcp_host = tcp_host
         self.tcp_advertise = tcp_advertise
         self.python = python
+        if requeue is not None and not isinstance(requeue, bool):
+            raise ConfigError(
+                f"key 'launcher.requeue': expected true, false or None, got {requeue!r}"
+            )
+        self.requeue = requeue
+        #: The spool readers of runs being launched, by run id (see SpoolCommunicator).
+        self._spools: dict[str, SpoolCommunicator] = {}
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -92,14 +122,17 @@ class Slurm:
             "sbatch": dict(self.options),
             "extra_sbatch": list(self.extra_sbatch),
             "mpi": self.mpi,
+            "requeue": self.requeue,
             "host": socket.gethostname(),
         }
 
     def communicators(self, requested: tuple[Any, ...]) -> tuple[Any, ...]:
-        """A job's processes run elsewhere: they can reach the executor over TCP only."""
+        """A job's processes run elsewhere: they can reach the executor over TCP only; what
+        they spool when a connection breaks is read once the job has ended."""
+        spool = SpoolCommunicator(follow=False, claims=self._spools)
         if self.tcp_host is None and self.tcp_advertise is None:
-            return ("tcp",)
-        return (TcpCommunicator(self.tcp_host, advertise=self.tcp_advertise),)
+            return ("tcp", spool)
+        return (TcpCommunicator(self.tcp_host, advertise=self.tcp_advertise), spool)
 
     def batch_script(self, spec: LaunchSpec, output: Path) -> str:
         """The batch script's text: options, working directory and the command, no secrets."""
@@ -111,6 +144,7 @@ class Slurm:
         lines = [
             "#!/bin/bash",
             *(f"#SBATCH --{key}={value}" for key, value in options.items()),
+            *self._requeue_lines(),
             *(f"#SBATCH {shlex.quote(arg)}" for arg in self.extra_sbatch),
             f"# lute-async run {spec.run_id}; the environment comes from sbatch (--export=ALL)",
         ]
@@ -121,6 +155,11 @@ class Slurm:
         lines.append(f"exec {prefix}{shlex.join(argv)}")
         return "\n".join(lines) + "\n"
 
+    def _requeue_lines(self) -> tuple[str, ...]:
+        if self.requeue is None:
+            return ()
+        return ("#SBATCH --requeue" if self.requeue else "#SBATCH --no-requeue",)
+
     async def launch(self, spec: LaunchSpec, notify: Notify) -> SlurmJob:
         if not spec.argv:
             raise LaunchError(f"run {spec.name!r} has an empty command")
@@ -129,6 +168,12 @@ class Slurm:
         # A copy for the record and reconcile, in the run's private directory (0700, under a
         # working directory of the user's own): a new 0600 file, never through a link.
         script = await anyio.to_thread.run_sync(_keep_copy, spec, text)
+        # Where the job's reporters spool while no executor listens (lute-async attach).
+        spool_dir = await anyio.to_thread.run_sync(_spool_dir, spec)
+        spec.env[ENV_SPOOL] = os.fspath(spool_dir)
+        reader = self._spools.pop(spec.run_id, None)
+        if reader is not None:
+            reader.directory = spool_dir
         # On stdin: sbatch submits exactly this text, whatever becomes of the kept copy.
         # --export=ALL: the job gets sbatch's environment, which carries the run's secret.
         argv = ["sbatch", "--parsable", "--export=ALL"]
@@ -143,6 +188,7 @@ class Slurm:
             env=spec.env,
             notify=notify,
             run_id=spec.run_id,
+            append_output="--open-mode=append" in self.extra_sbatch,
         )
         await notify(
             "queued",
@@ -165,10 +211,23 @@ def _line(key: str, value: str, error: type[LuteAsyncError], where: str = "") ->
         )
 
 
+def _spool_dir(spec: LaunchSpec) -> Path:
+    """The spool directory (0700) of this attempt of the run, made new in its private
+    directory."""
+    path = spec.private_run_dir() / attempt_name(SPOOL_DIR, spec.attempt)
+    try:
+        os.mkdir(path, 0o700)
+    except OSError as exc:
+        raise LaunchError(
+            f"cannot create the spool directory of run {spec.name!r}: {exc}"
+        ) from None
+    return path
+
+
 def _keep_copy(spec: LaunchSpec, text: bytes) -> Path:
     """Write the submitted script as ``job.sbatch`` (``job-N.sbatch`` for attempt N > 1 of
     a retried run) in the run's private directory."""
-    name = "job.sbatch" if spec.attempt == 1 else f"job-{spec.attempt}.sbatch"
+    name = attempt_name("job", spec.attempt, ".sbatch")
     try:
         return spec.write_private_file(name, text)
     except OSError as exc:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["NEVER_STARTS", "pending_log"]
+__all__ = ["NEVER_STARTS", "SCHEDULER_STREAM", "pending_log"]
+
+#: The ``stream`` of the log lines that tell what the scheduler says of a job.
+SCHEDULER_STREAM = "scheduler"
 
 #: Reasons a pending job keeps until the job or the cluster's configuration is changed.
 NEVER_STARTS: dict[str, str] = {
@@ -30,11 +33,16 @@ def pending_log(job_id: str, reason: str) -> dict[str, Any]:
     """The ``log`` event data that tells why job ``job_id`` is pending."""
     why = NEVER_STARTS.get(reason)
     if why is None:
-        return {"message": f"SLURM job {job_id} pending: {reason}", "level": "info"}
+        return {
+            "message": f"SLURM job {job_id} pending: {reason}",
+            "level": "info",
+            "stream": SCHEDULER_STREAM,
+        }
     return {
         "message": (
             f"SLURM job {job_id} pending: {reason}: it cannot start as submitted ({why}); "
             "cancel it and change the request, or ask the cluster's admins"
         ),
         "level": "warning",
+        "stream": SCHEDULER_STREAM,
     }

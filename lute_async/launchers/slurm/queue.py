@@ -22,7 +22,7 @@ from lute_async.launchers.slurm.client import run_client
 #: Least time between the starts of two squeue queries of one board (seconds).
 MIN_GAP = 0.2
 #: squeue's fields, in its ``--Format`` names, as they are returned in a row.
-FIELDS = ("JobID", "State", "Reason", "NodeList", "BatchHost", "NumTasks")
+FIELDS = ("JobID", "State", "Reason", "NodeList", "BatchHost", "NumTasks", "RestartCnt")
 _FORMAT = ",".join(f"{name}:|" for name in FIELDS)
 
 Row = dict[str, str]

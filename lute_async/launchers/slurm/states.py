@@ -36,7 +36,8 @@ TERMINAL_STATES = FAILED_STATES | {"COMPLETED", "CANCELLED", "TIMEOUT"}
 SACCT_FIELDS = "JobID,State,ExitCode,NodeList,Reason,Start,End"
 
 _FIELD = re.compile(
-    r"(?:^|\s)(JobState|Reason|ExitCode|NodeList|BatchHost|NumTasks|StartTime|EndTime|StdOut|StdErr)"
+    r"(?:^|\s)(JobState|Reason|ExitCode|NodeList|BatchHost|NumTasks|StartTime|EndTime|StdOut|StdErr"
+    r"|Restarts)"
     r"=(\S*)"
 )
 _JOBCOMP_LOC = re.compile(r"^JobCompLoc\s*=\s*(\S+)", re.MULTILINE)
@@ -68,6 +69,8 @@ class JobInfo:
     #: The job's output and error files, patterns (%j, %x, ...) expanded (scontrol only).
     stdout: str | None = None
     stderr: str | None = None
+    #: How many times the scheduler has requeued the job (scontrol, squeue; None: unknown).
+    restarts: int | None = None
 
     @property
     def ran(self) -> bool:
@@ -91,6 +94,10 @@ def parse_exit_code(text: str | None) -> tuple[int | None, int | None]:
 
 def _null(value: str | None) -> str | None:
     return None if value in (None, "", "(null)", "None", "N/A") else value
+
+
+def _count(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
 
 
 def _state(text: str) -> str:
@@ -129,6 +136,7 @@ def parse_job_fields(text: str, source: str = "scontrol") -> JobInfo | None:
         end_time=parse_slurm_time(fields.get("EndTime")),
         stdout=_null(fields.get("StdOut")),
         stderr=_null(fields.get("StdErr")),
+        restarts=_count(fields.get("Restarts")),
     )
 
 
@@ -145,6 +153,7 @@ def job_info_from_row(row: Row) -> JobInfo:
         # NO_VAL (4294967294) until the job is placed
         ntasks=int(ntasks) if ntasks.isdigit() and int(ntasks) < 2**31 else None,
         source="squeue",
+        restarts=_count(row.get("RestartCnt")),
     )
 
 

@@ -18,20 +18,24 @@ def submit_executor(
     config: Path,
     sbatch_args: list[str],
     params: dict[str, str],
-    db: Path | None,
+    db: Path | str | None,
 ) -> str:
     """Submit ``lute-async run NAME --config CONFIG`` as a batch job and return its job id.
 
     The executor runs inside the allocation (so an MPI task's ``srun`` uses it) with this
     interpreter, and records into ``db`` (default ``$LUTE_ASYNC_DB``), which must be on a
-    filesystem the compute nodes share. ``sbatch_args`` go to sbatch as given.
+    filesystem the compute nodes share, or is a ``postgresql://`` URL the nodes can reach (it
+    goes to the job in its environment, never in the batch script). ``sbatch_args`` go to
+    sbatch as given.
     """
     command = [sys.executable, "-m", "lute_async.cli", "run", name, "--config"]
     command.append(os.fspath(Path(config).resolve()))
     for key, value in params.items():
         command += ["--param", f"{key}={value}"]
     env = dict(os.environ)
-    if db is not None:
+    if isinstance(db, str):
+        env["LUTE_ASYNC_DB"] = db
+    elif db is not None:
         env["LUTE_ASYNC_DB"] = os.fspath(Path(db).resolve())
     script = "#!/bin/bash\n" + f"exec {shlex.join(command)}\n"
     argv = ["sbatch", "--parsable", "--export=ALL", f"--job-name={name}", *sbatch_args]
