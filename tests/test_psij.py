@@ -56,6 +56,21 @@ def test_the_plugin_is_found_by_psij_through_its_descriptor() -> None:
     assert {"lute-async", "lute-async-slurm"} <= names
 
 
+def test_a_clone_beside_an_installed_copy_registers_the_executors_once(tmp_path: Path) -> None:
+    """From a clone's root, PSI/J sees its psij-descriptors and an installed copy's (when
+    lute-async is installed, as in CI): only the one beside the imported package counts."""
+    root = Path(__file__).resolve().parent.parent
+    probe = (
+        "import psij, lute_async; "
+        "print(type(psij.JobExecutor.get_instance('lute-async')).__module__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "lute_async.psij.executor"
+    assert "already registered" not in done.stderr, done.stderr
+
+
 def test_a_job_runs_end_to_end_as_a_recorded_run_with_hooks_and_callbacks(
     executor: JobExecutor, db: Path, tmp_path: Path
 ) -> None:
