@@ -23,7 +23,7 @@ from web_support import Gate, gated_command, plant
 
 from lute_async import Executor
 from lute_async.errors import ConfigError
-from lute_async.records import RecordStore, RunFilter
+from lute_async.records import AnalysisRecord, RecordStore, RunFilter
 from lute_async.web import Dashboard
 from lute_async.web.app import DashboardState, build_app
 from lute_async.web.live import LiveHub
@@ -176,6 +176,19 @@ def test_the_pages_say_when_a_run_or_graph_is_unknown(planted: Any) -> None:
     page = client.get(f"/runs/{run.id}")
     assert page.status_code == 200 and run.name in page.text
     assert "the records database does not keep them" in page.text
+
+
+def test_a_retried_runs_page_lists_its_attempts(tmp_path: Path) -> None:
+    with RecordStore(tmp_path / "runs.db") as store:
+        run = AnalysisRecord(name="flaky", status="COMPLETED")
+        run.attempts = [
+            {"attempt": 1, "status": "FAILED", "reason": "failed", "exit_code": 3},
+            {"attempt": 2, "status": "COMPLETED", "reason": None, "exit_code": 0},
+        ]
+        store.save(run)
+        page = signed_in(store).get(f"/runs/{run.id}").text
+    assert "<h3>Attempts</h3>" in page
+    assert page.count("&#34;attempt&#34;") == 2, page  # both attempts, escaped in a <pre>
 
 
 def test_bad_dashboard_arguments_are_config_errors(tmp_path: Path) -> None:

@@ -149,7 +149,7 @@ def build_app(state: DashboardState, *, cookie: str) -> Any:
             events=events,
             event_next=live.events_seen if live else 0,
             csrf=csrf_value(state.token),
-            attempts=record.extra.get("attempts"),
+            attempts=record.attempts,
             protocol_errors={key: value for key, value in record.extra.items() if "error" in key},
         )
 
