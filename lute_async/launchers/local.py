@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 
+from lute_async.communicators.fdio import close_fd
 from lute_async.errors import LaunchError
 from lute_async.launchers.base import ExitStatus, GroupSignals, LaunchSpec, Notify
 from lute_async.launchers.guardian import GUARDIAN
@@ -59,8 +60,7 @@ class LocalProcess(GroupSignals):
                 # A readable pidfd means the child has exited: this wait4 returns at once.
                 _, status, rusage = os.wait4(pid, 0)  # noqa: ASYNC222
             finally:
-                anyio.notify_closing(pidfd)
-                os.close(pidfd)
+                close_fd(pidfd)
         else:  # kernels before 5.3: a worker thread blocks in wait4 instead
             _, status, rusage = await anyio.to_thread.run_sync(
                 os.wait4, pid, 0, abandon_on_cancel=True

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 import anyio
 
+from lute_async.communicators.fdio import close_fd
 from lute_async.errors import LaunchError
 from lute_async.launchers.base import ExitStatus, LaunchSpec
 from lute_async.sandbox import Sandbox, SandboxFds, find_bwrap, sandbox_command
@@ -295,8 +296,7 @@ class SandboxedProcess:
                 signal.pidfd_send_signal(fd, signal.SIGKILL)
             with anyio.move_on_after(_TEARDOWN, shield=True):
                 await anyio.wait_readable(fd)
-            anyio.notify_closing(fd)
-            os.close(fd)
+            close_fd(fd)
         if self._errors is not None:
             os.close(self._errors)
             self._errors = None

@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 
+from lute_async.communicators.fdio import close_fd
 from lute_async.errors import LaunchError
 from lute_async.launchers.base import ExitStatus, GroupSignals, LaunchSpec, Notify
 from lute_async.launchers.forkserver.boxed import BoxedServer, box_key, boxed_request
@@ -111,10 +112,8 @@ class ForkserverProcess(GroupSignals):
         return ExitStatus(exit_code=None, usage=usage, error=error)
 
     def _close_pidfd(self) -> None:
-        if self._pidfd is not None:
-            anyio.notify_closing(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
+        close_fd(self._pidfd)
+        self._pidfd = None
 
     async def wait_stopped(self) -> None:
         """Until the server reports the child stopped (``WUNTRACED``) or ended."""
