@@ -294,7 +294,7 @@ class Executor:
         transaction), made with the store."""
         if self._record_writer is None:
             store = await self.store()
-            self._record_writer = RecordWriter(store.save_many, self._db_limiter)
+            self._record_writer = RecordWriter(store.save_many)
         return self._record_writer
 
     async def _save(self, run: RunView) -> None:
@@ -331,7 +331,9 @@ class Executor:
         if self._watchdog is not None:
             self._watchdog.close()
         self._socket_home.close()
-        self._record_writer = None
+        writer, self._record_writer = self._record_writer, None
+        if writer is not None:  # what is queued is written before the store closes
+            await anyio.to_thread.run_sync(writer.close)
         if self._store is not None:
             store, self._store = self._store, None
             await anyio.to_thread.run_sync(store.close, limiter=self._db_limiter)

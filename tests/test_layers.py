@@ -22,7 +22,7 @@ LAYERS: dict[str, int] = {
     # L0 vocabulary, and the task side
     "errors": 0, "wire": 0, "messages": 0, "status": 0, "templates": 0, "limits": 0,
     "verdicts": 0, "redaction": 0, "logs": 0, "plain_msgpack": 0, "error_budget": 0,
-    "private_paths": 0, "targets": 0,
+    "private_paths": 0, "targets": 0, "hostname": 0,
     "task": 0, "worker": 0, "forkserver_main": 0, "guardian_main": 0,
     # L1 contracts
     "launchers.base": 1, "communicators.base": 1, "communicators.bounds": 1,

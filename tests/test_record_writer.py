@@ -3,6 +3,7 @@ one bad record fails alone, and a cancelled writer strands nobody."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def record(name: str, status: str = "PENDING") -> AnalysisRecord:
 async def test_saves_asked_for_during_a_write_share_the_next_transaction(
     store: CountingStore,
 ) -> None:
-    writer = RecordWriter(store.save_many, anyio.CapacityLimiter(1))
+    writer = RecordWriter(store.save_many)
     records = [record(f"r{i}") for i in range(20)]
     async with anyio.create_task_group() as tg:
         for one in records:
@@ -50,7 +51,7 @@ async def test_saves_asked_for_during_a_write_share_the_next_transaction(
 
 
 async def test_every_status_change_of_a_run_is_written_in_order(store: CountingStore) -> None:
-    writer = RecordWriter(store.save_many, anyio.CapacityLimiter(1))
+    writer = RecordWriter(store.save_many)
     one = record("steps")
     seen = []
     for status in ("PENDING", "RUNNING", "COMPLETED"):
@@ -61,7 +62,7 @@ async def test_every_status_change_of_a_run_is_written_in_order(store: CountingS
 
 
 async def test_a_record_the_database_refuses_fails_alone(store: CountingStore) -> None:
-    writer = RecordWriter(store.save_many, anyio.CapacityLimiter(1))
+    writer = RecordWriter(store.save_many)
     good, bad, also_good = record("good"), record("bad", status="NOT_A_STATUS"), record("ok")
     failures: dict[str, Exception] = {}
 
@@ -78,18 +79,29 @@ async def test_a_record_the_database_refuses_fails_alone(store: CountingStore) -
     assert store.get(good.id).name == "good" and store.get(also_good.id).name == "ok"
 
 
-async def test_a_cancelled_writer_leaves_the_queued_saves_to_the_next_caller(
-    store: CountingStore,
-) -> None:
-    writer = RecordWriter(store.save_many, anyio.CapacityLimiter(1))
+async def test_a_cancelled_caller_s_save_is_still_written(store: CountingStore) -> None:
+    writer = RecordWriter(store.save_many)
     first, queued = record("first"), record("queued")
-    async with anyio.create_task_group() as tg:
-        with anyio.CancelScope() as scope:
-            tg.start_soon(writer.save, queued)  # queued behind the batch of `first`
-            scope.cancel()
-            await writer.save(first)  # cancelled before its batch is written
-        await writer.save(first)  # the saves left queued are written with this one
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await writer.save(queued)  # cancelled while it waits for its commit
+    await writer.save(first)  # written after the cancelled one: the queue keeps order
     assert store.get(first.id).name == "first" and store.get(queued.id).name == "queued"
+    writer.close()
+
+
+async def test_close_writes_what_is_queued_and_ends_the_thread(store: CountingStore) -> None:
+    writer = RecordWriter(store.save_many)
+    last = record("last")
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await writer.save(last)
+    writers = sum(t.name == "lute-async-records" for t in threading.enumerate())
+    writer.close()
+    assert store.get(last.id).name == "last"
+    assert sum(t.name == "lute-async-records" for t in threading.enumerate()) == writers - 1
+    with pytest.raises(RuntimeError, match="closed"):
+        await writer.save(record("late"))
 
 
 async def test_an_executor_batches_the_records_of_concurrent_runs(

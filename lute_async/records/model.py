@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
-import socket
 import time
 import uuid
 from collections.abc import Mapping
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Self
 
+from lute_async.hostname import hostname
 from lute_async.status import TERMINAL_STATUSES, status_value
 
 __all__ = [
@@ -156,12 +156,12 @@ class AnalysisRecord:
     submitted_at: float = field(default_factory=time.time)
     started_at: float | None = None
     ended_at: float | None = None
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=hostname)
     """Host the task ran on (the first node for multi-node runs)."""
     pid: int | None = None
     """The task's pid (rank 0, or the launcher process for MPI and SLURM)."""
     executor_pid: int = field(default_factory=os.getpid)
-    executor_host: str = field(default_factory=socket.gethostname)
+    executor_host: str = field(default_factory=hostname)
     slurm_job_id: str | None = None
     ranks: int | None = None
     hook_errors: list[dict[str, Any]] = field(default_factory=list)

@@ -27,6 +27,7 @@ from lute_async.error_budget import ErrorBudget
 from lute_async.errors import ConfigError, LuteAsyncError
 from lute_async.hooks.events import BatchHook, Hook
 from lute_async.hooks.registry import HookRegistry
+from lute_async.hostname import environment
 from lute_async.launchers.base import Launcher, TaskProcess
 from lute_async.launchers.local import Local
 from lute_async.limits import Limits
@@ -112,7 +113,7 @@ class Run(Attempts, TaskletSteps, Dispatcher):
         # environment and its TCP secret) and secret-looking keys and flags masked.
         # The environment the task inherits, taken once, when the run is made: its launch
         # builds on this copy (decoding os.environ costs ~20 us a time).
-        self._inherited_env = dict(os.environ) if context.inherit_env else {}
+        self._inherited_env = environment() if context.inherit_env else {}
         known = {**self._inherited_env, **self._env_overrides}
         self.redactor = Redactor(known, (self._secret,))
         self.record = AnalysisRecord(
