@@ -333,7 +333,7 @@ class Executor:
         self._socket_home.close()
         writer, self._record_writer = self._record_writer, None
         if writer is not None:  # what is queued is written before the store closes
-            await anyio.to_thread.run_sync(writer.close)
+            await writer.aclose()
         if self._store is not None:
             store, self._store = self._store, None
             await anyio.to_thread.run_sync(store.close, limiter=self._db_limiter)

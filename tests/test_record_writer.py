@@ -87,7 +87,7 @@ async def test_a_cancelled_caller_s_save_is_still_written(store: CountingStore) 
         await writer.save(queued)  # cancelled while it waits for its commit
     await writer.save(first)  # written after the cancelled one: the queue keeps order
     assert store.get(first.id).name == "first" and store.get(queued.id).name == "queued"
-    writer.close()
+    await writer.aclose()
 
 
 async def test_close_writes_what_is_queued_and_ends_the_thread(store: CountingStore) -> None:
@@ -97,7 +97,7 @@ async def test_close_writes_what_is_queued_and_ends_the_thread(store: CountingSt
         scope.cancel()
         await writer.save(last)
     writers = sum(t.name == "lute-async-records" for t in threading.enumerate())
-    writer.close()
+    await writer.aclose()
     assert store.get(last.id).name == "last"
     assert sum(t.name == "lute-async-records" for t in threading.enumerate()) == writers - 1
     with pytest.raises(RuntimeError, match="closed"):

@@ -17,10 +17,11 @@ from lute_async.communicators.base import (
     FrameConnection,
     LineSplitter,
     RunChannel,
-    pump_connection,
     send_batch,
 )
-from lute_async.communicators.fdio import close_fd, read_chunk, set_nonblocking
+from lute_async.communicators.base import _deliver as deliver
+from lute_async.communicators.fdio import OnChunk, close_fd, read_until_eof, set_nonblocking
+from lute_async.errors import ProtocolError
 from lute_async.wire import ENV_FD
 
 
@@ -65,37 +66,52 @@ class PipeCommunicator:
         self._child_fds.clear()
 
     async def serve(self, exited: anyio.Event) -> None:
-        # Pipes end by themselves: EOF arrives once every process holding the write end is gone.
-        # The frame pipe is read by this task itself: one task less per run.
-        async with anyio.create_task_group() as tg:
-            frames: int | None = None
-            for fd, source in self._read_fds:
-                if source == "pipe":
-                    frames = fd
-                else:
-                    tg.start_soon(self._read_lines, fd, source)
-            if frames is not None:
-                await self._read_frames(frames)
+        # Pipes end by themselves: EOF arrives once every process holding the write end is
+        # gone. The frame pipe, stdout and stderr are all read by this one task.
+        readers = {
+            fd: self._frames(fd) if source == "pipe" else self._lines(source)
+            for fd, source in self._read_fds
+        }
+        await read_until_eof(readers)
 
-    async def _read_frames(self, fd: int) -> None:
-        assert self._channel is not None
-        parser = FrameConnection(self._channel, "pipe", require_secret=False)
-        await pump_connection(lambda: read_chunk(fd), parser, self._channel.send)
+    def _frames(self, fd: int) -> OnChunk:
+        channel = self._channel
+        assert channel is not None
+        parser = FrameConnection(channel, "pipe", require_secret=False)
 
-    async def _read_lines(self, fd: int, source: str) -> None:
+        async def on_chunk(chunk: bytes) -> bool:
+            if not chunk:
+                parser.finish()
+                return False
+            try:
+                await deliver(memoryview(chunk), parser, channel.send)
+            except ProtocolError as exc:  # fatal for the stream: read no more of it
+                channel.protocol_error(parser.source, parser.conn, exc)
+                return False
+            return True
+
+        return on_chunk
+
+    def _lines(self, source: str) -> OnChunk:
         channel = self._channel
         assert channel is not None
         splitter = LineSplitter(source, channel.next_conn())
         on_output = channel.on_output
-        while chunk := await read_chunk(fd):
+
+        async def on_chunk(chunk: bytes) -> bool:
+            if not chunk:
+                tail = splitter.finish()
+                if tail:
+                    await channel.send.send(tail)
+                return False
             if on_output is not None and not on_output(len(chunk)):
-                continue  # over the output limit: count and discard, keep the pipe drained
+                return True  # over the output limit: count and discard, keep the pipe drained
             batch = splitter.feed(chunk)
             if batch:
                 await send_batch(channel.send, batch)
-        tail = splitter.finish()
-        if tail:
-            await channel.send.send(tail)
+            return True
+
+        return on_chunk
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "fd": self._frame_fd, "capture_output": self.capture_output}

@@ -5,8 +5,9 @@ until its own record is committed. What batches them is only concurrency: the sa
 while a batch is being written go into the next one, so a lone run costs what a direct save
 costs and eight runs at once share a commit.
 
-The writer owns one thread for as long as it is open. A save costs the event loop a queue put
-and a future; the thread wakes the loop once per batch. (``anyio.to_thread`` would do the hop,
+The writer owns one thread for as long as it is open. A save costs the event loop a future;
+the saves of one turn of the loop reach the thread in one queue put, and the thread wakes the
+loop once per batch. (``anyio.to_thread`` would do the hop,
 but it costs ~0.1 ms of the loop's time per call - a limiter, a cancel scope and the worker
 pool's bookkeeping - three times a run; the database keeps its own lock either way.)
 """
@@ -18,6 +19,8 @@ import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from queue import SimpleQueue
+
+import anyio
 
 from lute_async.records.model import AnalysisRecord
 
@@ -37,7 +40,8 @@ class RecordWriter:
 
     def __init__(self, save_many: SaveMany) -> None:
         self._save_many = save_many
-        self._queue: SimpleQueue[_Save | None] = SimpleQueue()
+        self._queue: SimpleQueue[list[_Save] | None] = SimpleQueue()
+        self._asked: dict[asyncio.AbstractEventLoop, list[_Save]] = {}
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -51,23 +55,34 @@ class RecordWriter:
             raise RuntimeError("the record writer is closed")
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Exception | None] = loop.create_future()
-        self._queue.put((record, done, loop))
+        asked = self._asked.get(loop)
+        if asked is None:  # the first save of this turn of the loop: hand over at its end
+            asked = self._asked[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        asked.append((record, done, loop))
+        error = await done
+        if error is not None:
+            raise error
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Give the thread the saves asked for in one turn of ``loop``: one wake-up."""
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._write_forever, name="lute-async-records", daemon=True
             )
             self._thread.start()
-        error = await done
-        if error is not None:
-            raise error
+        self._queue.put(self._asked.pop(loop))
 
-    def close(self) -> None:
-        """Write what is queued, then end the thread (blocks until it has ended)."""
+    async def aclose(self) -> None:
+        """Write what is asked for and queued, then end the thread."""
         self._closed = True
+        loop = asyncio.get_running_loop()
+        if loop in self._asked:  # asked for in this turn: hand over before the stop
+            self._hand_over(loop)
         thread, self._thread = self._thread, None
         if thread is not None:
             self._queue.put(None)
-            thread.join()
+            await anyio.to_thread.run_sync(thread.join)
 
     def _write_forever(self) -> None:
         queue = self._queue
@@ -76,13 +91,13 @@ class RecordWriter:
             batch: list[_Save] = []
             stop = first is None
             if first is not None:
-                batch.append(first)
+                batch += first
             while not queue.empty():  # everything asked for meanwhile joins this batch
                 more = queue.get_nowait()
                 if more is None:
                     stop = True
                 else:
-                    batch.append(more)
+                    batch += more
             if batch:
                 self._write(batch)
             if stop:

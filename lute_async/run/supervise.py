@@ -56,7 +56,7 @@ class Supervisor(RunState):
         """Run to the end: supervise the process and dispatch its stream concurrently."""
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._dispatch)
+                tg.start_soon(self._dispatch, name="dispatch")  # named: no name worked out per task
                 try:
                     await self._supervise()
                 finally:
@@ -139,12 +139,12 @@ class Supervisor(RunState):
             if not communicators:  # nothing to drain: the stream ends with the exit
                 self._drained.set()
             for communicator in communicators:
-                readers.start_soon(self._serve, communicator)
+                readers.start_soon(self._serve, communicator, name=communicator.kind)
             if self._deadline is None:  # nothing to watch beside the exit: no task group
                 status = await self._process.wait()
             else:
                 async with anyio.create_task_group() as waiting:
-                    waiting.start_soon(self._enforce_timeout, self._deadline)
+                    waiting.start_soon(self._enforce_timeout, self._deadline, name="timeout")
                     status = await self._process.wait()
                     waiting.cancel_scope.cancel()
             self._exit = status
