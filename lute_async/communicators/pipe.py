@@ -20,7 +20,7 @@ from lute_async.communicators.base import (
     send_batch,
 )
 from lute_async.communicators.base import _deliver as deliver
-from lute_async.communicators.fdio import OnChunk, close_fd, read_until_eof, set_nonblocking
+from lute_async.communicators.fdio import OnChunk, read_until_eof, set_nonblocking
 from lute_async.errors import ProtocolError
 from lute_async.wire import ENV_FD
 
@@ -118,6 +118,7 @@ class PipeCommunicator:
 
     async def aclose(self) -> None:
         self.child_started()
-        for fd, _ in self._read_fds:
-            close_fd(fd)
+        for fd, _ in self._read_fds:  # read_until_eof left no reader on them: no notice
+            with contextlib.suppress(OSError):
+                os.close(fd)
         self._read_fds.clear()

@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from lute_async.communicators.fdio import close_fd
+from lute_async.communicators.fdio import wait_readable
 from lute_async.errors import LaunchError
 from lute_async.hostname import hostname
 from lute_async.launchers.base import ExitStatus, GroupSignals, LaunchSpec, Notify
@@ -55,11 +55,11 @@ class LocalProcess(GroupSignals):
             pidfd = None
         if pidfd is not None:
             try:
-                await anyio.wait_readable(pidfd)
+                await wait_readable(pidfd)
                 # A readable pidfd means the child has exited: this wait4 returns at once.
                 _, status, rusage = os.wait4(pid, 0)  # noqa: ASYNC222
             finally:
-                close_fd(pidfd)
+                os.close(pidfd)  # nothing waits on it any more
         else:  # kernels before 5.3: a worker thread blocks in wait4 instead
             _, status, rusage = await anyio.to_thread.run_sync(
                 os.wait4, pid, 0, abandon_on_cancel=True

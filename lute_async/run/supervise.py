@@ -168,6 +168,8 @@ class Supervisor(RunState):
         so the limit is on *silence*: ``drain_timeout`` seconds with no batch handled (a
         process that escaped the group may hold a pipe open forever) ends the readers.
         """
+        if self._drained.is_set():  # the usual end: every reader was at EOF by the exit
+            return
         timeout = self._context.drain_timeout
         self._last_progress = anyio.current_time()
         while not self._drained.is_set():
