@@ -4,6 +4,7 @@ event; and end the process (SIGTERM, then SIGKILL after the grace period) when a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -55,8 +56,11 @@ class Supervisor(RunState):
     async def _execute(self) -> None:
         """Run to the end: supervise the process and dispatch its stream concurrently."""
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._dispatch, name="dispatch")  # named: no name worked out per task
+            # The run's own tasks in asyncio task groups: an anyio task group and one task
+            # cost ~26 us against ~10 us, three times a run (the owner's anyio cancel scopes
+            # still cancel them: they cancel this task, and the group its children).
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._dispatch(), name="dispatch")
                 try:
                     await self._supervise()
                 finally:
@@ -134,23 +138,25 @@ class Supervisor(RunState):
         self.record.extra.update(described)
         if self._lifecycle.ending:  # cancel() arrived while launching
             await self._process.terminate()
-        async with anyio.create_task_group() as readers:
+        async with asyncio.TaskGroup() as readers:
             self._readers_left = len(communicators)
             if not communicators:  # nothing to drain: the stream ends with the exit
                 self._drained.set()
-            for communicator in communicators:
-                readers.start_soon(self._serve, communicator, name=communicator.kind)
+            serving = [
+                readers.create_task(self._serve(communicator), name=communicator.kind)
+                for communicator in communicators
+            ]
             if self._deadline is None:  # nothing to watch beside the exit: no task group
                 status = await self._process.wait()
             else:
-                async with anyio.create_task_group() as waiting:
-                    waiting.start_soon(self._enforce_timeout, self._deadline, name="timeout")
+                async with asyncio.TaskGroup() as waiting:
+                    watch = waiting.create_task(self._enforce_timeout(self._deadline))
                     status = await self._process.wait()
-                    waiting.cancel_scope.cancel()
+                    watch.cancel()
             self._exit = status
             self._lifecycle.advance(Phase.DRAINING)
             self._exited.set()
-            await self._drain(readers.cancel_scope)
+            await self._drain(serving)
         return status
 
     async def _serve(self, communicator: Communicator) -> None:
@@ -161,7 +167,7 @@ class Supervisor(RunState):
             if not self._readers_left:
                 self._drained.set()
 
-    async def _drain(self, readers: anyio.CancelScope) -> None:
+    async def _drain(self, readers: list[asyncio.Task[None]]) -> None:
         """After the exit, let the readers reach end of stream while messages keep moving.
 
         What the task wrote before it exited may take a while to read on a loaded executor,
@@ -178,7 +184,8 @@ class Supervisor(RunState):
                 await self._drained.wait()
             silent = anyio.current_time() - self._last_progress >= timeout
             if silent and not self._dispatching and not self._drained.is_set():
-                readers.cancel()
+                for reader in readers:
+                    reader.cancel()
                 get_logger().warning(
                     "drain_timeout", run_id=self.id, run=self.name, seconds=timeout
                 )
