@@ -23,7 +23,11 @@ from lute_async.records.location import is_server_url
 from lute_async.records.rows import RecordRows
 from lute_async.records.schema import migrate, open_error
 
-__all__ = ["DEFAULT_BUSY_TIMEOUT", "RecordDatabase", "open_database"]
+__all__ = ["DEFAULT_BUSY_TIMEOUT", "RecordDatabase", "WriteWouldWait", "open_database"]
+
+
+class WriteWouldWait(Exception):
+    """A write asked not to wait found the database busy (another thread or process)."""
 
 DEFAULT_BUSY_TIMEOUT: Final = 30.0
 """Seconds a write waits for another process's write lock before failing."""
@@ -45,6 +49,7 @@ class RecordDatabase(RecordRows):
         self.dialect = SQLITE
         self.max_result_bytes = max_result_bytes
         self._lock = threading.Lock()
+        self._busy_ms = int(busy_timeout * 1000)
         self._conn: sqlite3.Connection | None = self._connect(busy_timeout)
         try:
             try:
@@ -127,6 +132,34 @@ class RecordDatabase(RecordRows):
                 raise RecordStoreError(
                     f"cannot {what} in records database {self.path}: {exc}"
                 ) from exc
+
+    @contextlib.contextmanager
+    def write_at_once(self, what: str) -> Iterator[sqlite3.Connection]:
+        """:meth:`write`, or :class:`WriteWouldWait` (nothing written) when it would have to
+        wait: for the thread lock, or for another process's write lock (no busy timeout)."""
+        if not self._lock.acquire(blocking=False):
+            raise WriteWouldWait(what)
+        try:
+            conn = self.connection()
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:  # SQLITE_BUSY: another writer
+                    raise WriteWouldWait(what) from exc
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        except sqlite3.Error as exc:
+            raise RecordStoreError(f"cannot {what} in records database {self.path}: {exc}") from exc
+        finally:
+            self._lock.release()
 
     def read(self, sql: str, args: Iterable[Any], what: str) -> list[Any]:
         """All rows of one query, under the thread lock."""

@@ -30,7 +30,7 @@ from lute_async.records.paging import Cursor
 from lute_async.records.rows import RecordRows
 from lute_async.status import RUN_STATUSES, status_value
 
-__all__ = ["Cursor", "RecordStore"]
+__all__ = ["Cursor", "RecordStore", "save_at_once"]
 
 
 class RecordStore:
@@ -328,6 +328,25 @@ class RecordStore:
     def lease_expires_at(self) -> float | None:
         """When this process's lease lapses (epoch seconds, the database's clock), or None."""
         return Lease(self._database).expires_at()
+
+
+def save_at_once(store: RecordStore, records: Sequence[AnalysisRecord]) -> bool:
+    """Save ``records`` in one transaction of ``store``'s sqlite database if that needs no
+    waiting at all: True once committed; False with nothing written when the database is
+    busy, a record cannot be stored, a journal waits to be replayed, or the store is not
+    sqlite (then :meth:`RecordStore.save_many` does it, waiting as it must). The record
+    writer's fast path, kept outside the class (which is at its size limit)."""
+    database = store._database  # this module's own class: its private parts
+    if not isinstance(database, RecordDatabase) or store._spilled:
+        return False
+    try:
+        stored = [store._stored(record) for record in records]
+        with database.write_at_once(f"save {len(records)} runs") as conn:
+            for one in stored:
+                database.upsert_stored(conn, one)
+    except Exception:  # busy, or anything save_many reports record by record
+        return False
+    return True
 
 
 def _raised(call: Callable[[Any], None], argument: Any) -> Exception | None:

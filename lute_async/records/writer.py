@@ -5,11 +5,15 @@ until its own record is committed. What batches them is only concurrency: the sa
 while a batch is being written go into the next one, so a lone run costs what a direct save
 costs and eight runs at once share a commit.
 
-The writer owns one thread for as long as it is open. A save costs the event loop a future;
-the saves of one turn of the loop reach the thread in one queue put, and the thread wakes the
-loop once per batch. (``anyio.to_thread`` would do the hop,
-but it costs ~0.1 ms of the loop's time per call - a limiter, a cancel scope and the worker
-pool's bookkeeping - three times a run; the database keeps its own lock either way.)
+The saves asked for in one turn of the event loop are written together at its end: in the
+loop itself when the database takes them at once (``save_now``: a sqlite file that is not
+busy, ~0.3 ms for eight records), else by the writer's thread, which waits as it must (another
+process's write lock, PostgreSQL's round trips, a journal to replay). Under load a thread's
+commit waited for the loop to hand over the GIL, up to the 5 ms switch interval three times a
+run: 55-68% of a short run's latency. The loop writes only while the thread has nothing in
+hand (order is kept), and stops for good once a write takes longer than :data:`SLOW_WRITE`
+(a slow file system). ``anyio.to_thread`` would do the hop, but costs ~0.1 ms of the loop's
+time per call; the database keeps its own lock either way.
 """
 
 from __future__ import annotations
@@ -17,17 +21,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Sequence
 from queue import SimpleQueue
 
 import anyio
 
+from lute_async.logs import get_logger
 from lute_async.records.model import AnalysisRecord
 
 __all__ = ["RecordWriter"]
 
 #: Saves ``records`` in one transaction, returning what each save raised (or None).
 SaveMany = Callable[[Sequence[AnalysisRecord]], list[Exception | None]]
+#: Saves ``records`` in one transaction if that needs no waiting: True; False, nothing written.
+SaveNow = Callable[[Sequence[AnalysisRecord]], bool]
+#: Seconds a write in the event loop may take before the loop stops writing.
+SLOW_WRITE = 0.02
 
 #: One save asked for: the record, and the future its caller awaits on its loop.
 _Save = tuple[AnalysisRecord, "asyncio.Future[Exception | None]", asyncio.AbstractEventLoop]
@@ -38,8 +48,10 @@ _Settled = tuple["asyncio.Future[Exception | None]", Exception | None]
 class RecordWriter:
     """Writes records through ``save_many`` in a thread of its own, one batch at a time."""
 
-    def __init__(self, save_many: SaveMany) -> None:
+    def __init__(self, save_many: SaveMany, save_now: SaveNow | None = None) -> None:
         self._save_many = save_many
+        self._save_now = save_now
+        self._in_thread = 0  # saves handed to the thread and not settled yet
         self._queue: SimpleQueue[list[_Save] | None] = SimpleQueue()
         self._asked: dict[asyncio.AbstractEventLoop, list[_Save]] = {}
         self._thread: threading.Thread | None = None
@@ -65,19 +77,40 @@ class RecordWriter:
             raise error
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Give the thread the saves asked for in one turn of ``loop``: one wake-up."""
+        """Write the saves asked for in one turn of ``loop`` now, or give them to the thread
+        in one wake-up."""
+        batch = self._asked.pop(loop)
+        if self._save_now is not None and not self._in_thread and self._write_now(batch):
+            return
+        self._in_thread += len(batch)
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._write_forever, name="lute-async-records", daemon=True
             )
             self._thread.start()
-        self._queue.put(self._asked.pop(loop))
+        self._queue.put(batch)
+
+    def _write_now(self, batch: list[_Save]) -> bool:
+        assert self._save_now is not None
+        started = time.perf_counter()
+        if not self._save_now([record for record, _, _ in batch]):
+            return False
+        took = time.perf_counter() - started
+        if took > SLOW_WRITE:  # a slow file system: the loop must not wait on it
+            self._save_now = None
+            get_logger().warning("record_writes_slow", seconds=round(took, 3), moved_to="thread")
+        _settle([(done, None) for _, done, _ in batch])
+        return True
+
+    def _settled(self, settled: list[_Settled]) -> None:
+        self._in_thread -= len(settled)
+        _settle(settled)
 
     async def aclose(self) -> None:
         """Write what is asked for and queued, then end the thread."""
         self._closed = True
         loop = asyncio.get_running_loop()
-        if loop in self._asked:  # asked for in this turn: hand over before the stop
+        if loop in self._asked:  # asked for in this turn: written before the stop
             self._hand_over(loop)
         thread, self._thread = self._thread, None
         if thread is not None:
@@ -113,7 +146,7 @@ class RecordWriter:
             loops.setdefault(loop, []).append((done, error))
         for loop, settled in loops.items():  # one wake-up per loop and batch
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                loop.call_soon_threadsafe(_settle, settled)
+                loop.call_soon_threadsafe(self._settled, settled)
 
 
 def _settle(settled: list[_Settled]) -> None:
