@@ -4,9 +4,11 @@ between runs, the per-run guarantees (secret, caps, drain after the exit) kept."
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable
@@ -366,3 +368,68 @@ async def test_hellos_reaching_no_run_are_logged_within_an_error_budget(
     assert all(e["run_id"] is None and e["socket"] == served.path for e in logged)
     dropped = [e for e in events if e["event"] == "protocol_errors_dropped"]
     assert [(e["dropped"], e["by_kind"]) for e in dropped] == [(1, {"HandshakeError": 1})]
+
+
+EMFILE_SCRIPT = """
+import anyio, json, math, os, resource, socket
+import msgpack, structlog
+from lute_async.communicators import RunChannel, SharedSocketCommunicator, SocketHome
+
+async def main():
+    send, receive = anyio.create_memory_object_stream(math.inf)
+    channel = RunChannel("r", "s", send, max_frame=1 << 20, on_protocol_error=print)
+    home = SocketHome()
+    shared = SharedSocketCommunicator(home)
+    path = (await shared.open(channel)).env["LUTE_ASYNC_SOCKET"]
+    hello = msgpack.packb({"v": 1, "run": "r", "pid": os.getpid(), "rank": None, "secret": "s"})
+    exited = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(shared.serve, exited)
+        clients = [socket.socket(socket.AF_UNIX) for _ in range(3)]  # while fds are left
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        lowest = os.dup(0)
+        os.close(lowest)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))  # no new fd from now on
+        for seq, client in enumerate(clients):
+            client.connect(path)  # completed by the kernel; accept() gets EMFILE
+            client.sendall(hello + msgpack.packb({"sig": "t", "seq": 1, "ts": 1.0, "data": seq}))
+        for _ in range(2000):  # event-loop turns at the fd limit: a busy accept loop spins
+            await anyio.lowlevel.checkpoint()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        got = []
+        async for batch in receive:  # the backed-off listener takes them once it can
+            got += [m.data for m in batch]
+            if len(got) == len(clients):
+                break
+        for client in clients:
+            client.close()
+        exited.set()
+    await shared.aclose()
+    home.close()
+    return sorted(got)
+
+with structlog.testing.capture_logs() as logs:
+    got = anyio.run(main)
+print(json.dumps({"got": got, "events": [e["event"] for e in logs],
+                  "failures": [e.get("failed_accepts") for e in logs
+                               if e["event"] == "accept_failures"]}))
+"""
+
+
+def test_at_the_fd_limit_the_shared_listener_backs_off_and_logs_once_per_episode() -> None:
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", EMFILE_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": os.fspath(root)},
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    outcome = json.loads(done.stdout.splitlines()[-1])
+    assert outcome["got"] == [0, 1, 2]
+    assert outcome["events"].count("accept_failed") == 1
+    assert outcome["events"].count("accept_failures") == 1
+    # Backed off: a few retries over the 2,000 loop turns, not one failed accept per turn.
+    assert 1 <= outcome["failures"][0] < 100
