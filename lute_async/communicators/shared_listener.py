@@ -167,7 +167,11 @@ class SharedListener:
             self._admit(conn)
 
     def _admit(self, conn: socket.socket) -> None:
-        pid, uid = peer_credentials(conn)
+        try:
+            pid, uid = peer_credentials(conn)
+        except OSError:  # no credentials to check: nothing to trust
+            conn.close()
+            return
         pending = PendingHello(conn, pid, uid_refusal(pid, uid))
         if len(self._pending) >= self.max_pending_hellos:
             cap = self.max_pending_hellos
@@ -256,8 +260,9 @@ class SharedListener:
         """Close ``pending``'s connection with ``error``, recorded by ``run``, else by the run
         its process belongs to, else logged."""
         self._forget(pending)
-        pending.conn.close()
+        # Whose it is, before the close lets the peer go on (and perhaps exit).
         run = run or self._runs.get(run_of_process(pending.pid) or "")
+        pending.conn.close()
         if run is not None:
             run.refused(error)
         elif self.errors.add(type(error).__name__, last_source=self.kind, last_error=str(error)):
