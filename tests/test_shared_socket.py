@@ -22,7 +22,12 @@ import pytest
 from conftest import log_events
 
 from lute_async import Executor
-from lute_async.communicators import RunChannel, SharedSocketCommunicator, SocketHome
+from lute_async.communicators import (
+    RunChannel,
+    SharedSocketCommunicator,
+    SocketCommunicator,
+    SocketHome,
+)
 from lute_async.communicators.base import Batch
 from lute_async.errors import ProtocolError
 from lute_async.hooks.events import Event
@@ -242,6 +247,30 @@ async def test_tasks_that_write_1000_messages_and_exit_at_once_lose_none(
         assert _errors(record) == []
 
 
+async def test_a_socket_communicator_given_by_hand_keeps_a_listener_of_its_own(
+    tmp_path: Path, script: Callable[[str], list[str]]
+) -> None:
+    argv = script(
+        """
+    import os
+    from lute_async.task import Reporter
+    with Reporter.connect(prefer=("socket",), required=True) as report:
+        report.result(os.environ["LUTE_ASYNC_SOCKET"])
+    """
+    )
+    own = tmp_path / "own"
+    own.mkdir()
+    async with _executor(tmp_path) as ex:
+        shared = await ex.run(argv, communicators=["socket"])
+        mine = await ex.run(argv, communicators=[SocketCommunicator(directory=own)])
+    assert shared.result is not None and mine.result is not None
+    path = Path(mine.result["payload"])
+    assert path.parent.parent == own and path != Path(shared.result["payload"])
+    assert mine.communicators == [{"kind": "socket", "path": os.fspath(path)}]
+    assert shared.communicators[0]["shared"] is True
+    assert list(own.iterdir()) == []  # its directory went with its run
+
+
 # --- the listener's own bounds, served for a pretend run -----------------------------------
 
 RUN, SECRET = "run-1", "s3cret"
@@ -373,7 +402,12 @@ async def test_hellos_reaching_no_run_are_logged_within_an_error_budget(
 EMFILE_SCRIPT = """
 import anyio, json, math, os, resource, socket
 import msgpack, structlog
-from lute_async.communicators import RunChannel, SharedSocketCommunicator, SocketHome
+from lute_async.communicators import (
+    RunChannel,
+    SharedSocketCommunicator,
+    SocketCommunicator,
+    SocketHome,
+)
 
 async def main():
     send, receive = anyio.create_memory_object_stream(math.inf)
