@@ -271,6 +271,36 @@ async def test_a_socket_communicator_given_by_hand_keeps_a_listener_of_its_own(
     assert list(own.iterdir()) == []  # its directory went with its run
 
 
+def _sockets() -> int:
+    """Sockets this process holds open."""
+    fds = Path("/proc/self/fd")
+    return sum(os.readlink(fd).startswith("socket:") for fd in list(fds.iterdir()) if fd.exists())
+
+
+async def test_a_deleted_socket_file_is_bound_afresh_and_the_old_listener_closed(
+    tmp_path: Path, script: Callable[[str], list[str]]
+) -> None:
+    argv = script(
+        """
+    import os, sys
+    from lute_async.task import Reporter
+    if len(sys.argv) > 1:
+        os.unlink(os.environ["LUTE_ASYNC_SOCKET"])
+    with Reporter.connect(prefer=("socket", "pipe"), required=True) as report:
+        report.result(os.environ["LUTE_ASYNC_SOCKET"])
+    """
+    )
+    async with _executor(tmp_path) as ex:
+        first = await ex.run(argv)
+        sockets = _sockets()
+        deleting = await ex.run([*argv, "delete"])
+        after = await ex.run(argv)
+        assert _sockets() == sockets  # a new listener, the old one closed
+    assert first.result is not None and after.result is not None
+    assert deleting.status == after.status == "COMPLETED"
+    assert after.result["payload"] != first.result["payload"]
+
+
 # --- the listener's own bounds, served for a pretend run -----------------------------------
 
 RUN, SECRET = "run-1", "s3cret"
