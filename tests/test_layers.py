@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     # L3 adapters
     "communicators": 3, "launchers": 3, "records": 3, "channel": 3, "hooks": 3,
     "launchers.slurm.requeue": 3, "launchers.slurm.attach": 3, "communicators.spool": 3,
+    "communicators.shared_socket": 3, "communicators.shared_listener": 3,
     "task.spool": 0, "run.attach": 4, "cli.attach": 6,
     # L4 run engine
     "run": 4,

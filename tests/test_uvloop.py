@@ -17,6 +17,11 @@ from test_executor import (  # noqa: F401 - collected again, on uvloop
     test_task_killed_by_sigkill_fails_with_signal_9,
     test_timeout_ends_the_task_and_its_grandchild,
 )
+from test_shared_socket import (  # noqa: F401 - collected again, on uvloop
+    test_no_hello_within_hello_timeout_or_half_a_hello_is_dropped,
+    test_tasks_that_write_1000_messages_and_exit_at_once_lose_none,
+    test_two_concurrent_runs_over_the_one_socket_each_get_only_their_own_messages,
+)
 
 
 async def test_running_on_uvloop() -> None:

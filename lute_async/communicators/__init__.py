@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from lute_async.communicators.base import ChildSetup, Communicator, RunChannel
 from lute_async.communicators.pipe import PipeCommunicator
-from lute_async.communicators.socket import SocketCommunicator, SocketHome
+from lute_async.communicators.shared_socket import SharedSocketCommunicator, SocketHome
+from lute_async.communicators.socket import SocketCommunicator
 from lute_async.communicators.tcp import TcpCommunicator
 from lute_async.errors import ConfigError
 
@@ -21,11 +22,11 @@ def make_communicator(
     spec: CommunicatorSpec, socket_home: SocketHome | None = None
 ) -> Communicator:
     """A fresh communicator for one run from a kind name (``pipe``, ``socket``, ``tcp``); a
-    socket binds in ``socket_home`` when one is given."""
+    socket is the one shared listener of ``socket_home`` when one is given."""
     if not isinstance(spec, str):
         return spec
     if spec == "socket" and socket_home is not None:
-        return SocketCommunicator(home=socket_home)
+        return SharedSocketCommunicator(socket_home)
     try:
         return KINDS[spec]()
     except KeyError:
@@ -41,6 +42,7 @@ __all__ = [
     "CommunicatorSpec",
     "PipeCommunicator",
     "RunChannel",
+    "SharedSocketCommunicator",
     "SocketCommunicator",
     "SocketHome",
     "TcpCommunicator",

@@ -51,6 +51,38 @@ RETRY_FIRST = 0.01
 RETRY_LONGEST = 1.0
 
 
+class Exhaustion:
+    """A listener's episodes of failed accepts (out of file descriptors): the first failure of
+    an episode is logged, the others counted, and one line says how many when it ends."""
+
+    __slots__ = ("failed", "kind", "since")
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        #: Failed accept() calls of the current episode, and when it began.
+        self.failed = 0
+        self.since = 0.0
+
+    def note(self, exc: OSError) -> None:
+        """Log the first failed accept of an episode; count the others."""
+        if not self.failed:
+            self.since = time.monotonic()
+            get_logger().error("accept_failed", kind=self.kind, error=str(exc))
+        self.failed += 1
+
+    def end(self) -> None:
+        """End the episode (an accept worked, or the listener closes) with one line saying how
+        many accepts failed."""
+        if self.failed:
+            get_logger().warning(
+                "accept_failures",
+                kind=self.kind,
+                failed_accepts=self.failed,
+                seconds=round(time.monotonic() - self.since, 3),
+            )
+            self.failed = 0
+
+
 async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
     await event.wait()
     scope.cancel()
@@ -70,9 +102,7 @@ class ListeningCommunicator:
         self._open: set[socket.socket] = set()
         #: Accepted connections that have not completed their hello yet.
         self._pending_hellos = 0
-        #: Failed accept() calls of the current fd-exhaustion episode, and when it began.
-        self._exhausted = 0
-        self._exhausted_since = 0.0
+        self._exhaustion = Exhaustion(self.kind)
 
     def _bind(self) -> socket.socket:
         raise NotImplementedError
@@ -139,9 +169,9 @@ class ListeningCommunicator:
             except OSError as exc:
                 if exc.errno in PEER_GONE:
                     continue
-                self._note_exhausted(exc)
+                self._exhaustion.note(exc)
                 return False
-            self._end_exhaustion()
+            self._exhaustion.end()
             refusal = self._refusal(conn)
             if refusal is not None:
                 assert self._channel is not None
@@ -162,25 +192,6 @@ class ListeningCommunicator:
         if reason is None and not self._channel.connection_opened():
             reason = f"the run already has {self._channel.max_connections} connections open"
         return reason
-
-    def _note_exhausted(self, exc: OSError) -> None:
-        """Log the first failed accept of an episode; count the others."""
-        if not self._exhausted:
-            self._exhausted_since = time.monotonic()
-            get_logger().error("accept_failed", kind=self.kind, error=str(exc))
-        self._exhausted += 1
-
-    def _end_exhaustion(self) -> None:
-        """End an fd-exhaustion episode (an accept worked, or the listener closes) with one
-        line saying how many accepts failed."""
-        if self._exhausted:
-            get_logger().warning(
-                "accept_failures",
-                kind=self.kind,
-                failed_accepts=self._exhausted,
-                seconds=round(time.monotonic() - self._exhausted_since, 3),
-            )
-            self._exhausted = 0
 
     async def _read_connection(self, conn: socket.socket) -> None:
         channel = self._channel
@@ -215,7 +226,7 @@ class ListeningCommunicator:
             conn.close()
 
     def _close_listener(self) -> None:
-        self._end_exhaustion()
+        self._exhaustion.end()
         if self._sock is not None:
             with contextlib.suppress(RuntimeError):
                 anyio.notify_closing(self._sock)
