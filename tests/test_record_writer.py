@@ -3,8 +3,10 @@ one bad record fails alone, and a cancelled writer strands nobody."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -12,6 +14,7 @@ import pytest
 
 from lute_async import Executor
 from lute_async.records import AnalysisRecord, RecordStore
+from lute_async.records.store import save_at_once
 from lute_async.records.writer import RecordWriter
 
 
@@ -105,14 +108,85 @@ async def test_close_writes_what_is_queued_and_ends_the_thread(store: CountingSt
 
 
 async def test_an_executor_batches_the_records_of_concurrent_runs(
-    store: CountingStore, tmp_path: Path
+    store: CountingStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import lute_async.executor
+
+    at_once: list[list[str]] = []  # the batches written in the loop (sqlite, not busy)
+
+    def counted(store: RecordStore, records: Sequence[AnalysisRecord]) -> bool:
+        written = save_at_once(store, records)
+        if written:
+            at_once.append([record.id for record in records])
+        return written
+
+    monkeypatch.setattr(lute_async.executor, "save_at_once", counted)
     async with Executor(store, workdir=tmp_path / "work", log_events=False) as executor:
         async with anyio.create_task_group() as tg:
             for _ in range(16):
                 tg.start_soon(executor.run, ["true"])
         assert {r.status for r in store.query(limit=100)} == {"COMPLETED"}
-    saves = [i for batch in store.batches for i in batch]
+    batches = store.batches + at_once
+    saves = [i for batch in batches for i in batch]
     runs = set(saves)
     assert len(runs) == 16 and all(saves.count(i) >= 3 for i in runs)  # every status change
-    assert len(store.batches) < len(saves)
+    assert len(batches) < len(saves)
+
+
+def _writer_threads() -> int:
+    return sum(t.name == "lute-async-records" for t in threading.enumerate())
+
+
+async def test_saves_are_written_in_the_loop_while_the_database_is_free(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "free.db")
+    store.batches = []
+    writer = RecordWriter(store.save_many, partial(save_at_once, store))
+    before = _writer_threads()
+    records = [record(f"r{i}") for i in range(10)]
+    async with anyio.create_task_group() as tg:
+        for one in records:
+            tg.start_soon(writer.save, one)
+    assert [store.get(r.id).name for r in records] == [r.name for r in records]
+    assert store.batches == []  # save_many (the thread's) never ran
+    assert _writer_threads() == before
+    await writer.aclose()
+
+
+async def test_a_busy_database_sends_the_saves_to_the_thread_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    store = CountingStore(path)
+    store.batches = []
+    entered = threading.Event()  # the thread's save_many has started (and waits on the lock)
+
+    def save_many(records: Sequence[AnalysisRecord]) -> list[Exception | None]:
+        entered.set()
+        return store.save_many(records)
+
+    writer = RecordWriter(save_many, partial(save_at_once, store))
+    one = record("steps")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's writer holds the lock
+    async with anyio.create_task_group() as tg:
+        for status in ("PENDING", "RUNNING"):
+            tg.start_soon(
+                writer.save, AnalysisRecord.from_dict({**one.to_dict(), "status": status})
+            )
+        await anyio.to_thread.run_sync(entered.wait)
+        other.execute("COMMIT")  # the thread's save, waiting on the lock, goes through
+    other.close()
+    assert [i for batch in store.batches for i in batch] == [one.id, one.id]
+    assert store.get(one.id).status == "RUNNING"  # the later status last
+    await writer.aclose()
+
+
+async def test_a_slow_write_in_the_loop_moves_the_writes_to_the_thread(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "slow.db")
+    store.batches = []
+    writer = RecordWriter(store.save_many, partial(save_at_once, store))
+    writer.slow_write = 0.0  # every write counts as slow
+    first, second = record("first"), record("second")
+    await writer.save(first)  # written in the loop, then the loop stops writing
+    await writer.save(second)
+    assert store.batches == [[second.id]]
+    assert store.get(first.id).name == "first" and store.get(second.id).name == "second"
+    await writer.aclose()

@@ -52,6 +52,8 @@ class RecordWriter:
         self._save_many = save_many
         self._save_now = save_now
         self._in_thread = 0  # saves handed to the thread and not settled yet
+        #: Seconds a write in the loop may take before the loop stops writing.
+        self.slow_write = SLOW_WRITE
         self._queue: SimpleQueue[list[_Save] | None] = SimpleQueue()
         self._asked: dict[asyncio.AbstractEventLoop, list[_Save]] = {}
         self._thread: threading.Thread | None = None
@@ -96,7 +98,7 @@ class RecordWriter:
         if not self._save_now([record for record, _, _ in batch]):
             return False
         took = time.perf_counter() - started
-        if took > SLOW_WRITE:  # a slow file system: the loop must not wait on it
+        if took > self.slow_write:  # a slow file system: the loop must not wait on it
             self._save_now = None
             get_logger().warning("record_writes_slow", seconds=round(took, 3), moved_to="thread")
         _settle([(done, None) for _, done, _ in batch])
