@@ -17,6 +17,7 @@ takes what still waits in the backlog before it stops listening.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -25,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
 
 from lute_async.communicators.base import ChildSetup, FrameConnection, RunChannel, pump_connection
 from lute_async.communicators.fdio import read_chunk
@@ -98,7 +98,7 @@ class SharedSocketCommunicator:
         self.home = home
         self._listener: SharedListener | None = None
         self._channel: RunChannel | None = None
-        self._group: TaskGroup | None = None
+        self._group: asyncio.TaskGroup | None = None
         #: Connections handed over before :meth:`serve` started reading.
         self._waiting: list[tuple[socket.socket, FrameConnection, bytes]] = []
         self._open: set[socket.socket] = set()
@@ -137,17 +137,18 @@ class SharedSocketCommunicator:
         if self._group is None:
             self._waiting.append((conn, parser, rest))
         else:
-            self._group.start_soon(self._read, conn, parser, rest)
+            self._group.create_task(self._read(conn, parser, rest))
 
     async def serve(self, exited: anyio.Event) -> None:
         listener = self._listener
         assert listener is not None and self._channel is not None
         run_id = self._channel.run_id
         try:
-            async with anyio.create_task_group() as group:
+            # An asyncio task group: an anyio one costs ~16 us more, every run.
+            async with asyncio.TaskGroup() as group:
                 self._group = group
                 for waiting in self._waiting:
-                    group.start_soon(self._read, *waiting)
+                    group.create_task(self._read(*waiting))
                 self._waiting.clear()
                 await exited.wait()
                 # Connections a finished task made may still wait to be accepted, or their
