@@ -162,7 +162,8 @@ class FrameConnection:
         frames, error = self._decoder.feed_batch(chunk)
         batch: Batch = []
         append = batch.append
-        last_seq, good_sig, source, conn = self._last_seq, self._good_sig, self.source, self.conn
+        last_seq, source, conn = self._last_seq, self.source, self.conn
+        good_sig: Any = self._good_sig  # a str whenever a frame's sig equals it
         rank, pid = self._sender()
         new = object.__new__
         containers, too_deep = CONTAINERS, data_too_deep
@@ -178,7 +179,8 @@ class FrameConnection:
                 # Message(...) field by field: 40% cheaper than calling the dataclass on 3.11
                 # (test_fast_path_messages_equal_constructed_ones checks every field is set).
                 message = new(Message)
-                message.sig = frame.sig
+                message.sig = good_sig  # equal, and the same object: the dispatcher's
+                # route of the message before holds for it (an identity test)
                 message.seq = seq
                 message.ts = frame.ts
                 data = message.data = frame.data
