@@ -223,6 +223,30 @@ async def test_a_raising_sync_hook_on_a_custom_event_is_recorded_and_the_rest_ru
     ]
 
 
+async def test_a_lone_sync_hook_has_its_coroutines_awaited_and_its_errors_recorded(
+    executor: Executor, script: Callable[[str], list[str]]
+) -> None:
+    # One hook takes a path of its own (called with no loop over the hook tuple).
+    calls: list[str] = []
+
+    async def later(data: int) -> None:
+        await anyio.lowlevel.checkpoint()
+        calls.append(f"awaited {data}")
+
+    def lone(event: Event) -> Any:
+        calls.append(f"called {event.data}")
+        if event.data == 1:
+            raise ValueError("bad tick")
+        return later(event.data) if event.data == 3 else None
+
+    record = await run_ticks(executor, script, lone)
+    assert record.status == "COMPLETED"
+    assert calls == ["called 0", "called 1", "called 2", "called 3", "awaited 3", "called 4"]
+    assert [(e["event"], e["type"], e["message"]) for e in record.hook_errors] == [
+        ("tick", "ValueError", "bad tick")
+    ]
+
+
 async def test_an_async_hook_on_a_custom_event_is_still_cut_by_hook_timeout(
     tmp_path: Path, script: Callable[[str], list[str]]
 ) -> None:

@@ -20,6 +20,7 @@ from lute_async.errors import ProtocolError
 from lute_async.messages import FrameDecoder
 
 MAX_FRAME = 4096
+SCALARS = (type(None), bool, int, float, str, bytes)
 
 # test_fuzz's data, and what msgspec could decode otherwise: odd map keys, timestamps.
 keys = st.text(max_size=6) | int64 | st.binary(max_size=4) | st.none() | st.booleans()
@@ -63,6 +64,8 @@ def decode(decoder: Any, data: bytes, cuts: list[int]) -> tuple[list[Any], Any, 
     start = 0
     for point in [*sorted({c % (len(data) + 1) for c in cuts}), len(data)]:
         got, error = decoder.feed_batch(data[start:point])
+        if getattr(decoder, "scalar_data", False):  # the connection checks no depth then
+            assert all(type(f) is Frame and type(f.data) in SCALARS for f in got)
         frames += [as_seen(f.as_dict() if type(f) is Frame else f) for f in got]
         start = point
         if error is not None:  # the connection ends: nothing pending is ever read

@@ -160,6 +160,7 @@ class FrameConnection:
                 return []
             chunk = rest
         frames, error = self._decoder.feed_batch(chunk)
+        scalar = self._decoder.scalar_data  # all Frames, none with data to check the depth of
         batch: Batch = []
         append = batch.append
         last_seq, source, conn = self._last_seq, self.source, self.conn
@@ -171,7 +172,7 @@ class FrameConnection:
             # The usual frame, checked inline: one decoded typed (a Frame: a str sig, an int
             # seq, a float ts, data, nothing else) with a sig equal to one that passed every
             # check on this connection (so a hello came first). Anything else: _check_frame.
-            if type(frame) is Frame and frame.sig == good_sig:
+            if (scalar or type(frame) is Frame) and frame.sig == good_sig:
                 seq = frame.seq
                 if seq != last_seq + 1:
                     self._seq_jump(last_seq, seq)
@@ -184,7 +185,7 @@ class FrameConnection:
                 message.seq = seq
                 message.ts = frame.ts
                 data = message.data = frame.data
-                if type(data) in containers and too_deep(data):
+                if not scalar and type(data) in containers and too_deep(data):
                     error = self._too_deep()
                     break
                 message.rank = rank

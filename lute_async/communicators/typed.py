@@ -80,16 +80,18 @@ def _alike(data: Any) -> bool:
     return False
 
 
-def _typed(buf: memoryview) -> list[Frame] | None:
-    """``buf`` (an array of frames) as Frames, or None when msgspec refuses it or decodes
-    some frame's data otherwise than msgpack would."""
+def _typed(buf: memoryview) -> tuple[list[Frame], bool] | None:
+    """``buf`` (an array of frames) as Frames, and whether all their data are scalars; None
+    when msgspec refuses it or decodes some frame's data otherwise than msgpack would."""
     try:
         frames: list[Frame] = _FRAMES.decode(buf)
     except Exception:  # whatever msgspec refuses, msgpack decodes again
         return None
     data = list(map(_DATA, frames))
-    if _SCALARS.issuperset(map(type, data)) or all(map(_alike, data)):
-        return frames
+    if _SCALARS.issuperset(map(type, data)):
+        return frames, True
+    if all(map(_alike, data)):
+        return frames, False
     return None
 
 
@@ -163,6 +165,7 @@ class TypedFrameDecoder:
         "_skipper",
         "_wait",
         "max_frame",
+        "scalar_data",
     )
 
     def __init__(self, max_frame: int) -> None:
@@ -178,6 +181,9 @@ class TypedFrameDecoder:
         self._penalty = 1  # the wait after the next miss
         self._plain: FrameDecoder | None = None  # once a big frame came: it decodes the rest
         self._base = 0  # the stream offset _plain started at
+        #: True when every frame the last :meth:`feed_batch` returned is a Frame whose data is
+        #: None, a bool, an int, a float, a str or bytes (no container to check the depth of).
+        self.scalar_data = False
 
     @property
     def offset(self) -> int:
@@ -192,6 +198,7 @@ class TypedFrameDecoder:
     def feed_batch(self, chunk: bytes | memoryview) -> tuple[list[Any], ProtocolError | None]:
         """Add ``chunk`` and return every frame it completes, plus the error that stopped
         decoding (None when there was none); frames before the error are returned with it."""
+        self.scalar_data = False
         if self._plain is not None:
             return self._plain_feed(chunk)
         if self._wait:
@@ -239,16 +246,17 @@ class TypedFrameDecoder:
             if last is not None:
                 count = last - seq - 1
                 break
-        frames: list[Any] | None = None
+        typed = None
         if count > 0:
             held[:_GAP] = _array_header(count)
             with memoryview(held) as view, view[:cut] as complete:
-                frames = _typed(complete)
-            if frames is None:  # a wrong guess: wait before the next, longer each time
+                typed = _typed(complete)
+            if typed is None:  # a wrong guess: wait before the next, longer each time
                 self._wait, self._penalty = self._penalty, min(2 * self._penalty, _MAX_WAIT)
-        if frames is None:
+        if typed is None:
             del held[size:]
             return None
+        frames: list[Any] = typed[0]
         self._penalty = 1
         self._fed += len(held) - size
         self._consumed += cut - _GAP
@@ -260,7 +268,11 @@ class TypedFrameDecoder:
         del held[_GAP:cut]
         ends: list[int] = []
         more, error = self._complete(ends, self._skip(ends))
-        return (frames + more if more else frames), error
+        if not more:
+            self.scalar_data = typed[1]
+            return frames, error
+        self.scalar_data = typed[1] and self.scalar_data
+        return frames + more, error
 
     def _skip(self, ends: list[int]) -> ProtocolError | None:
         """Skip the complete frames the skipper holds, noting where each ends in ``ends``;
@@ -314,11 +326,12 @@ class TypedFrameDecoder:
         held[:_GAP] = _array_header(len(ends))
         with memoryview(held) as view:
             with view[: _GAP + size] as complete:
-                frames = _typed(complete)
-            segment = b"" if frames is not None else bytes(view[_GAP : _GAP + size])
+                typed = _typed(complete)
+            segment = b"" if typed is not None else bytes(view[_GAP : _GAP + size])
         del held[_GAP : _GAP + size]
         self._consumed = ends[-1]
-        if frames is not None:
+        if typed is not None:
+            frames, self.scalar_data = typed
             self._seq = frames[-1].seq
             return frames, None
         self._seq = None

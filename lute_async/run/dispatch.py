@@ -57,8 +57,10 @@ class Dispatcher(RunState):
         # one sig object, so a run of them takes one lookup (`is`, not `==`: a cheap miss).
         last: str | None = None
         hooks: tuple[Hook, ...] | None = None
+        only: Hook | None = None  # the one hook, when there is one: called with no loop
         batch_wants = False
-        event: Event | None = None
+        event = new(Event)
+        event.run = self
         for message in batch:
             if executor_hooks.version + run_hooks.version != version:
                 routes, wanted = self._renew_routes()
@@ -74,7 +76,7 @@ class Dispatcher(RunState):
                         if await self._handle(message) and wanted and self._batch_wants(sig):
                             collect(message)
                         continue
-                last = sig
+                last, only = sig, hooks[0] if len(hooks) == 1 else None
                 batch_wants = bool(wanted) and (sig in wanted or ANY_EVENT in wanted)
             if batch_wants:
                 collect(message)
@@ -85,7 +87,7 @@ class Dispatcher(RunState):
                 # it: when nothing but this frame holds it (its refcount here is 2: the local
                 # and getrefcount's argument; an Event has no weakrefs), filling it again is
                 # what freeing it and making the next one would give, without either.
-                if event is None or refs(event) != 2:
+                if refs(event) != 2:
                     event = new(Event)
                     event.run = self
                 event.name = sig
@@ -93,6 +95,14 @@ class Dispatcher(RunState):
                 event.rank = message.rank
                 event.ts = message.ts
                 event.message = message
+                if only is not None:  # the loop below, for one hook (no tuple iterator)
+                    try:
+                        result = only(event)
+                        if result is not None and inspect.isawaitable(result):
+                            await result
+                    except Exception as exc:
+                        self._hook_errors([hook_error(sig, only, exc, timeout)])
+                    continue
                 for fn in hooks:
                     try:
                         result = fn(event)
