@@ -87,10 +87,9 @@ def _typed(buf: memoryview) -> tuple[list[Frame], bool] | None:
         frames: list[Frame] = _FRAMES.decode(buf)
     except Exception:  # whatever msgspec refuses, msgpack decodes again
         return None
-    data = list(map(_DATA, frames))
-    if _SCALARS.issuperset(map(type, data)):
+    if _SCALARS.issuperset(map(type, map(_DATA, frames))):
         return frames, True
-    if all(map(_alike, data)):
+    if all(map(_alike, map(_DATA, frames))):
         return frames, False
     return None
 
