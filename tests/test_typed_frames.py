@@ -252,3 +252,17 @@ def test_one_read_of_more_than_max_frame_with_a_hello_in_it_decodes_whole() -> N
     assert decode(TypedFrameDecoder(MAX_FRAME), data, []) == decode(
         FrameDecoder(MAX_FRAME), data, []
     )
+
+
+def test_a_frame_near_max_frame_finished_by_a_read_with_a_hello_after_it_decodes() -> None:
+    # The same in a connection's 16 KiB reads: the big frame's last part and the frames after
+    # it (a hello among them) passed max_frame together.
+    limit = 64 * 1024
+    small = b"".join(frame_of("tick", i, "x" * 50) for i in range(1, 120))
+    big = frame_of("tick", 120, b"x" * (limit - 1024))
+    hello = msgpack.packb({"v": 1, "run": "r", "pid": 1, "rank": None, "secret": None})
+    data = small + big + hello + b"".join(frame_of("tick", i, "x" * 50) for i in range(1, 200))
+    cuts = list(range(16 * 1024, len(data), 16 * 1024))
+    expected = decode(FrameDecoder(limit), data, cuts)
+    assert expected[1] is None and len(expected[0]) == 320
+    assert decode(TypedFrameDecoder(limit), data, cuts) == expected
