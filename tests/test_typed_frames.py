@@ -157,6 +157,7 @@ lookalike = st.sampled_from(
         START + b"\xa4tick\xa3seq\x05",  # a frame start inside a frame's data
         START + b"\xa4tick\xa3seq\xcd\x01",  # ... cut within its seq
         START + b"\xd9",
+        START + b"\xa4tick\xa3seq\xcf" + b"\xff" * 8,  # a seq of 2**64 - 1
         START,
     ]
 )

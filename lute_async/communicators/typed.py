@@ -246,7 +246,7 @@ class TypedFrameDecoder:
                 count = last - seq - 1
                 break
         typed = None
-        if count > 0:
+        if 0 < count < cut:  # a frame takes a byte at least (a wrong seq can say anything)
             held[:_GAP] = _array_header(count)
             with memoryview(held) as view, view[:cut] as complete:
                 typed = _typed(complete)

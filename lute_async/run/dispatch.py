@@ -61,6 +61,7 @@ class Dispatcher(RunState):
         batch_wants = False
         event = new(Event)
         event.run = self
+        alone = refs(event)  # its refcount while nothing but this frame holds it
         for message in batch:
             if executor_hooks.version + run_hooks.version != version:
                 routes, wanted = self._renew_routes()
@@ -84,10 +85,10 @@ class Dispatcher(RunState):
                 # One Event, filled field by field for each message (40% cheaper than calling
                 # the dataclass on 3.11; test_hooks_get_events_equal_to_constructed_ones checks
                 # every field is set), and made anew only once a hook has kept a reference to
-                # it: when nothing but this frame holds it (its refcount here is 2: the local
-                # and getrefcount's argument; an Event has no weakrefs), filling it again is
-                # what freeing it and making the next one would give, without either.
-                if refs(event) != 2:
+                # it: when nothing but this frame holds it (its refcount is `alone`; an Event
+                # has no weakrefs), filling it again is what freeing it and making the next
+                # one would give, without either.
+                if refs(event) != alone:
                     event = new(Event)
                     event.run = self
                 event.name = sig
