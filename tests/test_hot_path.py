@@ -156,6 +156,28 @@ async def test_hooks_get_events_equal_to_constructed_ones(
         assert e.message.pid not in (None, os.getpid()) and e.message.source == "pipe"
 
 
+async def test_an_event_a_hook_keeps_is_never_refilled_for_a_later_message(
+    executor: Executor, script: Callable[[str], list[str]]
+) -> None:
+    # The fast path fills one Event again for the next message while nothing else holds it:
+    # the events a hook keeps (every other one here) must stay those of their own messages.
+    kept: list[Event] = []
+    seen: list[Any] = []
+
+    def keeps_even_ones(event: Event) -> None:
+        seen.append((event.data, event.message.seq, event.name))
+        if event.data % 2 == 0:
+            kept.append(event)
+
+    await run_ticks(executor, script, keeps_even_ones)
+    assert seen == [(i, i + 1, "tick") for i in range(5)]
+    assert [e.data for e in kept] == [0, 2, 4]
+    for e in kept:
+        assert e == Event("tick", e.run, e.message.data, e.message.rank, e.message.ts, e.message)
+        assert e.data == e.message.seq - 1
+    assert len({id(e) for e in kept}) == 3
+
+
 async def test_hooks_added_or_removed_by_a_hook_apply_from_the_next_message(
     executor: Executor, script: Callable[[str], list[str]]
 ) -> None:
@@ -196,6 +218,30 @@ async def test_a_raising_sync_hook_on_a_custom_event_is_recorded_and_the_rest_ru
 
     record = await run_ticks(executor, script, broken, lambda e: after.append(e.data))
     assert record.status == "COMPLETED" and after == list(range(5))
+    assert [(e["event"], e["type"], e["message"]) for e in record.hook_errors] == [
+        ("tick", "ValueError", "bad tick")
+    ]
+
+
+async def test_a_lone_sync_hook_has_its_coroutines_awaited_and_its_errors_recorded(
+    executor: Executor, script: Callable[[str], list[str]]
+) -> None:
+    # One hook takes a path of its own (called with no loop over the hook tuple).
+    calls: list[str] = []
+
+    async def later(data: int) -> None:
+        await anyio.lowlevel.checkpoint()
+        calls.append(f"awaited {data}")
+
+    def lone(event: Event) -> Any:
+        calls.append(f"called {event.data}")
+        if event.data == 1:
+            raise ValueError("bad tick")
+        return later(event.data) if event.data == 3 else None
+
+    record = await run_ticks(executor, script, lone)
+    assert record.status == "COMPLETED"
+    assert calls == ["called 0", "called 1", "called 2", "called 3", "awaited 3", "called 4"]
     assert [(e["event"], e["type"], e["message"]) for e in record.hook_errors] == [
         ("tick", "ValueError", "bad tick")
     ]

@@ -142,7 +142,7 @@ class FrameConnection:
         self.fatal: ProtocolError | None = None
         # The last sig that passed every check (at first, an object equal to nothing a frame
         # holds): frames with an equal one skip the str, empty and executor-event checks.
-        self._good_sig: object = object()
+        self._good_sig: Any = object()
 
     def feed(self, chunk: bytes | memoryview) -> Batch:
         """Decode ``chunk``; bad frames are reported and skipped. A fatal error stops decoding:
@@ -160,9 +160,10 @@ class FrameConnection:
                 return []
             chunk = rest
         frames, error = self._decoder.feed_batch(chunk)
+        scalar = self._decoder.scalar_data  # all Frames, none with data to check the depth of
         batch: Batch = []
         append = batch.append
-        last_seq, good_sig, source, conn = self._last_seq, self._good_sig, self.source, self.conn
+        last_seq, source, conn, good_sig = self._last_seq, self.source, self.conn, self._good_sig
         rank, pid = self._sender()
         new = object.__new__
         containers, too_deep = CONTAINERS, data_too_deep
@@ -170,7 +171,7 @@ class FrameConnection:
             # The usual frame, checked inline: one decoded typed (a Frame: a str sig, an int
             # seq, a float ts, data, nothing else) with a sig equal to one that passed every
             # check on this connection (so a hello came first). Anything else: _check_frame.
-            if type(frame) is Frame and frame.sig == good_sig:
+            if (scalar or type(frame) is Frame) and frame.sig == good_sig:
                 seq = frame.seq
                 if seq != last_seq + 1:
                     self._seq_jump(last_seq, seq)
@@ -178,11 +179,11 @@ class FrameConnection:
                 # Message(...) field by field: 40% cheaper than calling the dataclass on 3.11
                 # (test_fast_path_messages_equal_constructed_ones checks every field is set).
                 message = new(Message)
-                message.sig = frame.sig
+                message.sig = good_sig  # the same object for all: one route lookup each run
                 message.seq = seq
                 message.ts = frame.ts
                 data = message.data = frame.data
-                if type(data) in containers and too_deep(data):
+                if not scalar and type(data) in containers and too_deep(data):
                     error = self._too_deep()
                     break
                 message.rank = rank
