@@ -160,6 +160,7 @@ def _words(key: str) -> list[str]:
 
 
 @lru_cache(maxsize=4096)  # every run redacts the whole environment: same keys each time
+@lru_cache(maxsize=4096)  # the same few dozen names, every run (its whole env)
 def is_secret_key(key: str) -> bool:
     """Tell whether an environment variable, parameter or flag named *key* holds a secret."""
     words = _words(key)
