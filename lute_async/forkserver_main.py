@@ -40,7 +40,8 @@ ENTRY = (
 )
 #: What every task (and a child's set-up) would import on its own: imported once, here.
 WARM = (
-    *("lute_async.worker", "lute_async.task.async_reporter", "json", "stat", "atexit"),
+    *("lute_async.worker", "lute_async.targets", "lute_async.task.async_reporter", "json"),
+    *("stat", "atexit"),
     *("traceback", "msgpack", "dataclasses", "threading", "fcntl", "resource", "io"),
 )
 _libc: Any = None
