@@ -9,7 +9,9 @@ back over the connection) and reports stops (``WUNTRACED``) so ``Run.stop`` know
 is stopped. It dies with the executor (``PR_SET_PDEATHSIG``), and its children with it.
 
 A child is the task: its own session and process group, the run's environment, cwd, fds (moved
-to the numbers the executor chose) and rlimits, then :func:`lute_async.worker.run_task`.
+to the numbers the executor chose) and rlimits, then :func:`lute_async.worker.run_task`; it
+ends as :mod:`lute_async.task.ending` says (threads joined, ``atexit``, stdio flushed, then
+``os._exit``: no finalization of the inherited interpreter).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import os
 import signal
 import socket
 import sys
+
+from lute_async.task.ending import end_forked_task
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -101,15 +105,30 @@ def set_rlimits(limits: dict[str, Any]) -> None:
             resource.setrlimit(getattr(resource, name), (int(value), int(value)))
 
 
-def set_environ(env: dict[str, str]) -> None:
-    """Make ``os.environ`` (and the C environment) exactly ``env``, changing only what differs
-    from the server's (most of it is the same)."""
+def set_environ(env: dict[str, str], unset: list[str] | None = None) -> None:
+    """Make ``os.environ`` (and the C environment) the run's: with ``unset`` (a list), ``env``
+    holds only what differs from the server's environment (as its ``ready`` report gave it)
+    and ``unset`` what the run does not have; without, ``env`` is the whole environment."""
     environ = os.environ
-    for key in [key for key in environ if key not in env]:
-        del environ[key]
+    if unset is None:
+        unset = [key for key in environ if key not in env]
+        env = {key: value for key, value in env.items() if environ.get(key) != value}
+    for key in unset:
+        environ.pop(key, None)
     for key, value in env.items():
-        if environ.get(key) != value:
-            environ[key] = value
+        environ[key] = value
+
+
+def ready_report() -> dict[str, Any]:
+    """The server's ``ready`` report: its pid and its environment (after the preloads), which
+    the executor sends each request's differences from; without it if msgpack cannot carry it
+    (not UTF-8), and every request carries the whole environment."""
+    report: dict[str, Any] = {"kind": "ready", "pid": os.getpid(), "env": dict(os.environ)}
+    try:
+        pack(report)
+    except (UnicodeEncodeError, ValueError, TypeError):
+        del report["env"]
+    return report
 
 
 def place_fds(received: list[int], targets: list[int], keep: int = 3) -> None:
@@ -158,7 +177,7 @@ def child(
     try:
         if request.get("cwd") is not None:
             os.chdir(request["cwd"])
-        set_environ(request["env"])
+        set_environ(request["env"], request.get("unset"))
         set_rlimits(request.get("limits") or {})
     except OSError as exc:
         print(f"lute-async fork server: cannot start the task: {exc}", file=sys.stderr)
@@ -166,16 +185,7 @@ def child(
     sys.argv = ["-c", request["target"]]
     from lute_async.worker import run_task
 
-    try:
-        return run_task(request["target"])
-    finally:
-        import atexit
-
-        atexit._run_exitfuncs()  # as an interpreter's exit would
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    stream.flush()
+    return run_task(request["target"])
 
 
 def resident_kib() -> float:
@@ -267,7 +277,7 @@ class Server:
             except BaseException as exc:
                 print(f"lute-async fork server: task set-up failed: {exc!r}", file=sys.stderr)
             finally:
-                os._exit(code)
+                end_forked_task(code)  # what a task may rely on of an exit, then os._exit
         self.children.add(pid)
         self.send({"kind": "spawned", "id": request["id"], "pid": pid, "rss_kib": inherited})
 
@@ -346,5 +356,5 @@ def main(argv: list[str] | None = None) -> int:
 
     gc.freeze()  # the preloaded objects stay shared with every child (no refcount copies)
     server = Server(sock, sandboxed)
-    server.send({"kind": "ready", "pid": os.getpid()})
+    server.send(ready_report())
     return server.serve()

@@ -115,6 +115,8 @@ class Server:
             self._launched.set()
         self.boxed = box is not None
         self.ready = False
+        #: The server's environment as its ``ready`` report gave it (None: not known).
+        self.env: dict[str, str] | None = None
         self.dead: str | None = None
         self._reports = _Reports()
         self._next_id = 0
@@ -189,6 +191,7 @@ class Server:
         kind, reports = report.get("kind"), self._reports
         if kind == "ready":
             self.ready = True
+            self.env = report.get("env")
         elif kind in ("spawned", "refused"):
             reports.spawned[report["id"]] = report
         elif kind == "stopped":
@@ -242,6 +245,8 @@ class Server:
         waits for; the caller ends the child instead."""
         self._next_id += 1
         request = {**request, "kind": "spawn", "id": self._next_id}
+        if self.env is not None:  # what differs from the server's: the child changes only that
+            request["env"], request["unset"] = env_changes(self.env, request["env"])
         data = msgpack.packb(request, use_bin_type=True)
         if len(data) > MAX_MESSAGE or len(fds) > MAX_FDS:
             raise LaunchError(
@@ -294,6 +299,15 @@ class Server:
         with contextlib.suppress(ProcessLookupError):
             self.popen.kill()
         self.popen.wait()
+
+
+def env_changes(
+    base: Mapping[str, str], env: Mapping[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """What ``env`` sets that ``base`` lacks or has otherwise, and what ``base`` has that
+    ``env`` lacks."""
+    changed = {key: value for key, value in env.items() if base.get(key) != value}
+    return changed, [key for key in base if key not in env]
 
 
 _SERVERS: dict[Key, Server] = {}
