@@ -48,7 +48,11 @@ WARM = (
     *("stat", "atexit"),
     *("traceback", "msgpack", "dataclasses", "threading", "fcntl", "resource", "io"),
 )
-_libc: Any = None
+_prctl: Any = None
+#: Plain ints: a forked child resets its signals through ``_signal`` (``signal``'s wrappers
+#: convert to and from enums, a tenth of what the child does before its task).
+SIGKILL, SIGCHLD, SIG_DFL = int(signal.SIGKILL), int(signal.SIGCHLD), int(signal.SIG_DFL)
+_reset_signal: Any = sys.modules["_signal"].signal  # what signal.signal wraps (no stubs)
 #: rlimits by :class:`~lute_async.limits.Limits` field, as the ``prlimit`` shim sets them.
 RLIMITS = {
     "memory": "RLIMIT_AS",
@@ -58,18 +62,20 @@ RLIMITS = {
 
 
 def prctl(option: int, value: int) -> None:
-    import ctypes
+    global _prctl
+    if _prctl is None:  # looked up once, in the server: every child calls it
+        import ctypes
 
-    global _libc
-    if _libc is None:  # loaded once, in the server: every child calls this
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.prctl(option, value, 0, 0, 0) != 0:
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    if _prctl(option, value, 0, 0, 0) != 0:
+        import ctypes
+
         raise OSError(ctypes.get_errno(), f"prctl({option})")
 
 
 def die_with_parent() -> None:
     """Ask the kernel to SIGKILL this process when the thread that started it ends."""
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl(PR_SET_PDEATHSIG, SIGKILL)
 
 
 def become_subreaper() -> None:
@@ -167,8 +173,8 @@ def child(
     die_with_parent()
     if os.getppid() != server_pid:  # the server died before the line above
         return EXIT_SETUP
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)  # the C function itself, unlike signal.signal
+    _reset_signal(SIGCHLD, SIG_DFL)
     targets = list(request["fds"])
     if 0 not in targets:
         received = [*received, os.open(os.devnull, os.O_RDONLY)]
