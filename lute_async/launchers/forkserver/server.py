@@ -269,8 +269,12 @@ class Server:
                 not self.boxed or report["kind"] == "refused" or number in hellos
             )
 
-        with anyio.CancelScope(shield=True), anyio.fail_after(SPAWN_TIMEOUT):
+        # One scope, shielded with its own deadline (fail_after would add a second).
+        deadline = anyio.current_time() + SPAWN_TIMEOUT
+        with anyio.CancelScope(shield=True, deadline=deadline) as scope:
             await self._until(done)
+        if scope.cancelled_caught:
+            raise TimeoutError(f"the fork server did not answer in {SPAWN_TIMEOUT:g} s")
         report = spawned.pop(number)
         if report["kind"] == "refused":
             raise LaunchError(f"the fork server refused the task: {report['error']}")
