@@ -53,6 +53,14 @@ _prctl: Any = None
 #: convert to and from enums, a tenth of what the child does before its task).
 SIGKILL, SIGCHLD, SIG_DFL = int(signal.SIGKILL), int(signal.SIGCHLD), int(signal.SIG_DFL)
 _reset_signal: Any = sys.modules["_signal"].signal  # what signal.signal wraps (no stubs)
+#: What each request's recvmsg uses, as plain ints (``socket``'s flags are enums: ``|`` and
+#: ``&`` on them go through ``enum`` in Python).
+FDS_SPACE = socket.CMSG_SPACE(MAX_FDS * 4)
+DONTWAIT, TRUNCATED = int(socket.MSG_DONTWAIT), int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
+SOL_SOCKET, SCM_RIGHTS = int(socket.SOL_SOCKET), int(socket.SCM_RIGHTS)
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") / 1024
+_statm: int | None = None
+_pack: Any = None
 #: rlimits by :class:`~lute_async.limits.Limits` field, as the ``prlimit`` shim sets them.
 RLIMITS = {
     "memory": "RLIMIT_AS",
@@ -84,9 +92,13 @@ def become_subreaper() -> None:
 
 
 def pack(message: dict[str, Any]) -> bytes:
-    import msgpack
+    global _pack
+    if _pack is None:  # one packer, not one a message as msgpack.packb makes
+        import msgpack
 
-    return msgpack.packb(message, use_bin_type=True)
+        _pack = msgpack.Packer(use_bin_type=True).pack
+    data: bytes = _pack(message)
+    return data
 
 
 def unpack(data: bytes) -> dict[str, Any]:
@@ -195,10 +207,12 @@ def child(
 
 
 def resident_kib() -> float:
-    """This process's resident set now: where a forked child's peak RSS starts."""
-    with open("/proc/self/statm", "rb") as fh:
-        pages = int(fh.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 1024
+    """This process's resident set now: where a forked child's peak RSS starts (one
+    ``pread`` of ``/proc/self/statm``, kept open: the kernel renders it anew at offset 0)."""
+    global _statm
+    if _statm is None:
+        _statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+    return int(os.pread(_statm, 128, 0).split()[1]) * PAGE_KIB
 
 
 def receive(sock: socket.socket) -> tuple[bytes, list[int], int]:
@@ -206,11 +220,9 @@ def receive(sock: socket.socket) -> tuple[bytes, list[int], int]:
     import array
 
     fds = array.array("i")
-    data, ancillary, flags, _ = sock.recvmsg(
-        MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * fds.itemsize), socket.MSG_DONTWAIT
-    )
+    data, ancillary, flags, _ = sock.recvmsg(MAX_MESSAGE, FDS_SPACE, DONTWAIT)
     for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+        if level == SOL_SOCKET and kind == SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
     return data, list(fds), flags
 
@@ -259,7 +271,7 @@ class Server:
             request: dict[str, Any] = {}
             try:
                 request = unpack(data)
-                if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                if flags & TRUNCATED:
                     raise ValueError("the request was truncated")
                 if request.get("kind") == "shutdown":
                     return False
