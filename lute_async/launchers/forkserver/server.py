@@ -344,6 +344,8 @@ async def server_for(key: Key, env: Mapping[str, str], box: Box | None = None) -
     """The running server for ``key``, started (and waited for) on first use, inside ``box``
     if given; a dead one is replaced."""
     server = _SERVERS.get(key)
+    if server is not None and server.ready and server.dead is None:
+        return server  # the common case: no start to wait for (not even a checkpoint)
     if server is not None and server.dead is not None:
         del _SERVERS[key]
         server.close()
