@@ -23,6 +23,7 @@ import socket
 import sys
 
 from lute_async.task.ending import end_forked_task
+from lute_async.worker import run_task
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -201,8 +202,6 @@ def child(
         print(f"lute-async fork server: cannot start the task: {exc}", file=sys.stderr)
         return EXIT_SETUP
     sys.argv = ["-c", request["target"]]
-    from lute_async.worker import run_task
-
     return run_task(request["target"])
 
 

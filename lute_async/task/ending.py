@@ -16,6 +16,7 @@ callbacks and buffered writes of other open streams. Close what you open (``with
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import sys
@@ -57,8 +58,6 @@ def end_forked_task(code: int) -> NoReturn:
     exit with ``code`` without finalizing the interpreter."""
     try:
         join_threads()
-        import atexit
-
         atexit._run_exitfuncs()
         flush_stdio()
     finally:
