@@ -18,8 +18,17 @@ from lute_async.forkserver_main import ready_report
 from lute_async.launchers.forkserver.server import env_changes
 
 TASKS = '''
-import atexit, os, sys, threading, time
+import atexit, dataclasses, os, sys, threading, time
 from lute_async.task import task
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+@task
+def point():
+    return Point(1, 2)  # the server does not load dataclasses itself: the module did
 
 # What a preload does to the server's environment never reaches a task.
 os.environ["FS_SET_BY_PRELOAD"] = "preload"
@@ -139,6 +148,16 @@ async def test_a_forked_task_that_raises_fails_with_its_traceback(
         assert record.error is not None and record.error["type"] == "ValueError"
         assert record.error["message"] == "on purpose"
         assert 'raise ValueError("on purpose")' in record.error["traceback"]
+
+
+async def test_a_forked_task_returns_a_dataclass_as_a_spawned_one_does(
+    executor: Executor, tasks_path: str
+) -> None:
+    options: dict[str, Any] = {"env": {"PYTHONPATH": tasks_path}}
+    forked = await executor.run_function("fc_tasks:point", launcher=FORK, **options)
+    spawned = await executor.run_function("fc_tasks:point", **options)
+    assert forked.result is not None and spawned.result is not None
+    assert forked.result["payload"] == spawned.result["payload"] == {"x": 1, "y": 2}
 
 
 def test_a_request_carries_only_what_differs_from_the_servers_environment() -> None:
