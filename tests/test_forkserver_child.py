@@ -18,8 +18,10 @@ from lute_async.forkserver_main import ready_report
 from lute_async.launchers.forkserver.server import env_changes
 
 TASKS = '''
-import atexit, dataclasses, os, sys, threading, time
+import atexit, concurrent.futures, dataclasses, os, sys, threading, time
 from lute_async.task import task
+
+POOLS = []
 
 @dataclasses.dataclass
 class Point:
@@ -50,6 +52,8 @@ def leave_work(path):
             fh.write("atexit\\n")
 
     threading.Thread(target=late).start()
+    POOLS.append(concurrent.futures.ThreadPoolExecutor(1))  # kept, never shut down
+    POOLS[-1].submit(len, "x").result()  # its worker waits for more until the exit ends it
     atexit.register(at_exit)
     sys.stdout = open(1, "w", buffering=1 << 16, closefd=False)  # buffered, never flushed here
     sys.stdout.write("the last words")

@@ -4,7 +4,8 @@ of CPU, most of its life).
 
 A task forked by the fork server may rely on, in this order, as in ``Py_FinalizeEx``:
 
-1. its non-daemon threads being joined (``threading`` waits for them at exit);
+1. its non-daemon threads being joined (as ``threading`` does at exit, after ending the
+   workers of the ``concurrent.futures`` pools it did not shut down);
 2. its ``atexit`` handlers running (an exception in one is printed and ignored);
 3. ``sys.stdout`` and ``sys.stderr`` being flushed, whatever objects they are by then;
 4. the exit code: the task's (``SystemExit(n)`` keeps ``n``), as a spawned worker's.
@@ -29,21 +30,15 @@ __all__ = ["end_forked_task", "join_threads"]
 
 
 def join_threads() -> None:
-    """Wait for every non-daemon thread but this one, those they start included."""
+    """What ``Py_FinalizeEx`` does first: ``threading._shutdown``, which calls the
+    threading-atexit hooks (``concurrent.futures`` ends its pools' workers there) and then waits
+    for every non-daemon thread."""
     threading = sys.modules.get("threading")
     if threading is None:  # never imported: no thread was started through it
         return
-    current = threading.current_thread()
-    while True:
-        alive = [
-            thread
-            for thread in threading.enumerate()
-            if thread is not current and not thread.daemon and thread.is_alive()
-        ]
-        if not alive:
-            return
-        for thread in alive:
-            thread.join()
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
 
 
 def flush_stdio() -> None:
