@@ -302,11 +302,8 @@ class Server:
         self.send({"kind": "spawned", "id": request["id"], "pid": pid, "rss_kib": inherited})
 
     def reap(self) -> bool:
-        while True:
-            try:
-                os.read(self.wake_r, 4096)
-            except BlockingIOError:
-                break
+        with contextlib.suppress(BlockingIOError):  # a byte a signal: one read takes them all
+            os.read(self.wake_r, 4096)  # (if not, the selector comes back for the rest)
         while self.children:
             try:
                 pid, status, ru = os.wait4(-1, os.WNOHANG | os.WUNTRACED)
