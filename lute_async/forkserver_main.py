@@ -9,7 +9,9 @@ back over the connection) and reports stops (``WUNTRACED``) so ``Run.stop`` know
 is stopped. It dies with the executor (``PR_SET_PDEATHSIG``), and its children with it.
 
 A child is the task: its own session and process group, the run's environment, cwd, fds (moved
-to the numbers the executor chose) and rlimits, then :func:`lute_async.worker.run_task`.
+to the numbers the executor chose) and rlimits, then :func:`lute_async.worker.run_task`; it
+ends as :mod:`lute_async.task.ending` says (threads joined, ``atexit``, stdio flushed, then
+``os._exit``: no finalization of the inherited interpreter).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import os
 import signal
 import socket
 import sys
+
+from lute_async.task.ending import end_forked_task
+from lute_async.worker import run_task
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,11 +44,27 @@ ENTRY = (
     "from lute_async.forkserver_main import main; sys.exit(main())"
 )
 #: What every task (and a child's set-up) would import on its own: imported once, here.
+#: Not ``dataclasses`` (it loads ``inspect``, ~1 MB the fork copies the page table of): a task
+#: that returns a dataclass has imported it already. ``threading`` is, though its after-fork
+#: hook costs each child ~50 page faults: importing it after the fork (the reporter's flusher
+#: thread, a task's own) costs ~1.5 ms.
 WARM = (
-    *("lute_async.worker", "lute_async.task.async_reporter", "json", "stat", "atexit"),
-    *("traceback", "msgpack", "dataclasses", "threading", "fcntl", "resource", "io"),
+    *("lute_async.worker", "lute_async.targets", "lute_async.task.async_reporter", "json"),
+    *("stat", "atexit", "traceback", "msgpack", "threading", "fcntl", "resource", "io"),
 )
-_libc: Any = None
+_prctl: Any = None
+#: Plain ints: a forked child resets its signals through ``_signal`` (``signal``'s wrappers
+#: convert to and from enums, a tenth of what the child does before its task).
+SIGKILL, SIGCHLD, SIG_DFL = int(signal.SIGKILL), int(signal.SIGCHLD), int(signal.SIG_DFL)
+_reset_signal: Any = sys.modules["_signal"].signal  # what signal.signal wraps (no stubs)
+#: What each request's recvmsg uses, as plain ints (``socket``'s flags are enums: ``|`` and
+#: ``&`` on them go through ``enum`` in Python).
+FDS_SPACE = socket.CMSG_SPACE(MAX_FDS * 4)
+DONTWAIT, TRUNCATED = int(socket.MSG_DONTWAIT), int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
+SOL_SOCKET, SCM_RIGHTS = int(socket.SOL_SOCKET), int(socket.SCM_RIGHTS)
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") / 1024
+_statm: int | None = None
+_pack: Any = None
 #: rlimits by :class:`~lute_async.limits.Limits` field, as the ``prlimit`` shim sets them.
 RLIMITS = {
     "memory": "RLIMIT_AS",
@@ -53,18 +74,20 @@ RLIMITS = {
 
 
 def prctl(option: int, value: int) -> None:
-    import ctypes
+    global _prctl
+    if _prctl is None:  # looked up once, in the server: every child calls it
+        import ctypes
 
-    global _libc
-    if _libc is None:  # loaded once, in the server: every child calls this
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.prctl(option, value, 0, 0, 0) != 0:
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    if _prctl(option, value, 0, 0, 0) != 0:
+        import ctypes
+
         raise OSError(ctypes.get_errno(), f"prctl({option})")
 
 
 def die_with_parent() -> None:
     """Ask the kernel to SIGKILL this process when the thread that started it ends."""
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl(PR_SET_PDEATHSIG, SIGKILL)
 
 
 def become_subreaper() -> None:
@@ -73,9 +96,13 @@ def become_subreaper() -> None:
 
 
 def pack(message: dict[str, Any]) -> bytes:
-    import msgpack
+    global _pack
+    if _pack is None:  # one packer, not one a message as msgpack.packb makes
+        import msgpack
 
-    return msgpack.packb(message, use_bin_type=True)
+        _pack = msgpack.Packer(use_bin_type=True).pack
+    data: bytes = _pack(message)
+    return data
 
 
 def unpack(data: bytes) -> dict[str, Any]:
@@ -100,15 +127,30 @@ def set_rlimits(limits: dict[str, Any]) -> None:
             resource.setrlimit(getattr(resource, name), (int(value), int(value)))
 
 
-def set_environ(env: dict[str, str]) -> None:
-    """Make ``os.environ`` (and the C environment) exactly ``env``, changing only what differs
-    from the server's (most of it is the same)."""
+def set_environ(env: dict[str, str], unset: list[str] | None = None) -> None:
+    """Make ``os.environ`` (and the C environment) the run's: with ``unset`` (a list), ``env``
+    holds only what differs from the server's environment (as its ``ready`` report gave it)
+    and ``unset`` what the run does not have; without, ``env`` is the whole environment."""
     environ = os.environ
-    for key in [key for key in environ if key not in env]:
-        del environ[key]
+    if unset is None:
+        unset = [key for key in environ if key not in env]
+        env = {key: value for key, value in env.items() if environ.get(key) != value}
+    for key in unset:
+        environ.pop(key, None)
     for key, value in env.items():
-        if environ.get(key) != value:
-            environ[key] = value
+        environ[key] = value
+
+
+def ready_report() -> dict[str, Any]:
+    """The server's ``ready`` report: its pid and its environment (after the preloads), which
+    the executor sends each request's differences from; without it if msgpack cannot carry it
+    (not UTF-8), and every request carries the whole environment."""
+    report: dict[str, Any] = {"kind": "ready", "pid": os.getpid(), "env": dict(os.environ)}
+    try:
+        pack(report)
+    except (UnicodeEncodeError, ValueError, TypeError):
+        del report["env"]
+    return report
 
 
 def place_fds(received: list[int], targets: list[int], keep: int = 3) -> None:
@@ -147,8 +189,8 @@ def child(
     die_with_parent()
     if os.getppid() != server_pid:  # the server died before the line above
         return EXIT_SETUP
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)  # the C function itself, unlike signal.signal
+    _reset_signal(SIGCHLD, SIG_DFL)
     targets = list(request["fds"])
     if 0 not in targets:
         received = [*received, os.open(os.devnull, os.O_RDONLY)]
@@ -157,31 +199,22 @@ def child(
     try:
         if request.get("cwd") is not None:
             os.chdir(request["cwd"])
-        set_environ(request["env"])
+        set_environ(request["env"], request.get("unset"))
         set_rlimits(request.get("limits") or {})
     except OSError as exc:
         print(f"lute-async fork server: cannot start the task: {exc}", file=sys.stderr)
         return EXIT_SETUP
     sys.argv = ["-c", request["target"]]
-    from lute_async.worker import run_task
-
-    try:
-        return run_task(request["target"])
-    finally:
-        import atexit
-
-        atexit._run_exitfuncs()  # as an interpreter's exit would
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    stream.flush()
+    return run_task(request["target"])
 
 
 def resident_kib() -> float:
-    """This process's resident set now: where a forked child's peak RSS starts."""
-    with open("/proc/self/statm", "rb") as fh:
-        pages = int(fh.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 1024
+    """This process's resident set now: where a forked child's peak RSS starts (one
+    ``pread`` of ``/proc/self/statm``, kept open: the kernel renders it anew at offset 0)."""
+    global _statm
+    if _statm is None:
+        _statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+    return int(os.pread(_statm, 128, 0).split()[1]) * PAGE_KIB
 
 
 def receive(sock: socket.socket) -> tuple[bytes, list[int], int]:
@@ -189,11 +222,9 @@ def receive(sock: socket.socket) -> tuple[bytes, list[int], int]:
     import array
 
     fds = array.array("i")
-    data, ancillary, flags, _ = sock.recvmsg(
-        MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * fds.itemsize), socket.MSG_DONTWAIT
-    )
+    data, ancillary, flags, _ = sock.recvmsg(MAX_MESSAGE, FDS_SPACE, DONTWAIT)
     for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+        if level == SOL_SOCKET and kind == SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
     return data, list(fds), flags
 
@@ -242,7 +273,7 @@ class Server:
             request: dict[str, Any] = {}
             try:
                 request = unpack(data)
-                if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                if flags & TRUNCATED:
                     raise ValueError("the request was truncated")
                 if request.get("kind") == "shutdown":
                     return False
@@ -266,16 +297,13 @@ class Server:
             except BaseException as exc:
                 print(f"lute-async fork server: task set-up failed: {exc!r}", file=sys.stderr)
             finally:
-                os._exit(code)
+                end_forked_task(code)  # what a task may rely on of an exit, then os._exit
         self.children.add(pid)
         self.send({"kind": "spawned", "id": request["id"], "pid": pid, "rss_kib": inherited})
 
     def reap(self) -> bool:
-        while True:
-            try:
-                os.read(self.wake_r, 4096)
-            except BlockingIOError:
-                break
+        with contextlib.suppress(BlockingIOError):  # a byte a signal: one read takes them all
+            os.read(self.wake_r, 4096)  # (if not, the selector comes back for the rest)
         while self.children:
             try:
                 pid, status, ru = os.wait4(-1, os.WNOHANG | os.WUNTRACED)
@@ -345,5 +373,5 @@ def main(argv: list[str] | None = None) -> int:
 
     gc.freeze()  # the preloaded objects stay shared with every child (no refcount copies)
     server = Server(sock, sandboxed)
-    server.send({"kind": "ready", "pid": os.getpid()})
+    server.send(ready_report())
     return server.serve()

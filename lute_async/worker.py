@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from lute_async.targets import TargetError, import_target
 from lute_async.task.function import is_task, read_params
 from lute_async.task.reporter import Reporter
 
@@ -44,8 +45,6 @@ def load_task(target: str) -> Callable[..., Any]:
 
     The module must be importable normally (installed, or on ``PYTHONPATH``): the working
     directory is not on the worker's path."""
-    from lute_async.targets import TargetError, import_target
-
     try:  # a module that raises anything but ImportError shows its own traceback
         obj = import_target(target, failures=(ImportError,))
     except ValueError:

@@ -73,19 +73,12 @@ class ForkserverProcess(GroupSignals):
         self.started = time.monotonic()
         self.returncode: int | None = None
         self.inherited_rss_kib = inherited_rss  # a fork starts at the server's RSS
-        try:  # for the server's death: the child is not ours to wait4, but a pidfd works
-            self._pidfd: int | None = os.pidfd_open(pid)
-        except OSError:
-            self._pidfd = None
 
     async def wait(self) -> ExitStatus:
         try:
-            try:
-                ended = await self._server.wait_exit(self.reported_as)
-            except ServerDied as died:
-                return await self._orphaned(died)
-        finally:
-            self._close_pidfd()
+            ended = await self._server.wait_exit(self.reported_as)
+        except ServerDied as died:
+            return await self._orphaned(died)
         code = os.waitstatus_to_exitcode(ended.status)
         self.returncode = code
         self.send_signal(signal.SIGKILL)  # stragglers in its group, as the local launcher does
@@ -100,20 +93,25 @@ class ForkserverProcess(GroupSignals):
 
     async def _orphaned(self, died: ServerDied) -> ExitStatus:
         """The server died under this task: the kernel kills the child (its death signal);
-        wait until it is gone, then FAILED with the reason."""
+        wait until it is gone (on a pidfd: it is not ours to wait4), then FAILED with the
+        reason. The pidfd is opened only now, not for every task: until its new parent
+        reaps it, the killed child keeps its pid."""
         self.send_signal(signal.SIGKILL)
-        if self._pidfd is not None:
-            with anyio.move_on_after(ORPHAN_WAIT):
-                await anyio.wait_readable(self._pidfd)
+        try:
+            pidfd: int | None = os.pidfd_open(self.pid) if self.pid is not None else None
+        except OSError:  # already reaped: gone
+            pidfd = None
+        if pidfd is not None:
+            try:
+                with anyio.move_on_after(ORPHAN_WAIT):
+                    await anyio.wait_readable(pidfd)
+            finally:
+                close_fd(pidfd)
         self.returncode = -signal.SIGKILL
         message = f"{died}; the task (pid {self.pid}) was killed with it"
         error = {"type": "ForkserverDied", "message": message, "traceback": None}
         usage = {"wall": time.monotonic() - self.started}
         return ExitStatus(exit_code=None, usage=usage, error=error)
-
-    def _close_pidfd(self) -> None:
-        close_fd(self._pidfd)
-        self._pidfd = None
 
     async def wait_stopped(self) -> None:
         """Until the server reports the child stopped (``WUNTRACED``) or ended."""

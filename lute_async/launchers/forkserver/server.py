@@ -3,8 +3,8 @@
 The server (:mod:`lute_async.forkserver_main`) is this process's child; its tasks are not, so
 their exit status and rusage come from the server's ``wait4`` over the control connection, and
 a stop from its ``WUNTRACED``. There is no reader task: whoever waits for a report reads the
-connection (one at a time; the others wait for the next read to end), so nothing outlives the
-runs that use the server. Servers are kept per executor (its working directory), Python,
+connection (one at a time; a report wakes the waiter it is for), so nothing outlives the runs
+that use the server. Servers are kept per executor (its working directory), Python,
 ``PYTHONPATH`` and preload list (and sandbox and cwd: a :class:`Box` starts the server inside
 a sandbox, :mod:`.boxed`), started on first use and ended by :func:`close_servers`.
 """
@@ -115,11 +115,14 @@ class Server:
             self._launched.set()
         self.boxed = box is not None
         self.ready = False
+        #: The server's environment as its ``ready`` report gave it (None: not known).
+        self.env: dict[str, str] | None = None
         self.dead: str | None = None
         self._reports = _Reports()
         self._next_id = 0
         self._reading = False
-        self._progress: anyio.Event | None = None
+        #: What each waiter but the reader waits for, by the event that wakes it.
+        self._waiting: dict[anyio.Event, Callable[[], bool]] = {}
 
     @property
     def pid(self) -> int:
@@ -128,24 +131,47 @@ class Server:
     # -- reading reports --------------------------------------------------------------------
 
     async def _until(self, done: Callable[[], bool]) -> None:
-        """Read reports until ``done()``; ServerDied if the server ends first."""
+        """Read reports until ``done()``; ServerDied if the server ends first.
+
+        One waiter at a time reads (the reader); each other waits on an event of its own,
+        set when a report makes its ``done()`` true, or when the reader leaves and it is
+        the next one to read: a report wakes the run it is for, not every waiter."""
         while not done():
             if self.dead is not None:
                 raise ServerDied(self.dead)
-            if self._reading:  # another task is reading: wait for its read to end
-                if self._progress is None:
-                    self._progress = anyio.Event()
-                await self._progress.wait()
+            if not self._reading:
+                self._reading = True
+                try:
+                    while not done() and self.dead is None:
+                        await anyio.wait_readable(self.sock)
+                        self._read()
+                        self._wake()
+                finally:
+                    self._reading = False
+                    self._wake(hand_over=True)
                 continue
-            self._reading = True
+            event = anyio.Event()
+            self._waiting[event] = done
             try:
-                await anyio.wait_readable(self.sock)
-                self._read()
+                await event.wait()
+            except BaseException:  # cancelled: if handed the reading turn, pass it on
+                if event.is_set() and not self._reading:
+                    self._wake(hand_over=True)
+                raise
             finally:
-                self._reading = False
-                progress, self._progress = self._progress, None
-                if progress is not None:
-                    progress.set()
+                self._waiting.pop(event, None)
+
+    def _wake(self, hand_over: bool = False) -> None:
+        """Set the events of the waiters that are done (all once the server is dead), and
+        with ``hand_over`` that of one more, to take the reading turn."""
+        for event, done in list(self._waiting.items()):
+            if self.dead is not None or done():
+                del self._waiting[event]
+                event.set()
+            elif hand_over:
+                del self._waiting[event]
+                event.set()
+                hand_over = False
 
     def _read(self) -> None:
         """Every report waiting on the connection (without blocking)."""
@@ -179,16 +205,15 @@ class Server:
         return data, None
 
     def _read_now(self) -> None:
-        """Read what is waiting, outside the reading turn, and wake every waiter to look."""
+        """Read what is waiting, outside the reading turn, and wake whom it is for."""
         self._read()
-        progress, self._progress = self._progress, None
-        if progress is not None:
-            progress.set()
+        self._wake()
 
     def _report(self, report: dict[str, Any]) -> None:
         kind, reports = report.get("kind"), self._reports
         if kind == "ready":
             self.ready = True
+            self.env = report.get("env")
         elif kind in ("spawned", "refused"):
             reports.spawned[report["id"]] = report
         elif kind == "stopped":
@@ -213,6 +238,7 @@ class Server:
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         if self.dead is None:
             self.dead = f"the fork server (pid {self.pid}) ended ({how}): {why}"
+        self._wake()  # every waiter: ServerDied
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -242,6 +268,8 @@ class Server:
         waits for; the caller ends the child instead."""
         self._next_id += 1
         request = {**request, "kind": "spawn", "id": self._next_id}
+        if self.env is not None:  # what differs from the server's: the child changes only that
+            request["env"], request["unset"] = env_changes(self.env, request["env"])
         data = msgpack.packb(request, use_bin_type=True)
         if len(data) > MAX_MESSAGE or len(fds) > MAX_FDS:
             raise LaunchError(
@@ -264,8 +292,12 @@ class Server:
                 not self.boxed or report["kind"] == "refused" or number in hellos
             )
 
-        with anyio.CancelScope(shield=True), anyio.fail_after(SPAWN_TIMEOUT):
+        # One scope, shielded with its own deadline (fail_after would add a second).
+        deadline = anyio.current_time() + SPAWN_TIMEOUT
+        with anyio.CancelScope(shield=True, deadline=deadline) as scope:
             await self._until(done)
+        if scope.cancelled_caught:
+            raise TimeoutError(f"the fork server did not answer in {SPAWN_TIMEOUT:g} s")
         report = spawned.pop(number)
         if report["kind"] == "refused":
             raise LaunchError(f"the fork server refused the task: {report['error']}")
@@ -296,6 +328,15 @@ class Server:
         self.popen.wait()
 
 
+def env_changes(
+    base: Mapping[str, str], env: Mapping[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """What ``env`` sets that ``base`` lacks or has otherwise, and what ``base`` has that
+    ``env`` lacks."""
+    changed = {key: value for key, value in env.items() if base.get(key) != value}
+    return changed, [key for key in base if key not in env]
+
+
 _SERVERS: dict[Key, Server] = {}
 
 
@@ -303,6 +344,8 @@ async def server_for(key: Key, env: Mapping[str, str], box: Box | None = None) -
     """The running server for ``key``, started (and waited for) on first use, inside ``box``
     if given; a dead one is replaced."""
     server = _SERVERS.get(key)
+    if server is not None and server.ready and server.dead is None:
+        return server  # the common case: no start to wait for (not even a checkpoint)
     if server is not None and server.dead is not None:
         del _SERVERS[key]
         server.close()
