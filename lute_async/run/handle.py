@@ -98,6 +98,7 @@ class Run(Attempts, TaskletSteps, Dispatcher):
         self._context = context
         self._argv = argv
         self._params = dict(params or {})
+        self._params_file = None
         self._env_overrides = dict(env or {})
         self._cwd = os.fspath(cwd) if cwd is not None else None
         self._limits = limits

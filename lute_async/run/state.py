@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import anyio
 
     from lute_async.communicators.base import Batch
@@ -55,6 +57,7 @@ class RunState:
     _keeper: RecordKeeper
     _argv: list[str]
     _params: dict[str, Any]
+    _params_file: Path | None  # the params written to a file (too large for the environment)
     _env_overrides: dict[str, str]
     _inherited_env: dict[str, str]  # os.environ when the run was made (or {}: inherit_env off)
     _cwd: str | None

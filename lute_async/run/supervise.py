@@ -223,14 +223,13 @@ class Supervisor(RunState):
                 env[ENV_PARAMS] = text
             else:
                 path = spec.write_private_file("params.json", text.encode())
+                self._params_file = path
                 env[ENV_PARAMS_FILE] = os.fspath(path)
         return spec
 
     def _remove_params_file(self) -> None:
-        if not self._params:  # no params, no file (and no stat for every run)
-            return
-        path = self._context.workdir / self.id / "params.json"
-        if path.exists():
+        path, self._params_file = self._params_file, None
+        if path is not None:  # only params too large for the environment go to a file
             path.unlink(missing_ok=True)
 
     def _recorded_env(self, env: Mapping[str, str]) -> dict[str, str]:

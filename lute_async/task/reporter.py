@@ -135,11 +135,14 @@ class Reporter:
                 from lute_async.task.handshake import tcp_hello
 
                 hello = tcp_hello(sink.nonce, hello)
-            # Sent now, not with the first batch: a TCP listener drops connections that stay
-            # silent past its hello timeout, and a task may be busy (or blocked writing to
-            # another channel) long before its first flush on this one.
+            # On a socket, sent now, not with the first batch: the listener drops connections
+            # that stay silent past its hello timeout, and a task may be busy (or blocked
+            # writing to another channel) long before its first flush on this one. On the
+            # frame pipe it goes with the first message: one write (and one executor wake-up)
+            # less for a short task.
             reporter._buf += reporter._packer.pack(hello)
-            reporter.flush()
+            if sink.timed:
+                reporter.flush()
         if sink is not None:
             import atexit
 

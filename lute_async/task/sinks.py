@@ -18,14 +18,24 @@ __all__ = ["Sink", "fd_sink", "open_sink", "socket_sink"]
 
 
 class Sink:
-    """Where frames go: a file descriptor (pipe) or a socket (TCP: with the executor's nonce)."""
+    """Where frames go: a file descriptor (pipe) or a socket (TCP: with the executor's nonce).
+    ``timed``: the executor drops the connection if no hello comes within its hello timeout
+    (sockets), so the hello is sent at once rather than with the first message."""
 
-    __slots__ = ("close", "nonce", "write")
+    __slots__ = ("close", "nonce", "timed", "write")
 
-    def __init__(self, write: Write, close: Callable[[], None], nonce: bytes | None = None):
+    def __init__(
+        self,
+        write: Write,
+        close: Callable[[], None],
+        nonce: bytes | None = None,
+        *,
+        timed: bool = True,
+    ):
         self.write = write
         self.close = close
         self.nonce = nonce
+        self.timed = timed
 
 
 def fd_sink(spec: str) -> Sink | None:
@@ -49,7 +59,7 @@ def fd_sink(spec: str) -> Sink | None:
     def close() -> None:
         os.close(fd)
 
-    return Sink(write, close)
+    return Sink(write, close, timed=False)  # a pipe has no hello timeout
 
 
 def socket_sink(address: str, tcp: bool, watch: bool = False) -> Sink:
