@@ -26,7 +26,8 @@ LAYERS: dict[str, int] = {
     "task": 0, "worker": 0, "forkserver_main": 0, "guardian_main": 0,
     # L1 contracts
     "launchers.base": 1, "communicators.base": 1, "communicators.bounds": 1,
-    "communicators.lines": 1, "communicators.typed": 1, "hooks.events": 1, "records.model": 1,
+    "communicators.lines": 1, "communicators.stream": 1, "communicators.typed": 1,
+    "hooks.events": 1, "records.model": 1,
     "options": 1, "sandbox": 1,
     "retry": 1, "tasklets": 1,
     # L2 domain

@@ -10,7 +10,6 @@ from functools import partial
 from typing import Any, Protocol
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
 
 from lute_async.communicators.bounds import (
     CONTAINERS,
@@ -20,6 +19,7 @@ from lute_async.communicators.bounds import (
     data_too_deep,
 )
 from lute_async.communicators.lines import MAX_LINE, LineBuffer, LineSplitter, line_text
+from lute_async.communicators.stream import BatchSender
 from lute_async.communicators.typed import Frame, TypedFrameDecoder
 from lute_async.error_budget import KEPT_ERRORS, ErrorBudget
 from lute_async.errors import HandshakeError, ProtocolError
@@ -62,7 +62,7 @@ class RunChannel:
         self,
         run_id: str,
         secret: str,
-        send: MemoryObjectSendStream[Batch],
+        send: BatchSender[Batch],
         *,
         max_frame: int,
         on_protocol_error: Callable[[str, int, ProtocolError], None],
@@ -283,7 +283,7 @@ class FrameConnection:
             )
 
 
-async def send_batch(send: MemoryObjectSendStream[Batch], batch: Batch) -> None:
+async def send_batch(send: BatchSender[Batch], batch: Batch) -> None:
     """Hand ``batch`` to the dispatcher, then yield so it runs before this reader reads on.
 
     ``send`` yields *before* handing over, which costs an event-loop turn per message at low
@@ -299,7 +299,7 @@ async def send_batch(send: MemoryObjectSendStream[Batch], batch: Batch) -> None:
 
 
 async def _deliver(
-    view: memoryview, parser: FrameConnection, send: MemoryObjectSendStream[Batch]
+    view: memoryview, parser: FrameConnection, send: BatchSender[Batch]
 ) -> None:
     """Decode one read in batches of at most :data:`BATCH_BYTES`, handing each on."""
     for start in range(0, len(view), BATCH_BYTES):
@@ -312,7 +312,7 @@ async def _deliver(
 async def pump_connection(
     receive: Callable[[], Awaitable[bytes]],
     parser: FrameConnection,
-    send: MemoryObjectSendStream[Batch],
+    send: BatchSender[Batch],
     *,
     hello_timeout: float | None = None,
     on_hello: Callable[[], None] | None = None,

@@ -27,14 +27,15 @@ class Dispatcher(RunState):
     """Takes a run's batches in order and handles each message before the next."""
 
     async def _dispatch(self) -> None:
+        receive = self._receive
         try:
-            async with self._receive:
-                async for batch in self._receive:
-                    self._dispatching = True
-                    await self._dispatch_batch(batch)
-                    self._dispatching = False
-                    self._last_progress = anyio.current_time()
+            async for batch in receive:
+                self._dispatching = True
+                await self._dispatch_batch(batch)
+                self._dispatching = False
+                self._last_progress = anyio.current_time()
         finally:
+            receive.close_receiver()
             if self._tap is not None:
                 self._tap[0].close()
 

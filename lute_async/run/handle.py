@@ -23,6 +23,7 @@ import anyio
 
 from lute_async.communicators import CommunicatorSpec
 from lute_async.communicators.base import Batch
+from lute_async.communicators.stream import BatchStream
 from lute_async.error_budget import ErrorBudget
 from lute_async.errors import ConfigError, LuteAsyncError
 from lute_async.hooks.events import BatchHook, Hook
@@ -154,7 +155,7 @@ class Run(Attempts, TaskletSteps, Dispatcher):
         self._routes = {}
         self._batch_names = frozenset()
         self._routes_version = -1
-        self._send, self._receive = anyio.create_memory_object_stream[Batch](STREAM_BUFFER)
+        self._send = self._receive = BatchStream[Batch](STREAM_BUFFER)
         self._process = None
         self._exit = None
         self._exited = anyio.Event()

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import anyio
 
     from lute_async.communicators.base import Batch
+    from lute_async.communicators.stream import BatchStream
     from lute_async.error_budget import ErrorBudget
     from lute_async.errors import ProtocolError
     from lute_async.hooks.events import BatchHook, Hook
@@ -73,8 +74,8 @@ class RunState:
     _before: tuple[LoadedTasklet, ...]
     _after: tuple[LoadedTasklet, ...]
     # The stream from the readers to the dispatcher, and the tap after it.
-    _send: MemoryObjectSendStream[Batch]
-    _receive: MemoryObjectReceiveStream[Batch]
+    _send: BatchStream[Batch]
+    _receive: BatchStream[Batch]  # the same stream: its receiving side
     _tap: Tap | None
     _tap_taken: bool
     # The process, how it exited, and when: exited, drained, finished (record final).
