@@ -132,10 +132,19 @@ async def test_missing_binary_fails_with_clear_error_and_one_terminal_event(
     assert events == ["failed"]
 
 
-async def test_missing_working_directory_fails_clearly(executor: Executor) -> None:
+async def test_missing_working_directory_fails_clearly(
+    executor: Executor, tmp_path: Path
+) -> None:
     record = await executor.run([PYTHON, "-c", "pass"], cwd="/nonexistent/dir")
     assert record.status == "FAILED"
-    assert record.error is not None and "/nonexistent/dir" in record.error["message"]
+    assert record.error is not None
+    assert "working directory '/nonexistent/dir'" in record.error["message"]
+    assert "does not exist" in record.error["message"]
+    a_file = tmp_path / "not-a-dir"
+    a_file.write_text("")
+    record = await executor.run([PYTHON, "-c", "pass"], cwd=a_file)
+    assert record.status == "FAILED" and record.error is not None
+    assert f"working directory {str(a_file)!r}" in record.error["message"]
 
 
 async def test_timeout_ends_the_task_and_its_grandchild(

@@ -33,6 +33,15 @@ class _EventLogger:
 
     def __call__(self, event: Event) -> None:
         log = get_logger()
+        is_enabled = getattr(log, "is_enabled_for", None)
+        # Quiet (the library's default: warnings only): no line to build, unless it is a
+        # task's error (a warning).
+        if (
+            is_enabled is not None
+            and not is_enabled(logging.INFO)
+            and (event.name != EventName.ERROR or not is_enabled(logging.WARNING))
+        ):
+            return
         run = event.run
         message = event.message
         fields: dict[str, Any] = {

@@ -188,8 +188,6 @@ def spawn(argv: list[str], spec: LaunchSpec, *, guard: bool = False) -> LocalPro
     """
     if not argv:
         raise LaunchError(f"run {spec.name!r} has an empty command")
-    if spec.cwd is not None and not os.path.isdir(spec.cwd):
-        raise LaunchError(f"working directory {spec.cwd!r} of run {spec.name!r} does not exist")
     try:
         popen = subprocess.Popen(
             argv,
@@ -202,12 +200,20 @@ def spawn(argv: list[str], spec: LaunchSpec, *, guard: bool = False) -> LocalPro
             start_new_session=True,
             close_fds=True,
         )
-    except FileNotFoundError as exc:
-        raise LaunchError(
-            f"command not found: {argv[0]!r} (run {spec.name!r}); check the name and PATH"
-        ) from exc
-    except PermissionError as exc:
-        raise LaunchError(f"command {argv[0]!r} is not executable (run {spec.name!r})") from exc
     except OSError as exc:
-        raise LaunchError(f"cannot start {argv[0]!r} for run {spec.name!r}: {exc}") from exc
+        raise _launch_error(exc, argv, spec) from exc
     return LocalProcess(popen, argv, guarded=guard)
+
+
+def _launch_error(exc: OSError, argv: list[str], spec: LaunchSpec) -> LaunchError:
+    """Why ``argv`` could not start, in words. The working directory is looked at only here,
+    once a spawn has failed (a stat less for every run)."""
+    if spec.cwd is not None and not os.path.isdir(spec.cwd):
+        return LaunchError(f"working directory {spec.cwd!r} of run {spec.name!r} does not exist")
+    if isinstance(exc, FileNotFoundError):
+        return LaunchError(
+            f"command not found: {argv[0]!r} (run {spec.name!r}); check the name and PATH"
+        )
+    if isinstance(exc, PermissionError):
+        return LaunchError(f"command {argv[0]!r} is not executable (run {spec.name!r})")
+    return LaunchError(f"cannot start {argv[0]!r} for run {spec.name!r}: {exc}")
