@@ -115,23 +115,8 @@ class RecordDatabase(RecordRows):
     @contextlib.contextmanager
     def write(self, what: str) -> Iterator[sqlite3.Connection]:
         """Hold the thread lock and one IMMEDIATE transaction; commit, or roll back on error."""
-        with self._lock:
-            conn = self.connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    # sqlite has already rolled back after SQLITE_FULL and some I/O errors; a
-                    # second ROLLBACK would hide the real error behind "no transaction".
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise RecordStoreError(
-                    f"cannot {what} in records database {self.path}: {exc}"
-                ) from exc
+        with self._lock, self._transaction(what) as conn:
+            yield conn
 
     @contextlib.contextmanager
     def write_at_once(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -143,23 +128,38 @@ class RecordDatabase(RecordRows):
             conn = self.connection()
             conn.execute("PRAGMA busy_timeout = 0")
             try:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as exc:  # SQLITE_BUSY: another writer
-                    raise WriteWouldWait(what) from exc
-                try:
+                with self._transaction(what, busy=WriteWouldWait(what)) as conn:
                     yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
             finally:
                 conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-        except sqlite3.Error as exc:
-            raise RecordStoreError(f"cannot {what} in records database {self.path}: {exc}") from exc
         finally:
             self._lock.release()
+
+    @contextlib.contextmanager
+    def _transaction(
+        self, what: str, busy: WriteWouldWait | None = None
+    ) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction (the lock held by the caller): committed, or rolled back
+        on error; ``busy``, when given, is raised if another writer holds the database."""
+        conn = self.connection()
+        try:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if busy is None:
+                    raise
+                raise busy from exc
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                # sqlite has already rolled back after SQLITE_FULL and some I/O errors; a
+                # second ROLLBACK would hide the real error behind "no transaction".
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise RecordStoreError(f"cannot {what} in records database {self.path}: {exc}") from exc
 
     def read(self, sql: str, args: Iterable[Any], what: str) -> list[Any]:
         """All rows of one query, under the thread lock."""
