@@ -37,7 +37,7 @@ from lute_async.records import (
 from lute_async.records.leases import DEFAULT_LEASE_PERIOD
 from lute_async.records.location import as_target, default_db, default_workdir, describe_db
 from lute_async.records.renewer import LeaseRenewer
-from lute_async.records.store import save_at_once
+from lute_async.records.store import checkpoint, save_at_once
 from lute_async.records.writer import RecordWriter
 from lute_async.run.context import RunContext
 from lute_async.run.handle import STREAM_BUFFER, HooksArg, Run
@@ -296,8 +296,12 @@ class Executor:
         transaction), made with the store."""
         if self._record_writer is None:
             store = await self.store()
-            save_now = functools.partial(save_at_once, store) if store.backend == "sqlite" else None
-            self._record_writer = RecordWriter(store.save_many, save_now)
+            sqlite = store.backend == "sqlite"
+            self._record_writer = RecordWriter(
+                store.save_many,
+                functools.partial(save_at_once, store) if sqlite else None,
+                functools.partial(checkpoint, store) if sqlite else None,
+            )
         return self._record_writer
 
     async def _save(self, run: RunView) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from lute_async import Executor
 from lute_async.records import AnalysisRecord, RecordStore
-from lute_async.records.store import save_at_once
+from lute_async.records.store import checkpoint, save_at_once
 from lute_async.records.writer import RecordWriter
 
 
@@ -190,3 +190,30 @@ async def test_a_slow_write_in_the_loop_moves_the_writes_to_the_thread(tmp_path:
     assert store.batches == [[second.id]]
     assert store.get(first.id).name == "first" and store.get(second.id).name == "second"
     await writer.aclose()
+
+
+async def test_the_thread_checkpoints_the_wal_the_loop_s_commits_leave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lute_async.records.writer as writer_module
+
+    monkeypatch.setattr(writer_module, "CHECKPOINT_EVERY", 5)
+    store = CountingStore(tmp_path / "wal.db")
+    store.batches = []
+    done: list[tuple[int, int] | None] = []
+
+    def checkpointed() -> None:
+        done.append(checkpoint(store))
+
+    writer = RecordWriter(store.save_many, partial(save_at_once, store), checkpointed)
+    records = [record(f"r{i}") for i in range(30)]
+    for one in records:  # one at a time: commits in the loop, which never checkpoint
+        await writer.save(one)  # (or in the thread while it holds the lock checkpointing)
+    await writer.aclose()
+    assert [store.get(one.id).name for one in records] == [one.name for one in records]
+    # Every 5 the loop wrote (a save asked for while the thread checkpoints goes to the thread).
+    assert 2 <= len(done) <= 6
+    for result in done:
+        assert result is not None
+        frames, copied = result
+        assert frames > 0 and copied == frames  # nobody read meanwhile: all of it copied

@@ -30,7 +30,7 @@ from lute_async.records.paging import Cursor
 from lute_async.records.rows import RecordRows
 from lute_async.status import RUN_STATUSES, status_value
 
-__all__ = ["Cursor", "RecordStore", "save_at_once"]
+__all__ = ["Cursor", "RecordStore", "checkpoint", "save_at_once"]
 
 
 class RecordStore:
@@ -347,6 +347,14 @@ def save_at_once(store: RecordStore, records: Sequence[AnalysisRecord]) -> bool:
     except Exception:  # busy, or anything save_many reports record by record
         return False
     return True
+
+
+def checkpoint(store: RecordStore) -> tuple[int, int] | None:
+    """Checkpoint ``store``'s sqlite WAL (None for PostgreSQL): what the record writer's
+    thread does after the loop's own commits, which never do it; the WAL's frames, and those
+    copied into the database."""
+    database = store._database  # this module's own class: its private parts
+    return database.checkpoint() if isinstance(database, RecordDatabase) else None
 
 
 def _raised(call: Callable[[Any], None], argument: Any) -> Exception | None:

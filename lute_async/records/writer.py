@@ -38,6 +38,9 @@ SaveMany = Callable[[Sequence[AnalysisRecord]], list[Exception | None]]
 SaveNow = Callable[[Sequence[AnalysisRecord]], bool]
 #: Seconds a write in the event loop may take before the loop stops writing.
 SLOW_WRITE = 0.02
+#: Records the loop writes between two checkpoints of the database by the thread (the loop's
+#: commits never checkpoint: see ``RecordDatabase.write_at_once``).
+CHECKPOINT_EVERY = 1000
 
 #: One save asked for: the record, and the future its caller awaits on its loop.
 _Save = tuple[AnalysisRecord, "asyncio.Future[Exception | None]", asyncio.AbstractEventLoop]
@@ -48,9 +51,16 @@ _Settled = tuple["asyncio.Future[Exception | None]", Exception | None]
 class RecordWriter:
     """Writes records through ``save_many`` in a thread of its own, one batch at a time."""
 
-    def __init__(self, save_many: SaveMany, save_now: SaveNow | None = None) -> None:
+    def __init__(
+        self,
+        save_many: SaveMany,
+        save_now: SaveNow | None = None,
+        checkpoint: Callable[[], object] | None = None,
+    ) -> None:
         self._save_many = save_many
         self._save_now = save_now
+        self._checkpoint = checkpoint
+        self._written_now = 0  # records the loop wrote since the thread's last checkpoint
         self._in_thread = 0  # saves handed to the thread and not settled yet
         #: Seconds a write in the loop may take before the loop stops writing.
         self.slow_write = SLOW_WRITE
@@ -85,12 +95,15 @@ class RecordWriter:
         if self._save_now is not None and not self._in_thread and self._write_now(batch):
             return
         self._in_thread += len(batch)
+        self._start_thread()
+        self._queue.put(batch)
+
+    def _start_thread(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._write_forever, name="lute-async-records", daemon=True
             )
             self._thread.start()
-        self._queue.put(batch)
 
     def _write_now(self, batch: list[_Save]) -> bool:
         assert self._save_now is not None
@@ -102,6 +115,11 @@ class RecordWriter:
             self._save_now = None
             get_logger().warning("record_writes_slow", seconds=round(took, 3), moved_to="thread")
         _settle([(done, None) for _, done, _ in batch])
+        self._written_now += len(batch)
+        if self._written_now >= CHECKPOINT_EVERY and self._checkpoint is not None:
+            self._written_now = 0
+            self._start_thread()
+            self._queue.put([])  # an empty batch: the thread checkpoints
         return True
 
     def _settled(self, settled: list[_Settled]) -> None:
@@ -125,6 +143,7 @@ class RecordWriter:
             first = queue.get()
             batch: list[_Save] = []
             stop = first is None
+            checkpoint = first == []
             if first is not None:
                 batch += first
             while not queue.empty():  # everything asked for meanwhile joins this batch
@@ -132,9 +151,13 @@ class RecordWriter:
                 if more is None:
                     stop = True
                 else:
+                    checkpoint = checkpoint or more == []
                     batch += more
             if batch:
                 self._write(batch)
+            if checkpoint and self._checkpoint is not None:
+                with contextlib.suppress(Exception):  # the next commits will do it then
+                    self._checkpoint()
             if stop:
                 return
 
