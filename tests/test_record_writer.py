@@ -93,6 +93,19 @@ async def test_a_cancelled_caller_s_save_is_still_written(store: CountingStore) 
     await writer.aclose()
 
 
+async def test_a_large_result_is_stored_by_the_thread_not_the_loop(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "large.db")
+    store.batches = []
+    writer = RecordWriter(store.save_many, partial(save_at_once, store))
+    small = AnalysisRecord(name="small", status="COMPLETED", result={"payload": b"x" * 100})
+    large = AnalysisRecord(name="large", status="COMPLETED", result={"payload": b"x" * 100_000})
+    await writer.save(small)
+    await writer.save(large)
+    assert store.batches == [[large.id]]
+    assert store.get(large.id).result == {"payload": b"x" * 100_000}
+    await writer.aclose()
+
+
 async def test_close_writes_what_is_queued_and_ends_the_thread(store: CountingStore) -> None:
     writer = RecordWriter(store.save_many)
     last = record("last")
@@ -184,11 +197,11 @@ async def test_a_slow_write_in_the_loop_moves_the_writes_to_the_thread(tmp_path:
     store.batches = []
     writer = RecordWriter(store.save_many, partial(save_at_once, store))
     writer.slow_write = 0.0  # every write counts as slow
-    first, second = record("first"), record("second")
-    await writer.save(first)  # written in the loop, then the loop stops writing
-    await writer.save(second)
-    assert store.batches == [[second.id]]
-    assert store.get(first.id).name == "first" and store.get(second.id).name == "second"
+    records = [record(f"r{i}") for i in range(5)]
+    for one in records:  # the first three in the loop (a hiccup is allowed twice), then not
+        await writer.save(one)
+    assert store.batches == [[records[3].id], [records[4].id]]
+    assert [store.get(one.id).name for one in records] == [one.name for one in records]
     await writer.aclose()
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -339,6 +339,8 @@ def save_at_once(store: RecordStore, records: Sequence[AnalysisRecord]) -> bool:
     database = store._database  # this module's own class: its private parts
     if not isinstance(database, RecordDatabase) or store._spilled:
         return False
+    if any(_large_result(record.result) for record in records):  # packed and hashed: the thread
+        return False
     try:
         stored = [store._stored(record) for record in records]
         with database.write_at_once(f"save {len(records)} runs") as conn:
@@ -347,6 +349,22 @@ def save_at_once(store: RecordStore, records: Sequence[AnalysisRecord]) -> bool:
     except Exception:  # busy, or anything save_many reports record by record
         return False
     return True
+
+
+#: A result over this many bytes or items is stored by the writer's thread, not in the loop.
+_LOOP_RESULT_LIMIT = 64 * 1024
+
+
+def _large_result(result: Any) -> bool:
+    """Whether storing ``result`` may take long (a large payload to pack and hash)."""
+    if result is None:
+        return False
+    if isinstance(result, Mapping) and "payload" in result:
+        result = result["payload"]
+    try:
+        return len(result) > _LOOP_RESULT_LIMIT
+    except Exception:  # a scalar, anything unsized, a __len__ that fails
+        return False
 
 
 def checkpoint(store: RecordStore) -> tuple[int, int] | None:

@@ -36,8 +36,10 @@ __all__ = ["RecordWriter"]
 SaveMany = Callable[[Sequence[AnalysisRecord]], list[Exception | None]]
 #: Saves ``records`` in one transaction if that needs no waiting: True; False, nothing written.
 SaveNow = Callable[[Sequence[AnalysisRecord]], bool]
-#: Seconds a write in the event loop may take before the loop stops writing.
+#: Seconds a write in the event loop may take; after SLOW_WRITES_ALLOWED slower ones (a slow
+#: file system, not a passing hiccup) the loop stops writing.
 SLOW_WRITE = 0.02
+SLOW_WRITES_ALLOWED = 3
 #: Records the loop writes between two checkpoints of the database by the thread (the loop's
 #: commits never checkpoint: see ``RecordDatabase.write_at_once``).
 CHECKPOINT_EVERY = 1000
@@ -61,6 +63,7 @@ class RecordWriter:
         self._save_now = save_now
         self._checkpoint = checkpoint
         self._written_now = 0  # records the loop wrote since the thread's last checkpoint
+        self._slow_writes = 0
         self._in_thread = 0  # saves handed to the thread and not settled yet
         #: Seconds a write in the loop may take before the loop stops writing.
         self.slow_write = SLOW_WRITE
@@ -111,9 +114,13 @@ class RecordWriter:
         if not self._save_now([record for record, _, _ in batch]):
             return False
         took = time.perf_counter() - started
-        if took > self.slow_write:  # a slow file system: the loop must not wait on it
-            self._save_now = None
-            get_logger().warning("record_writes_slow", seconds=round(took, 3), moved_to="thread")
+        if took > self.slow_write:
+            self._slow_writes += 1
+            if self._slow_writes >= SLOW_WRITES_ALLOWED:  # the loop must not wait on this disk
+                self._save_now = None
+                get_logger().warning(
+                    "record_writes_slow", seconds=round(took, 3), moved_to="thread"
+                )
         _settle([(done, None) for _, done, _ in batch])
         self._written_now += len(batch)
         if self._written_now >= CHECKPOINT_EVERY and self._checkpoint is not None:
