@@ -198,7 +198,7 @@ async def test_a_slow_write_in_the_loop_moves_the_writes_to_the_thread(tmp_path:
     writer = RecordWriter(store.save_many, partial(save_at_once, store))
     writer.slow_write = 0.0  # every write counts as slow
     records = [record(f"r{i}") for i in range(5)]
-    for one in records:  # the first three in the loop (a hiccup is allowed twice), then not
+    for one in records:  # the first three in the loop (two slow ones in a row pass), then not
         await writer.save(one)
     assert store.batches == [[records[3].id], [records[4].id]]
     assert [store.get(one.id).name for one in records] == [one.name for one in records]
@@ -230,3 +230,14 @@ async def test_the_thread_checkpoints_the_wal_the_loop_s_commits_leave(
         assert result is not None
         frames, copied = result
         assert frames > 0 and copied == frames  # nobody read meanwhile: all of it copied
+
+
+async def test_slow_writes_apart_keep_the_writes_in_the_loop(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "hiccup.db")
+    store.batches = []
+    writer = RecordWriter(store.save_many, partial(save_at_once, store))
+    for i in range(9):
+        writer.slow_write = 60.0 if i % 3 == 2 else 0.0  # two slow, one fast, again and again
+        await writer.save(record(f"r{i}"))
+    assert store.batches == []  # never three slow ones in a row: all written by the loop
+    await writer.aclose()

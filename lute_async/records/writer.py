@@ -36,8 +36,8 @@ __all__ = ["RecordWriter"]
 SaveMany = Callable[[Sequence[AnalysisRecord]], list[Exception | None]]
 #: Saves ``records`` in one transaction if that needs no waiting: True; False, nothing written.
 SaveNow = Callable[[Sequence[AnalysisRecord]], bool]
-#: Seconds a write in the event loop may take; after SLOW_WRITES_ALLOWED slower ones (a slow
-#: file system, not a passing hiccup) the loop stops writing.
+#: Seconds a write in the event loop may take; after SLOW_WRITES_ALLOWED slower ones in a row
+#: (a slow file system, not a passing hiccup) the loop stops writing.
 SLOW_WRITE = 0.02
 SLOW_WRITES_ALLOWED = 3
 #: Records the loop writes between two checkpoints of the database by the thread (the loop's
@@ -114,7 +114,9 @@ class RecordWriter:
         if not self._save_now([record for record, _, _ in batch]):
             return False
         took = time.perf_counter() - started
-        if took > self.slow_write:
+        if took <= self.slow_write:
+            self._slow_writes = 0
+        else:
             self._slow_writes += 1
             if self._slow_writes >= SLOW_WRITES_ALLOWED:  # the loop must not wait on this disk
                 self._save_now = None
