@@ -246,7 +246,7 @@ def sandbox_command(
     if ENV_PARAMS_FILE in spec.env:
         params_dir = os.path.dirname(spec.env[ENV_PARAMS_FILE])
         options += ["--ro-bind", params_dir, params_dir]
-    if ENV_SOCKET in spec.env:  # the run's own socket only, not its neighbours in the home
+    if ENV_SOCKET in spec.env:  # the executor's one socket file, not the rest of its directory
         socket_path = spec.env[ENV_SOCKET]
         options += ["--bind", socket_path, socket_path]
     for path in [cwd, *_existing("writable", sandbox.writable, spec)]:
