@@ -70,6 +70,22 @@ class Exhaustion:
             get_logger().error("accept_failed", kind=self.kind, error=str(exc))
         self.failed += 1
 
+    def accept_waiting(self, sock: socket.socket, admit: Callable[[socket.socket], None]) -> bool:
+        """Accept every connection waiting on ``sock``, handing each to ``admit``; False when
+        accept fails for all of them (out of file descriptors: noted as this episode's)."""
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError as exc:
+                if exc.errno in PEER_GONE:
+                    continue
+                self.note(exc)
+                return False
+            self.end()
+            admit(conn)
+
     def end(self) -> None:
         """End the episode (an accept worked, or the listener closes) with one line saying how
         many accepts failed."""
@@ -161,27 +177,20 @@ class ListeningCommunicator:
     def _accept_waiting(self, sock: socket.socket, connections: TaskGroup) -> bool:
         """Accept every connection waiting; False when accept fails for all of them (out of
         file descriptors)."""
-        while True:
-            try:
-                conn, _ = sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return True
-            except OSError as exc:
-                if exc.errno in PEER_GONE:
-                    continue
-                self._exhaustion.note(exc)
-                return False
-            self._exhaustion.end()
+
+        def admit(conn: socket.socket) -> None:
             refusal = self._refusal(conn)
             if refusal is not None:
                 assert self._channel is not None
                 self._channel.protocol_error(self.kind, 0, HandshakeError(refusal))
                 conn.close()
-                continue
+                return
             conn.setblocking(False)
             self._open.add(conn)
             self._pending_hellos += 1
             connections.start_soon(self._read_connection, conn)
+
+        return self._exhaustion.accept_waiting(sock, admit)
 
     def _refusal(self, conn: socket.socket) -> str | None:
         """Why ``conn`` is closed at once: refused by :meth:`_admit`, or over a cap."""

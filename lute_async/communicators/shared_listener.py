@@ -20,7 +20,6 @@ from typing import Any, Protocol
 from lute_async.communicators.bounds import HELLO_BUFFER, HelloDecoder
 from lute_async.communicators.listener import (
     MAX_PENDING_HELLOS,
-    PEER_GONE,
     RETRY_FIRST,
     RETRY_LONGEST,
     Exhaustion,
@@ -153,18 +152,7 @@ class SharedListener:
         """Accept every connection waiting; False when accept fails for all of them (out of
         file descriptors)."""
         assert self._sock is not None
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return True
-            except OSError as exc:
-                if exc.errno in PEER_GONE:
-                    continue
-                self._exhaustion.note(exc)
-                return False
-            self._exhaustion.end()
-            self._admit(conn)
+        return self._exhaustion.accept_waiting(self._sock, self._admit)
 
     def _admit(self, conn: socket.socket) -> None:
         try:

@@ -20,6 +20,7 @@ import msgpack
 
 from lute_async.logs import get_logger
 from lute_async.records.model import (
+    PLAIN_TYPES,
     AnalysisRecord,
     to_jsonable,
     to_jsonable_or_summary,
@@ -66,14 +67,10 @@ def stored_record(record: AnalysisRecord, max_result_bytes: int) -> StoredRecord
     return StoredRecord(document, packed)
 
 
-#: Types a field's value is stored as it is (exactly these: a subclass goes the long way).
-_PLAIN_TYPES: Final = frozenset({str, int, float, bool, type(None)})
-
-
 def _document_field(name: str, value: Any) -> Any:
     # Most fields of a record are None or plain scalars: those need no conversion (a save
     # runs this for every field, three times a run).
-    if type(value) in _PLAIN_TYPES:
+    if type(value) in PLAIN_TYPES:
         return value
     # The row's columns are the executor's own values; every other field may hold what a task
     # sent, so it is converted without ever raising.

@@ -60,15 +60,12 @@ def to_jsonable(value: Any, keep_bytes: bool = False) -> Any:
     return _plain(value, keep_bytes, 0)
 
 
-#: Exactly these types are plain as they are (a subclass goes the long way: a str subclass
-#: becomes a str, an IntEnum its value).
-_EXACT_PLAIN: Final = frozenset({str, int, float, bool, type(None)})
+#: Values of exactly these types are stored as they are (a subclass goes the long way: a str
+#: subclass becomes a plain str).
+PLAIN_TYPES: Final = frozenset({str, int, float, bool, type(None)})
 
 
 def _plain(value: Any, keep_bytes: bool, depth: int) -> Any:
-    kind = type(value)
-    if kind in _EXACT_PLAIN:
-        return value
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):
@@ -77,10 +74,11 @@ def _plain(value: Any, keep_bytes: bool, depth: int) -> Any:
         raise UnserialisableValue(f"nested deeper than {MAX_NESTING} levels")
     # The usual containers of a record (argv, env, extra's flat dicts) hold plain values
     # only: copied in one step instead of one call per item (three saves a run).
-    if kind is list and all(type(item) in _EXACT_PLAIN for item in value):
+    kind = type(value)
+    if kind is list and all(type(item) in PLAIN_TYPES for item in value):
         return list(value)
     if kind is dict and all(
-        type(key) is str and type(item) in _EXACT_PLAIN for key, item in value.items()
+        type(key) is str and type(item) in PLAIN_TYPES for key, item in value.items()
     ):
         return dict(value)
     depth += 1

@@ -50,8 +50,13 @@ _Save = tuple[AnalysisRecord, "asyncio.Future[Exception | None]", asyncio.Abstra
 _Settled = tuple["asyncio.Future[Exception | None]", Exception | None]
 
 
+#: Queued for the thread in place of a batch: checkpoint the database.
+_CHECKPOINT: list[_Save] = []
+
+
 class RecordWriter:
-    """Writes records through ``save_many`` in a thread of its own, one batch at a time."""
+    """Writes the records asked for in one loop turn at its end: through ``save_now`` in the
+    loop when it can, else through ``save_many`` in a thread of its own, one batch at a time."""
 
     def __init__(
         self,
@@ -128,7 +133,7 @@ class RecordWriter:
         if self._written_now >= CHECKPOINT_EVERY and self._checkpoint is not None:
             self._written_now = 0
             self._start_thread()
-            self._queue.put([])  # an empty batch: the thread checkpoints
+            self._queue.put(_CHECKPOINT)
         return True
 
     def _settled(self, settled: list[_Settled]) -> None:
@@ -152,7 +157,7 @@ class RecordWriter:
             first = queue.get()
             batch: list[_Save] = []
             stop = first is None
-            checkpoint = first == []
+            checkpoint = first is _CHECKPOINT
             if first is not None:
                 batch += first
             while not queue.empty():  # everything asked for meanwhile joins this batch
@@ -160,7 +165,7 @@ class RecordWriter:
                 if more is None:
                     stop = True
                 else:
-                    checkpoint = checkpoint or more == []
+                    checkpoint = checkpoint or more is _CHECKPOINT
                     batch += more
             if batch:
                 self._write(batch)
