@@ -22,8 +22,9 @@ import os
 import shutil
 import socket
 import weakref
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -87,19 +88,35 @@ class SocketHome:
         self._path = self._finalizer = None
 
 
+class OnDemand(Protocol):
+    """A communicator that reads on demand (``reads_on_demand = True``): no task of its own,
+    a reader per connection started through the supervisor's ``spawn``."""
+
+    def read_with(self, spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
+        """Start a reader through ``spawn`` for every connection from now on."""
+
+    def exited(self) -> None:
+        """The task exited: take what it sent just before, then stop listening."""
+
+
 class SharedSocketCommunicator:
     """A run's side of its executor's shared Unix socket: registered with the listener while
     the run is open, it reads the connections whose hello names the run, as a run's own
-    listener would (same frames, same checks, same caps, same drain after the exit)."""
+    listener would (same frames, same checks, same caps, same drain after the exit).
+
+    It reads on demand (:attr:`reads_on_demand`): the supervisor gives it a way to start
+    readers (:meth:`read_with`) and tells it of the exit (:meth:`exited`) instead of giving it
+    a task of its own, so a run whose task never connects costs a registration only."""
 
     kind = "socket"
+    reads_on_demand = True
 
     def __init__(self, home: SocketHome) -> None:
         self.home = home
         self._listener: SharedListener | None = None
         self._channel: RunChannel | None = None
-        self._group: asyncio.TaskGroup | None = None
-        #: Connections handed over before :meth:`serve` started reading.
+        self._spawn: Callable[[Coroutine[Any, Any, None]], object] | None = None
+        #: Connections handed over before :meth:`read_with` was called.
         self._waiting: list[tuple[socket.socket, FrameConnection, bytes]] = []
         self._open: set[socket.socket] = set()
 
@@ -134,30 +151,39 @@ class SharedSocketCommunicator:
             self.refused(HandshakeError(f"the run already has {cap} connections open"))
             return
         self._open.add(conn)
-        if self._group is None:
+        if self._spawn is None:
             self._waiting.append((conn, parser, rest))
         else:
-            self._group.create_task(self._read(conn, parser, rest))
+            self._spawn(self._read(conn, parser, rest))
 
-    async def serve(self, exited: anyio.Event) -> None:
+    def read_with(self, spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
+        """Read every connection from now on in a task started by ``spawn`` (the run's
+        readers'), beginning with those that arrived before."""
+        self._spawn = spawn
+        for waiting in self._waiting:
+            spawn(self._read(*waiting))
+        self._waiting.clear()
+
+    def exited(self) -> None:
+        """The task exited: take the connections it made that still wait to be accepted, or
+        their hello to be read, then stop listening for the run."""
         listener = self._listener
         assert listener is not None and self._channel is not None
-        run_id = self._channel.run_id
+        listener.drain()
+        listener.unregister(self, self._channel.run_id)
+
+    async def serve(self, exited: anyio.Event) -> None:
+        """Read the run's connections until the exit (for a caller that serves every
+        communicator in a task of its own)."""
         try:
-            # An asyncio task group: an anyio one costs ~16 us more, every run.
             async with asyncio.TaskGroup() as group:
-                self._group = group
-                for waiting in self._waiting:
-                    group.create_task(self._read(*waiting))
-                self._waiting.clear()
+                self.read_with(group.create_task)
                 await exited.wait()
-                # Connections a finished task made may still wait to be accepted, or their
-                # hello to be read: take them before the run stops listening.
-                listener.drain()
-                listener.unregister(self, run_id)
+                self.exited()
         finally:
-            self._group = None
-            listener.unregister(self, run_id)
+            self._spawn = None
+            if self._listener is not None and self._channel is not None:
+                self._listener.unregister(self, self._channel.run_id)
 
     async def _read(self, conn: socket.socket, parser: FrameConnection, rest: bytes) -> None:
         channel = self._channel

@@ -8,14 +8,16 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import anyio
 
 from lute_async.communicators import RunChannel, make_communicator
 from lute_async.communicators.base import Communicator
+from lute_async.communicators.shared_socket import OnDemand
 from lute_async.errors import LaunchError
 from lute_async.launchers.base import ExitStatus, LaunchSpec, TaskProcess
 from lute_async.logs import get_logger
@@ -139,13 +141,19 @@ class Supervisor(RunState):
         if self._lifecycle.ending:  # cancel() arrived while launching
             await self._process.terminate()
         async with asyncio.TaskGroup() as readers:
-            self._readers_left = len(communicators)
-            if not communicators:  # nothing to drain: the stream ends with the exit
-                self._drained.set()
-            serving = [
-                readers.create_task(self._serve(communicator), name=communicator.kind)
-                for communicator in communicators
-            ]
+            # Each communicator that reads all along gets a task; one that reads on demand
+            # (the shared socket) starts a reader per connection through _start_reader.
+            serving: list[asyncio.Task[None]] = []
+            on_demand: list[OnDemand] = []
+            self._readers_left = 0
+            for communicator in communicators:
+                if getattr(communicator, "reads_on_demand", False):
+                    on_demand.append(cast(OnDemand, communicator))
+                else:
+                    self._start_reader(readers, serving, communicator.serve(self._exited))
+            start = partial(self._start_reader, readers, serving)
+            for reader in on_demand:
+                reader.read_with(start)
             if self._deadline is None:  # nothing to watch beside the exit: no task group
                 status = await self._process.wait()
             else:
@@ -156,15 +164,31 @@ class Supervisor(RunState):
             self._exit = status
             self._lifecycle.advance(Phase.DRAINING)
             self._exited.set()
+            for reader in on_demand:  # what the task sent just before its exit, then no more
+                reader.exited()
+            if not self._readers_left:
+                self._drained.set()
             await self._drain(serving)
         return status
 
-    async def _serve(self, communicator: Communicator) -> None:
+    def _start_reader(
+        self,
+        group: asyncio.TaskGroup,
+        serving: list[asyncio.Task[None]],
+        reading: Coroutine[Any, Any, None],
+    ) -> None:
+        """Run ``reading`` (a communicator's serve, or one connection of an on-demand
+        communicator) as a reader task in ``group``, listed in ``serving``, counted until it
+        ends."""
+        self._readers_left += 1
+        serving.append(group.create_task(self._serve(reading)))
+
+    async def _serve(self, reading: Coroutine[Any, Any, None]) -> None:
         try:
-            await communicator.serve(self._exited)
+            await reading
         finally:
             self._readers_left -= 1
-            if not self._readers_left:
+            if not self._readers_left and self._exited.is_set():
                 self._drained.set()
 
     async def _drain(self, readers: list[asyncio.Task[None]]) -> None:
