@@ -54,7 +54,9 @@ class Guardian:
                 self._send(b"-%d\n" % pid)
 
     def _send(self, line: bytes) -> bool:
-        if self._fd is None or self._process is None or self._process.poll() is not None:
+        # A guardian that died closed its end of the pipe: the write fails (EPIPE), so it
+        # is not polled first (a waitpid a send, twice a run).
+        if self._fd is None or self._process is None:
             return False
         try:
             os.write(self._fd, line)  # < PIPE_BUF: atomic, and the guardian reads at once

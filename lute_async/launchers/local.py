@@ -8,6 +8,7 @@ whole group so grandchildren (shell pipelines, forked workers) are ended too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 import shutil
@@ -129,9 +130,7 @@ class Local:
             check_executable(spec)  # a shim would otherwise turn "not found" into exit 127
         return argv
 
-    async def launch(
-        self, spec: LaunchSpec, notify: Notify
-    ) -> LocalProcess | SandboxedProcess:
+    async def launch(self, spec: LaunchSpec, notify: Notify) -> LocalProcess | SandboxedProcess:
         process: LocalProcess | SandboxedProcess
         if spec.sandbox is not None:
             process = await self.start_sandboxed(spec)
@@ -144,14 +143,11 @@ class Local:
             # No await between the spawn and the notify: no cancel falls between them.
             process = spawn(argv, spec, guard=self.parent_death_signal)
         try:
-            await notify(
-                "started", {"pid": process.pid, "host": hostname(), "command": argv}
-            )
+            await notify("started", {"pid": process.pid, "host": hostname(), "command": argv})
         except BaseException:  # cancelled before the run holds the process: end it here
             process.send_signal(signal.SIGKILL)
             raise
         return process
-
 
     async def start_sandboxed(self, spec: LaunchSpec) -> SandboxedProcess:
         """``spec.argv`` in ``spec.sandbox``: bwrap around the limits shim, behind the
@@ -193,7 +189,7 @@ def spawn(argv: list[str], spec: LaunchSpec, *, guard: bool = False) -> LocalPro
             argv,
             env=spec.env,
             cwd=spec.cwd,
-            stdin=subprocess.DEVNULL if spec.stdin is None else spec.stdin,
+            stdin=_devnull() if spec.stdin is None else spec.stdin,
             stdout=spec.stdout,
             stderr=spec.stderr,
             pass_fds=spec.pass_fds,
@@ -203,6 +199,13 @@ def spawn(argv: list[str], spec: LaunchSpec, *, guard: bool = False) -> LocalPro
     except OSError as exc:
         raise _launch_error(exc, argv, spec) from exc
     return LocalProcess(popen, argv, guarded=guard)
+
+
+@functools.cache
+def _devnull() -> int:
+    """/dev/null opened once for every task's stdin (``subprocess.DEVNULL`` opens and closes
+    it at each spawn); close-on-exec, so only a child's fd 0 holds it."""
+    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
 
 def _launch_error(exc: OSError, argv: list[str], spec: LaunchSpec) -> LaunchError:

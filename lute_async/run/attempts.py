@@ -15,6 +15,7 @@ backoff's cancel scope is the run's ``_queued`` scope, which ``cancel()`` cancel
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -93,5 +94,5 @@ class Attempts(Supervisor):
         self._process = None
         self._exit = None
         self._exited = anyio.Event()
-        self._drained = anyio.Event()
+        self._drained = asyncio.Event()
         self._readers_left = 0

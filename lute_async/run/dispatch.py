@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import time
 from contextlib import suppress
 
 import anyio
@@ -33,7 +34,7 @@ class Dispatcher(RunState):
                 self._dispatching = True
                 await self._dispatch_batch(batch)
                 self._dispatching = False
-                self._last_progress = anyio.current_time()
+                self._last_progress = time.monotonic()  # the loop's clock, without a lookup
         finally:
             receive.close_receiver()
             if self._tap is not None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 if TYPE_CHECKING:
+    import asyncio
     from pathlib import Path
 
     import anyio
@@ -82,9 +83,9 @@ class RunState:
     _process: TaskProcess | None
     _exit: ExitStatus | None
     _exited: anyio.Event
-    _finished: anyio.Event
+    _finished: asyncio.Event
     _readers_left: int
-    _drained: anyio.Event
+    _drained: asyncio.Event
     _queued: anyio.CancelScope | None  # set while waiting: for a slot, a before step, a backoff
     # The dispatcher: working on a batch, when it last finished one, what it has fired.
     _dispatching: bool

@@ -201,12 +201,13 @@ class Supervisor(RunState):
         if self._drained.is_set():  # the usual end: every reader was at EOF by the exit
             return
         timeout = self._context.drain_timeout
-        self._last_progress = anyio.current_time()
+        # time.monotonic, as the dispatcher's _last_progress (the loop's clock on asyncio).
+        self._last_progress = time.monotonic()
         while not self._drained.is_set():
             # Not a poll: this wakes once per drain_timeout of silence, or when drained.
-            with anyio.move_on_after(self._last_progress + timeout - anyio.current_time()):
+            with anyio.move_on_after(self._last_progress + timeout - time.monotonic()):
                 await self._drained.wait()
-            silent = anyio.current_time() - self._last_progress >= timeout
+            silent = time.monotonic() - self._last_progress >= timeout
             if silent and not self._dispatching and not self._drained.is_set():
                 for reader in readers:
                     reader.cancel()
@@ -215,7 +216,7 @@ class Supervisor(RunState):
                 )
                 return
             if self._dispatching:  # a slow hook is still working through what was read
-                self._last_progress = anyio.current_time()
+                self._last_progress = time.monotonic()
 
     def _launch_spec(self) -> LaunchSpec:
         context = self._context
