@@ -14,6 +14,7 @@ lines; its stdout is not.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 from dataclasses import dataclass
@@ -168,7 +169,7 @@ class ChannelEnd:
         # The child holds its end now; the parent's copy would keep EOF from ever arriving.
         self.channel._close("src_w" if self.side == "stdout" else "dst_r")
 
-    async def serve(self, exited: anyio.Event) -> None:
+    async def serve(self, exited: asyncio.Event) -> None:
         if self.side == "stdin":  # the consumer's run owns the pump: it lives while reading
             await self.channel.pump()
 

@@ -837,3 +837,17 @@ def test_a_journal_line_of_the_previous_version_is_still_replayed(db: Path, tmp_
     with RecordStore(db, journal_dir=tmp_path / "j") as store:
         assert store.replayed_on_open == [old.id]
         assert store.get(old.id) == old
+
+
+def test_run_ids_are_random_version_4_uuids() -> None:
+    """A run id is a version-4 UUID's hex (made from random bytes without a UUID object)."""
+    import uuid
+
+    from lute_async.records.model import new_run_id
+
+    ids = {new_run_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for run_id in ids:
+        parsed = uuid.UUID(hex=run_id)
+        assert parsed.hex == run_id and len(run_id) == 32
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122

@@ -4,6 +4,7 @@ lives in :mod:`lute_async.communicators.lines` (re-exported here)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -374,7 +375,7 @@ class Communicator(Protocol):
     def child_started(self) -> None:
         """Close the parent's copies of the ends the child now holds."""
 
-    async def serve(self, exited: anyio.Event) -> None: ...
+    async def serve(self, exited: asyncio.Event) -> None: ...
 
     def describe(self) -> dict[str, Any]: ...
 

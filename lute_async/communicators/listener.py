@@ -8,6 +8,7 @@ the process is out of file descriptors the accept loop backs off instead of spin
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import socket
@@ -99,7 +100,7 @@ class Exhaustion:
             self.failed = 0
 
 
-async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
+async def _cancel_when_set(event: asyncio.Event, scope: anyio.CancelScope) -> None:
     await event.wait()
     scope.cancel()
 
@@ -146,7 +147,7 @@ class ListeningCommunicator:
     def child_started(self) -> None:
         """Nothing to hand over: children connect to the listening socket."""
 
-    async def serve(self, exited: anyio.Event) -> None:
+    async def serve(self, exited: asyncio.Event) -> None:
         sock = self._sock
         assert sock is not None
         async with anyio.create_task_group() as connections:

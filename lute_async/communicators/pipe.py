@@ -6,11 +6,10 @@ a frame: every byte on stdout/stderr becomes a ``log`` message and nothing else.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from typing import Any
-
-import anyio
 
 from lute_async.communicators.base import (
     ChildSetup,
@@ -65,7 +64,7 @@ class PipeCommunicator:
                 os.close(fd)
         self._child_fds.clear()
 
-    async def serve(self, exited: anyio.Event) -> None:
+    async def serve(self, exited: asyncio.Event) -> None:
         # Pipes end by themselves: EOF arrives once every process holding the write end is
         # gone. The frame pipe, stdout and stderr are all read by this one task.
         readers = {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import socket
 from pathlib import Path
 from typing import Any, Protocol
@@ -89,6 +90,9 @@ class SharedListener:
         self._identity = (info.st_dev, info.st_ino)
         self._sock: socket.socket | None = sock
         self._fd = sock.fileno()
+        #: Whether connections wait in the backlog, asked at each run's exit.
+        self._backlog = select.poll()
+        self._backlog.register(self._fd, select.POLLIN)
         self._runs: dict[str, SharedRun] = {}
         self._pending: set[PendingHello] = set()
         self._exhaustion = Exhaustion(self.kind)
@@ -127,7 +131,8 @@ class SharedListener:
         that what an exited task sent reaches its run before the run stops listening."""
         if self._sock is None:
             return
-        self._accept_waiting()
+        if self._backlog.poll(0):  # a poll, not an accept that fails (an exception a run)
+            self._accept_waiting()
         for pending in list(self._pending):
             self._read_hello(pending)
 

@@ -172,7 +172,7 @@ class SharedSocketCommunicator:
         listener.drain()
         listener.unregister(self, self._channel.run_id)
 
-    async def serve(self, exited: anyio.Event) -> None:
+    async def serve(self, exited: asyncio.Event) -> None:
         """Read the run's connections until the exit (for a caller that serves every
         communicator in a task of its own)."""
         try:

@@ -10,6 +10,7 @@ while the job runs, as its output file is, and read to their end once it has end
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -157,7 +158,7 @@ class SpoolCommunicator:
     def child_started(self) -> None:
         """Nothing to hand over: the job writes its spool files itself."""
 
-    async def serve(self, exited: anyio.Event) -> None:
+    async def serve(self, exited: asyncio.Event) -> None:
         delay = LOOK_FIRST
         if not self.follow:
             await exited.wait()

@@ -93,6 +93,6 @@ class Attempts(Supervisor):
         self._deadline = Deadline(self.timeout) if self.timeout is not None else None
         self._process = None
         self._exit = None
-        self._exited = anyio.Event()
+        self._exited = asyncio.Event()
         self._drained = asyncio.Event()
         self._readers_left = 0

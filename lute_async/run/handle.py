@@ -16,7 +16,6 @@ import os
 import secrets
 import signal as signal_module
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,7 @@ from lute_async.launchers.local import Local
 from lute_async.limits import Limits
 from lute_async.messages import TERMINAL_EVENTS, EventName, Message, TaskStatus
 from lute_async.records.keeper import RecordKeeper
-from lute_async.records.model import AnalysisRecord
+from lute_async.records.model import AnalysisRecord, new_run_id
 from lute_async.redaction import Redactor
 from lute_async.retry import Retry
 from lute_async.run import enforcement
@@ -93,7 +92,7 @@ class Run(Attempts, TaskletSteps, Dispatcher):
                 "key 'retry': a run whose stdin or stdout is a Channel cannot be retried "
                 "(a channel's bytes are read once)"
             )
-        self.id = uuid.uuid4().hex
+        self.id = new_run_id()
         self.name = name
         self.hooks = hooks if isinstance(hooks, HookRegistry) else HookRegistry(hooks)
         self._context = context
@@ -159,7 +158,7 @@ class Run(Attempts, TaskletSteps, Dispatcher):
         self._send = self._receive = BatchStream(STREAM_BUFFER)
         self._process = None
         self._exit = None
-        self._exited = anyio.Event()
+        self._exited = asyncio.Event()
         self._finished = asyncio.Event()  # the run engine's own: no backend lookup
         # Draining after exit: readers still serving, and when the stream last moved.
         self._readers_left = 0

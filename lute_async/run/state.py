@@ -82,7 +82,7 @@ class RunState:
     # The process, how it exited, and when: exited, drained, finished (record final).
     _process: TaskProcess | None
     _exit: ExitStatus | None
-    _exited: anyio.Event
+    _exited: asyncio.Event
     _finished: asyncio.Event
     _readers_left: int
     _drained: asyncio.Event
