@@ -26,6 +26,7 @@ from pathlib import Path
 import anyio
 
 from benchmarks import standard_peers
+from benchmarks.flat import FlatRunner
 from benchmarks.harness import CHILDREN_DIR, PYTHON
 from lute_async.executor import Executor
 from lute_async.launchers.forkserver import Forkserver
@@ -53,6 +54,7 @@ class System:
 
 SYSTEMS = (
     System("floor", "asyncio subprocess (the floor)", "command"),
+    System("flat", "a run's least work written flat, no engine (`benchmarks/flat.py`)", "command"),
     System("run", "lute-async `Executor.run`", "command"),
     System("parsl-bash", "Parsl `bash_app` on a thread pool", "command", "parsl_bash", "parsl"),
     System("psij", "PSI/J local executor", "command", "psij_local", "psij-python"),
@@ -233,6 +235,12 @@ async def measure_local(
         process = await asyncio.create_subprocess_exec(COMMAND)
         return await process.wait() == 0
 
+    flat = FlatRunner(workdir) if system.key == "flat" else None
+
+    async def flat_run(_: int) -> bool:
+        assert flat is not None
+        return await flat.run([COMMAND])
+
     async def run(_: int) -> bool:
         record = await executor.run([COMMAND], cwd=workdir)
         return record.status == "COMPLETED"
@@ -261,6 +269,7 @@ async def measure_local(
 
     one = {
         "floor": floor,
+        "flat": flat_run,
         "run": run,
         "run_function": run_function,
         "forkserver": run_forked,
@@ -275,6 +284,9 @@ async def measure_local(
     except TimeoutError:
         row.reason = f"not done within {timeout:.0f} s"
         return row
+    finally:
+        if flat is not None:
+            flat.close()
     if row.delivered != tasks:
         row.reason = f"{row.delivered}/{tasks} delivered"
     return row

@@ -78,7 +78,7 @@ def test_peers_deliver_every_task_and_the_table_is_written(tmp_path: Path) -> No
     nothing installed."""
     from benchmarks import peers, peers_report
 
-    keys = ["floor", "run", "run_function", "forkserver", "pool"]
+    keys = ["floor", "flat", "run", "run_function", "forkserver", "pool"]
     rows = peers.measure(keys, tasks=3, width=2, venv=peers.Venv(tmp_path / "no-venv"))
     assert [row.system.key for row in rows] == keys
     for row in rows:
@@ -95,6 +95,7 @@ def test_peers_deliver_every_task_and_the_table_is_written(tmp_path: Path) -> No
     assert text.index(END) < text.index(peers_report.PEERS_START)
     assert "| a no-op Python function | lute-async `run_function` |" in text
     assert "| 3/3 correct |" in text
+    assert "| a run's least work written flat, no engine (`benchmarks/flat.py`) |" in text
 
 
 def test_a_peer_that_cannot_run_is_a_row_saying_why(tmp_path: Path) -> None:
