@@ -125,3 +125,40 @@ async def test_a_report_wakes_only_its_waiter(server: tuple[Server, dict[str, st
             assert not any(w.done() for pid in pids[:-1] for w in waiting[pid])
             for pid in pids[:-1]:
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_server_serves_a_new_loop_after_one_ended_with_a_waiter(tmp_path: Path) -> None:
+    (tmp_path / "fl_tasks.py").write_text(
+        "import time\nfrom lute_async.task import task\n\n@task\ndef nap():\n    time.sleep(600)\n"
+    )
+    path = os.pathsep.join(filter(None, (str(tmp_path), os.environ.get("PYTHONPATH"))))
+    env = {**os.environ, "PYTHONPATH": path}
+    fork = Server(sys.executable, ["fl_tasks"], env)
+    request = {"target": "fl_tasks:nap", "env": env, "cwd": None, "fds": [], "limits": None}
+
+    async def leave_a_waiter() -> tuple[int, int]:
+        await fork.start()
+        first = (await fork.spawn({**request}, []))["pid"]
+        second = (await fork.spawn({**request}, []))["pid"]
+        left = asyncio.ensure_future(fork.wait_exit(first))
+        await anyio.wait_all_tasks_blocked()
+        assert first in fork._waiting and not left.done()
+        return first, second
+
+    async def wait_on_a_new_loop(first: int, second: int) -> int:
+        os.kill(second, signal.SIGKILL)
+        with anyio.fail_after(WAIT_LIMIT):
+            status = (await fork.wait_exit(second)).status
+        assert set(fork._waiting) == set()  # the ended loop's waiter was dropped
+        os.kill(first, signal.SIGKILL)
+        with anyio.fail_after(WAIT_LIMIT):
+            assert os.WTERMSIG((await fork.wait_exit(first)).status) == signal.SIGKILL
+        return status
+
+    old = asyncio.new_event_loop()
+    try:
+        first, second = old.run_until_complete(leave_a_waiter())
+        old.close()  # its waiter still waiting: it never runs again
+        assert os.WTERMSIG(asyncio.run(wait_on_a_new_loop(first, second))) == signal.SIGKILL
+    finally:
+        fork.close()

@@ -146,21 +146,32 @@ class Server:
             if self.dead is not None:
                 raise ServerDied(self.dead)
             loop = asyncio.get_running_loop()
+            if self._watching is not loop:
+                self._watch(loop)
             waiter: asyncio.Future[None] = loop.create_future()
             waiters = self._waiting.setdefault(key, [])
             waiters.append(waiter)
-            if self._watching is not loop:
-                self._unwatch()  # (a loop that ended with waiters left: not this one)
-                loop.add_reader(self.sock, self._read)
-                self._watching = loop
             try:
                 await waiter
             finally:
                 waiters.remove(waiter)
-                if not waiters:
+                if not waiters and self._waiting.get(key) is waiters:
                     del self._waiting[key]
                 if not self._waiting:
                     self._unwatch()
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Read the connection from ``loop``'s reader callback. The waiters of another loop
+        (one that ended while they waited) are dropped: nothing would ever run them."""
+        if self._watching is not None:
+            self._unwatch()
+            self._waiting = {
+                key: live
+                for key, waiters in self._waiting.items()
+                if (live := [waiter for waiter in waiters if waiter.get_loop() is loop])
+            }
+        loop.add_reader(self.sock, self._read)
+        self._watching = loop
 
     def _unwatch(self) -> None:
         """No one waits: stop watching the connection (until the next waiter)."""
