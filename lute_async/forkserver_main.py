@@ -46,7 +46,7 @@ ENTRY = (
 #: What every task (and a child's set-up) would import on its own: imported once, here.
 #: Not ``dataclasses`` (it loads ``inspect``, ~1 MB the fork copies the page table of): a task
 #: that returns a dataclass has imported it already. Nor ``threading``: its after-fork hook runs
-#: in every child, ~100 page faults and ~0.3 ms of its CPU (the reporter's flusher thread needs
+#: in every child, ~100 page faults and 0.2-0.3 ms of its CPU (the reporter's flusher needs
 #: only ``_thread``); a task that starts threads imports it after the fork (~1.5 ms), unless a
 #: preload module (or one it imports: ``logging`` does) has.
 WARM = (
