@@ -45,12 +45,13 @@ ENTRY = (
 )
 #: What every task (and a child's set-up) would import on its own: imported once, here.
 #: Not ``dataclasses`` (it loads ``inspect``, ~1 MB the fork copies the page table of): a task
-#: that returns a dataclass has imported it already. ``threading`` is, though its after-fork
-#: hook costs each child ~50 page faults: importing it after the fork (the reporter's flusher
-#: thread, a task's own) costs ~1.5 ms.
+#: that returns a dataclass has imported it already. Nor ``threading``: its after-fork hook runs
+#: in every child, ~100 page faults and 0.2-0.3 ms of its CPU (the reporter's flusher needs
+#: only ``_thread``); a task that starts threads imports it after the fork (~1.5 ms), unless a
+#: preload module (or one it imports: ``logging`` does) has.
 WARM = (
     *("lute_async.worker", "lute_async.targets", "lute_async.task.async_reporter", "json"),
-    *("stat", "atexit", "traceback", "msgpack", "threading", "fcntl", "resource", "io"),
+    *("stat", "atexit", "traceback", "msgpack", "fcntl", "resource", "io"),
 )
 _prctl: Any = None
 #: Plain ints: a forked child resets its signals through ``_signal`` (``signal``'s wrappers

@@ -178,3 +178,33 @@ def test_a_server_environment_msgpack_cannot_carry_is_not_reported(
     monkeypatch.setenv("FC_NOT_UTF8", os.fsdecode(b"\xff"))  # surrogate-escaped, as os reads it
     report = ready_report()
     assert report["kind"] == "ready" and "env" not in report  # each request sends it whole
+
+
+BURST_TASKS = '''
+import sys
+from lute_async.task import task
+
+@task
+def burst(report, n):
+    for i in range(n):  # faster than the linger: the reporter's flusher thread sends them
+        report.progress(i / n, str(i))
+    return "threading" in sys.modules
+'''
+
+
+async def test_a_burst_is_flushed_by_a_thread_without_loading_threading(
+    executor: Executor, tmp_path: Path
+) -> None:
+    (tmp_path / "fb_tasks.py").write_text(textwrap.dedent(BURST_TASKS))
+    path = os.pathsep.join(filter(None, (str(tmp_path), os.environ.get("PYTHONPATH"))))
+    seen: list[str] = []
+    record = await executor.run_function(
+        "fb_tasks:burst",
+        params={"n": 200},
+        env={"PYTHONPATH": path},
+        launcher=Forkserver(preload=["fb_tasks"]),
+        hooks={"progress": lambda event: seen.append(event.data["message"])},
+    )
+    assert record.status == "COMPLETED", record.error
+    assert record.result is not None and record.result["payload"] is False  # nor the server
+    assert seen == [str(i) for i in range(200)]

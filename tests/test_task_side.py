@@ -214,3 +214,25 @@ TRICKY_DATA = ["0.5", " 1 ", "1 2", "1_000", "NaN", "-Infinity", "\ufeff1", "tru
 @given(st.one_of(st.sampled_from(TRICKY_DATA), st.text(), st.from_type(float).map(json.dumps)))
 def test_emit_reads_data_exactly_as_json_loads_does(text: str) -> None:
     assert repr(parse_data(text)) == repr(_json_or_text(text))
+
+
+def test_the_flushers_flag_waits_times_out_and_wakes_as_an_event_does() -> None:
+    from _thread import start_new_thread
+
+    from lute_async.task.reporter import _Flag
+
+    flag = _Flag()
+    assert not flag.is_set() and flag.wait(0.01) is False
+    woken = _Flag()
+    results: list[bool] = []
+
+    def waiter() -> None:
+        results.append(flag.wait())  # no timeout: until set()
+        woken.set()
+
+    start_new_thread(waiter, ())
+    flag.set()
+    assert woken.wait(30) and results == [True]
+    assert flag.is_set() and flag.wait(0) is True  # set stays set until clear()
+    flag.clear()
+    assert not flag.is_set() and flag.wait(0) is False

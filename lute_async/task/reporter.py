@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from _thread import allocate_lock  # threading itself costs a task start ~5 ms; loaded lazily
+from _thread import allocate_lock, start_new_thread  # not threading (see _Flag)
 
 from lute_async.task.function import current_rank
 from lute_async.task.packing import MessagePacker, log_value
@@ -31,7 +31,6 @@ from lute_async.wire import (
 
 TYPE_CHECKING = False  # typing and collections.abc cost every task start milliseconds
 if TYPE_CHECKING:
-    import threading
     from types import TracebackType
     from typing import Any
 
@@ -39,6 +38,48 @@ if TYPE_CHECKING:
 _FLUSH_BYTES = 64 * 1024
 _time, _monotonic = time.time, time.monotonic  # bound once: emit is the task's hot path
 _DEFAULT_LINGER = 0.0005
+
+
+class _Flag:
+    """``threading.Event``'s ``set``, ``clear``, ``is_set`` and ``wait`` on ``_thread`` locks,
+    for the flusher: ``threading`` costs a worker's start ~5 ms to import, and a fork-server
+    child 0.2-0.3 ms of CPU when its server has it (its after-fork hook: ~100 page faults)."""
+
+    __slots__ = ("_flag", "_mutex", "_waiters")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._mutex = allocate_lock()
+        self._waiters: list[Any] = []  # one held lock per waiting thread, released by set()
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        with self._mutex:
+            self._flag = True
+            for waiter in self._waiters:
+                waiter.release()
+            self._waiters.clear()
+
+    def clear(self) -> None:
+        with self._mutex:
+            self._flag = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._mutex:
+            if self._flag:
+                return True
+            waiter = allocate_lock()
+            waiter.acquire()
+            self._waiters.append(waiter)
+        if waiter.acquire(True, -1 if timeout is None else timeout):
+            return True
+        with self._mutex:  # timed out, unless set() released it meanwhile
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+                return self._flag
+            return True
 # -- the reporter ----------------------------------------------------------------------------
 
 
@@ -77,9 +118,9 @@ class Reporter:
         self._write_lock = allocate_lock()  # one write at a time, taken before the buffer swap
         self._last_flush = 0.0
         self._last_emit = 0.0
-        self._flusher: threading.Thread | None = None
-        self._armed: threading.Event | None = None
-        self._wake: threading.Event | None = None
+        self._flusher: int | None = None  # the flusher thread's ident, once started
+        self._armed: _Flag | None = None
+        self._wake: _Flag | None = None
         # True from just before _armed is set until just after the flusher clears it: what
         # emit reads instead of _armed.is_set(), a Python call per message.
         self._arming = False
@@ -295,17 +336,10 @@ class Reporter:
 
     def _arm_flusher(self, urgent: bool) -> None:
         if self._armed is None or self._wake is None:
-            import threading
-
-            self._armed, self._wake = threading.Event(), threading.Event()
-            self._flusher = threading.Thread(
-                target=self._flush_loop,
-                args=(self._armed, self._wake),
-                name="lute-async-flush",
-                daemon=True,
-            )
-            self._flusher.start()
-        # Event.set takes a Condition and notifies: skip it while already armed (the flusher
+            self._armed, self._wake = _Flag(), _Flag()
+            # A daemon thread (never joined at exit: close writes what is left).
+            self._flusher = start_new_thread(self._flush_loop, (self._armed, self._wake))
+        # set() takes a lock and releases the waiter: skip it while already armed (the flusher
         # clears before it flushes, so a message buffered before this check is always sent).
         self._arming = True  # before set(): the flusher clears it only after clear()
         if not self._armed.is_set():
@@ -313,7 +347,7 @@ class Reporter:
         if urgent:
             self._wake.set()  # a message that is due now: no linger
 
-    def _flush_loop(self, armed: threading.Event, wake: threading.Event) -> None:
+    def _flush_loop(self, armed: _Flag, wake: _Flag) -> None:
         # Waits for data to be buffered, then for the linger deadline (cut short by a message
         # that is due, or by close), then flushes.
         while True:

@@ -2,15 +2,17 @@
 
 The server (:mod:`lute_async.forkserver_main`) is this process's child; its tasks are not, so
 their exit status and rusage come from the server's ``wait4`` over the control connection, and
-a stop from its ``WUNTRACED``. There is no reader task: whoever waits for a report reads the
-connection (one at a time; a report wakes the waiter it is for), so nothing outlives the runs
-that use the server. Servers are kept per executor (its working directory), Python,
-``PYTHONPATH`` and preload list (and sandbox and cwd: a :class:`Box` starts the server inside
-a sandbox, :mod:`.boxed`), started on first use and ended by :func:`close_servers`.
+a stop from its ``WUNTRACED``. There is no reader task: an event-loop reader callback reads the
+connection while anyone waits for a report, and a report wakes the waiters it is for (by pid or
+request id), so nothing outlives the runs that use the server. Servers are kept per executor
+(its working directory), Python, ``PYTHONPATH`` and preload list (and sandbox and cwd: a
+:class:`Box` starts the server inside a sandbox, :mod:`.boxed`), started on first use and ended
+by :func:`close_servers`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -34,6 +36,8 @@ UCRED = struct.Struct("iII")
 
 #: The prefix of the variables a run sets for its task (none of them is the server's).
 RUN_VARIABLES = "LUTE_ASYNC_"
+#: The key of the waiters for the server's ``ready`` report (children are > 0, requests < 0).
+READY = 0
 #: How long a spawn request may take to be answered (a fork is well under a second).
 SPAWN_TIMEOUT = 30.0
 
@@ -120,9 +124,10 @@ class Server:
         self.dead: str | None = None
         self._reports = _Reports()
         self._next_id = 0
-        self._reading = False
-        #: What each waiter but the reader waits for, by the event that wakes it.
-        self._waiting: dict[anyio.Event, Callable[[], bool]] = {}
+        #: The waiters by what wakes them: a child's pid, minus a request's id, READY.
+        self._waiting: dict[int, list[asyncio.Future[None]]] = {}
+        #: The loop whose reader callback reads the connection (while anyone waits).
+        self._watching: asyncio.AbstractEventLoop | None = None
 
     @property
     def pid(self) -> int:
@@ -130,48 +135,57 @@ class Server:
 
     # -- reading reports --------------------------------------------------------------------
 
-    async def _until(self, done: Callable[[], bool]) -> None:
-        """Read reports until ``done()``; ServerDied if the server ends first.
+    async def _until(self, key: int, done: Callable[[], bool]) -> None:
+        """Wait until ``done()``, woken by the reports about ``key`` (a request id or a
+        child's pid); ServerDied if the server ends first.
 
-        One waiter at a time reads (the reader); each other waits on an event of its own,
-        set when a report makes its ``done()`` true, or when the reader leaves and it is
-        the next one to read: a report wakes the run it is for, not every waiter."""
+        The connection is read by an event-loop reader callback, registered while anyone
+        waits (no task: nothing outlives the runs that use the server); a report wakes the
+        waiters of its own key, not every waiter."""
         while not done():
             if self.dead is not None:
                 raise ServerDied(self.dead)
-            if not self._reading:
-                self._reading = True
-                try:
-                    while not done() and self.dead is None:
-                        await anyio.wait_readable(self.sock)
-                        self._read()
-                        self._wake()
-                finally:
-                    self._reading = False
-                    self._wake(hand_over=True)
-                continue
-            event = anyio.Event()
-            self._waiting[event] = done
+            loop = asyncio.get_running_loop()
+            if self._watching is not loop:
+                self._watch(loop)
+            waiter: asyncio.Future[None] = loop.create_future()
+            waiters = self._waiting.setdefault(key, [])
+            waiters.append(waiter)
             try:
-                await event.wait()
-            except BaseException:  # cancelled: if handed the reading turn, pass it on
-                if event.is_set() and not self._reading:
-                    self._wake(hand_over=True)
-                raise
+                await waiter
             finally:
-                self._waiting.pop(event, None)
+                waiters.remove(waiter)
+                if not waiters and self._waiting.get(key) is waiters:
+                    del self._waiting[key]
+                if not self._waiting:
+                    self._unwatch()
 
-    def _wake(self, hand_over: bool = False) -> None:
-        """Set the events of the waiters that are done (all once the server is dead), and
-        with ``hand_over`` that of one more, to take the reading turn."""
-        for event, done in list(self._waiting.items()):
-            if self.dead is not None or done():
-                del self._waiting[event]
-                event.set()
-            elif hand_over:
-                del self._waiting[event]
-                event.set()
-                hand_over = False
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Read the connection from ``loop``'s reader callback. The waiters of another loop
+        (one that ended while they waited) are dropped: nothing would ever run them."""
+        if self._watching is not None:
+            self._unwatch()
+            self._waiting = {
+                key: live
+                for key, waiters in self._waiting.items()
+                if (live := [waiter for waiter in waiters if waiter.get_loop() is loop])
+            }
+        loop.add_reader(self.sock, self._read)
+        self._watching = loop
+
+    def _unwatch(self) -> None:
+        """No one waits: stop watching the connection (until the next waiter)."""
+        loop, self._watching = self._watching, None
+        if loop is not None and not loop.is_closed() and self.sock.fileno() >= 0:
+            loop.remove_reader(self.sock)
+
+    def _wake(self, key: int | None) -> None:
+        """Wake the waiters of ``key`` (all of them for None)."""
+        keys = list(self._waiting) if key is None else [key]
+        for each in keys:
+            for waiter in self._waiting.get(each, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def _read(self) -> None:
         """Every report waiting on the connection (without blocking)."""
@@ -189,8 +203,9 @@ class Server:
             report = msgpack.unpackb(data, raw=False)
             if report.get("kind") == "hello" and sender is not None:
                 self._reports.hellos[report["id"]] = sender
+                self._wake(-report["id"])
             else:
-                self._report(report)
+                self._wake(self._report(report))
 
     def _receive(self) -> tuple[bytes, int | None]:
         """One report and (from a sandboxed server) the sender's pid in this namespace."""
@@ -204,30 +219,33 @@ class Server:
                 return data, int(UCRED.unpack(payload[: UCRED.size])[0])
         return data, None
 
-    def _read_now(self) -> None:
-        """Read what is waiting, outside the reading turn, and wake whom it is for."""
-        self._read()
-        self._wake()
-
-    def _report(self, report: dict[str, Any]) -> None:
+    def _report(self, report: dict[str, Any]) -> int | None:
+        """Keep ``report``; the key of the waiters it is for (None: every waiter)."""
         kind, reports = report.get("kind"), self._reports
+        if kind == "exit":
+            pid = report["pid"]
+            reports.exits[pid] = Exit(report["status"], report["usage"])
+            return int(pid)
+        if kind in ("spawned", "refused"):
+            reports.spawned[report["id"]] = report
+            return -int(report["id"])
+        if kind == "stopped":
+            reports.stopped.add(report["pid"])
+            return int(report["pid"])
         if kind == "ready":
             self.ready = True
             self.env = report.get("env")
-        elif kind in ("spawned", "refused"):
-            reports.spawned[report["id"]] = report
-        elif kind == "stopped":
-            reports.stopped.add(report["pid"])
-        elif kind == "exit":
-            reports.exits[report["pid"]] = Exit(report["status"], report["usage"])
-        elif kind == "preload_failed":
+            return READY
+        if kind == "preload_failed":
             self.dead = (
                 f"the fork server cannot import its preload module {report['module']!r}: "
                 f"{report['error']}"
             )
+        return None
 
     def _died(self, why: str) -> None:
         """The connection ended: reap the server and say how it ended."""
+        self._unwatch()
         with contextlib.suppress(OSError):
             self.sock.close()
         try:
@@ -238,7 +256,7 @@ class Server:
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         if self.dead is None:
             self.dead = f"the fork server (pid {self.pid}) ended ({how}): {why}"
-        self._wake()  # every waiter: ServerDied
+        self._wake(None)  # every waiter: ServerDied
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -257,7 +275,7 @@ class Server:
                 self._launched.set()
         await self._launched.wait()
         try:
-            await self._until(lambda: self.ready)
+            await self._until(READY, lambda: self.ready)
         except ServerDied as died:
             raise LaunchError(f"{died} (preload {list(self.preload)})") from None
 
@@ -276,7 +294,7 @@ class Server:
                 f"a spawn request of {len(data)} bytes and {len(fds)} fds is over the fork "
                 f"server's {MAX_MESSAGE} bytes and {MAX_FDS} fds (a very large environment?)"
             )
-        self._read_now()  # what the server has sent so far: it must never block on a full buffer
+        self._read()  # what the server has sent so far: it must never block on a full buffer
         if self.dead is not None:
             raise ServerDied(self.dead)
         try:
@@ -295,7 +313,7 @@ class Server:
         # One scope, shielded with its own deadline (fail_after would add a second).
         deadline = anyio.current_time() + SPAWN_TIMEOUT
         with anyio.CancelScope(shield=True, deadline=deadline) as scope:
-            await self._until(done)
+            await self._until(-number, done)
         if scope.cancelled_caught:
             raise TimeoutError(f"the fork server did not answer in {SPAWN_TIMEOUT:g} s")
         report = spawned.pop(number)
@@ -307,22 +325,24 @@ class Server:
     async def wait_exit(self, pid: int) -> Exit:
         """The exit of child ``pid`` (ServerDied if the server ends first)."""
         exits = self._reports.exits
-        await self._until(lambda: pid in exits)
+        await self._until(pid, lambda: pid in exits)
         self._reports.stopped.discard(pid)
         return exits.pop(pid)
 
     async def wait_stopped(self, pid: int) -> None:
         """Until child ``pid`` is stopped or has exited (its exit stays to be waited for)."""
         reports = self._reports
-        await self._until(lambda: pid in reports.stopped or pid in reports.exits)
+        await self._until(pid, lambda: pid in reports.stopped or pid in reports.exits)
         reports.stopped.discard(pid)
 
     def close(self) -> None:
         """End the server (its children are SIGKILLed by it, or by their death signal)."""
         if self.dead is None:
             self.dead = f"the fork server (pid {self.pid}) was closed"
+        self._unwatch()
         with contextlib.suppress(OSError):
             self.sock.close()
+        self._wake(None)  # every waiter: ServerDied
         with contextlib.suppress(ProcessLookupError):
             self.popen.kill()
         self.popen.wait()
