@@ -219,9 +219,8 @@ class FrameConnection:
         self._greeting = None
         frame, hello_bytes, rest = greeted
         self._check_frame(frame)  # raises unless it is a valid hello
-        # The hello's bytes go through the frame decoder too, so its offsets count from the
-        # start of the stream; decoding them again costs nothing next to the connection.
-        self._decoder.feed_batch(hello_bytes)
+        # The frame decoder's offsets count from the start of the stream, hello included.
+        self._decoder.begin_after(len(hello_bytes))
         return rest
 
     def _too_deep(self) -> ProtocolError:

@@ -37,10 +37,15 @@ class HelloDecoder:
     def __init__(self, limit: int = HELLO_BUFFER) -> None:
         self.limit = limit
         self._held = bytearray()
-        self._unpacker = msgpack.Unpacker(
+        # Made at the first feed: every run has a decoder on its frame pipe, most short
+        # commands never write to it.
+        self._unpacker: msgpack.Unpacker | None = None
+
+    def _make_unpacker(self) -> msgpack.Unpacker:
+        return msgpack.Unpacker(
             raw=False,
             use_list=True,
-            max_buffer_size=limit,
+            max_buffer_size=self.limit,
             max_str_len=HELLO_MAX_STR,
             max_bin_len=HELLO_MAX_STR,
             max_array_len=HELLO_MAX_ITEMS,
@@ -61,6 +66,8 @@ class HelloDecoder:
         part = chunk[:room]
         self._held += part
         unpacker = self._unpacker
+        if unpacker is None:
+            unpacker = self._unpacker = self._make_unpacker()
         unpacker.feed(part)
         try:
             frame = unpacker.unpack()

@@ -184,6 +184,12 @@ class TypedFrameDecoder:
         #: None, a bool, an int, a float, a str or bytes (no container to check the depth of).
         self.scalar_data = False
 
+    def begin_after(self, offset: int) -> None:
+        """The stream's first ``offset`` bytes were decoded elsewhere (a hello): count this
+        decoder's offsets from there. Only before anything was fed."""
+        assert self._fed == 0, "begin_after() after a feed"
+        self._fed = self._consumed = self._origin = offset
+
     @property
     def offset(self) -> int:
         """Bytes of the stream consumed by complete frames so far."""
