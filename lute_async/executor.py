@@ -193,7 +193,11 @@ class Executor:
         name = options.pop("name", None)
         argv = _argv(cmd)
         if name is None:
-            name = Path(argv[0]).name or "run"
+            # The program's base name: a string split, not a Path (~5 us a run), for the
+            # usual command; a path ending in "/" or "." as pathlib names it.
+            name = os.path.basename(argv[0])
+            if not name or name == ".":
+                name = Path(argv[0]).name or "run"
         # Checked before anything exists: a wrong option is a ConfigError naming it, never a
         # half-made run or a record left RUNNING.
         checked = check_run_options({"name": name, **options})
