@@ -325,6 +325,10 @@ class Redactor:
         """Known secret values: the env's secret keys' values, then *secrets*."""
         self._pattern = _secrets_pattern(self.secrets)
 
+    def with_secrets(self, *more: str) -> Redactor:
+        """A redactor masking what this one does and the secret values ``more`` too."""
+        return Redactor(self._env, (*self.secrets, *more))
+
     def text(self, text: str) -> str:
         """*text* with known secret values and URL credentials masked (a log line, a message)."""
         if self._pattern is not None and text:

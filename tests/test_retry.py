@@ -461,3 +461,50 @@ def test_the_keeper_files_each_attempt_and_clears_what_was_its_own() -> None:
     assert first["verdict"]["kind"] == "runtime_error"
     assert (second["attempt"], second["status"], second["started_at"]) == (2, "COMPLETED", 4.0)
     assert second["verdict"] == {"kind": "ok", "detail": None}
+
+
+#: Attempt 1 keeps its secret in a file and fails; attempt 2 reports over the shared socket
+#: with attempt 1's secret (a process attempt 1 left behind would), then with its own.
+STALE_SECRET = """\
+import os, sys
+from lute_async.task import Reporter
+kept = os.environ["KEPT"]
+mine = os.environ["LUTE_ASYNC_SECRET"]
+if not os.path.exists(kept):
+    open(kept, "w").write(mine)
+    sys.exit(3)
+open(kept + ".2", "w").write(mine)
+os.environ["LUTE_ASYNC_SECRET"] = open(kept).read()
+with Reporter.connect(prefer=("socket",), required=True) as stale:
+    stale.emit("stale", {"from": "attempt 1"})
+os.environ["LUTE_ASYNC_SECRET"] = mine
+with Reporter.connect(required=True) as report:
+    report.emit("fresh", {"from": "attempt 2"})
+"""
+
+
+async def test_each_attempt_has_its_own_secret_and_an_earlier_ones_is_refused(
+    executor: Executor, tmp_path: Path
+) -> None:
+    script = tmp_path / "stale.py"
+    script.write_text(STALE_SECRET)
+    kept = tmp_path / "secret"
+    events = recorder(executor)
+    record = await executor.run(
+        [PYTHON, os.fspath(script)],
+        env={"KEPT": os.fspath(kept)},
+        communicators=["pipe", "socket"],
+        retry=Retry(attempts=2, backoff=0),
+    )
+    assert record.status == TaskStatus.COMPLETED, record.error
+    first, second = kept.read_text(), (tmp_path / "secret.2").read_text()
+    assert first != second and len(first) >= 24
+    names = [event.name for event in events if event.run.id == record.id]
+    assert "fresh" in names and "stale" not in names
+    refused = [error["message"] for error in record.extra.get("protocol_errors", [])]
+    assert any("secret" in message for message in refused), refused
+    # Neither attempt's secret is kept anywhere in the stored record.
+    await executor.aclose()
+    with RecordStore(tmp_path / "runs.db") as store:
+        stored = json.dumps(store.get(record.id).to_dict())
+    assert first not in stored and second not in stored

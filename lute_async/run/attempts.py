@@ -16,6 +16,7 @@ backoff's cancel scope is the run's ``_queued`` scope, which ``cancel()`` cancel
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from typing import Any
 
@@ -88,7 +89,11 @@ class Attempts(Supervisor):
         return delay
 
     def _next_attempt(self) -> None:
-        """A fresh lifecycle, deadline and process state for the next attempt."""
+        """A fresh lifecycle, deadline and process state for the next attempt, and a secret
+        of its own: a process an earlier attempt left behind cannot report into this one (its
+        hello is refused); every attempt's secret stays masked in the record and the logs."""
+        self._secret = secrets.token_urlsafe(24)
+        self.redactor = self._keeper.redactor = self.redactor.with_secrets(self._secret)
         self._lifecycle = Lifecycle(self.timeout)
         self._deadline = Deadline(self.timeout) if self.timeout is not None else None
         self._process = None
