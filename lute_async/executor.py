@@ -212,7 +212,8 @@ class Executor:
         (``{event: fn or [fns]}`` for this run), ``launcher``, ``limits``, ``communicators``,
         ``tags``, ``grace``, ``stdin``/``stdout`` (a :class:`~lute_async.channel.Channel`),
         ``retry`` (a :class:`~lute_async.retry.Retry`: more attempts, one run), ``before`` and
-        ``after`` (tasklet steps, :mod:`lute_async.tasklets`).
+        ``after`` (tasklet steps, :mod:`lute_async.tasklets`), ``inherit_env`` (False: the task
+        gets only ``env`` and lute-async's own variables; default: the executor's setting).
         Cancelling the caller cancels the run (its record says CANCELLED).
         """
         run = self._make_run(cmd, options)

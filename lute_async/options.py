@@ -204,6 +204,7 @@ RUN_OPTIONS: dict[str, Option] = {
     "tags": Option("a list of strings", list[str]),
     "grace": Option("a number of seconds >= 0", NonNegativeSeconds),
     "tap": Option("true or false", bool),
+    "inherit_env": Option("true or false", bool),
     "stdin": Option("a Channel", accepts=_is_channel),
     "stdout": Option("a Channel", accepts=_is_channel),
     "sandbox": Option(**SANDBOX_OPTION),

@@ -61,6 +61,7 @@ WRONG: dict[str, st.SearchStrategy[Any]] = {
     "tags": st.one_of(st.integers(), _texts, st.lists(st.integers(), min_size=1, max_size=3)),
     "grace": st.one_of(_texts, st.floats(max_value=-0.001), st.sampled_from([math.inf, math.nan])),
     "tap": st.one_of(st.integers(), _texts),
+    "inherit_env": st.one_of(st.integers(), _texts),
     "stdin": st.one_of(st.integers(), _texts),
     "stdout": st.one_of(st.integers(), _texts),
     "sandbox": st.one_of(

@@ -650,3 +650,29 @@ async def test_reporter_falls_back_to_the_pipe_when_the_socket_is_gone(
     record = await executor.run(argv)
     assert record.status == "COMPLETED" and record.result is not None
     assert record.result["payload"] == "via the pipe"
+
+
+async def test_a_run_with_inherit_env_false_gets_its_env_alone(
+    executor: Executor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``inherit_env=False`` for one run: the task sees its ``env`` and lute-async's own
+    variables, nothing the executor inherited; other runs still inherit."""
+    monkeypatch.setenv("LUTE_TEST_INHERITED", "from the executor")
+    seen: dict[str, list[str]] = {}
+    show = [sys.executable, "-c", "import os; print(' '.join(sorted(os.environ)))"]
+    for inherit in (None, False):
+        lines: list[str] = []
+        record = await executor.run(
+            show,
+            env={"GREETING": "hello"},
+            hooks={"log": lambda event, kept=lines: kept.append(event.data["message"])},
+            **({} if inherit is None else {"inherit_env": inherit}),
+        )
+        assert record.status == "COMPLETED", record.error
+        seen[str(inherit)] = lines[0].split()
+    assert {"GREETING", "LUTE_TEST_INHERITED", "PATH"} <= set(seen["None"])
+    alone = set(seen["False"])
+    assert "GREETING" in alone and "LUTE_TEST_INHERITED" not in alone and "PATH" not in alone
+    assert {name for name in alone if not name.startswith("LUTE_ASYNC_")} <= {
+        "GREETING", "PYTHONUNBUFFERED", "LC_CTYPE",
+    }  # fmt: skip

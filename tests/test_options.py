@@ -26,7 +26,7 @@ def error_of(options: dict[str, Any], where: str = "") -> str:
 def test_the_spec_covers_every_option_of_a_run() -> None:
     assert set(RUN_OPTIONS) == {
         "name", "params", "env", "cwd", "timeout", "hooks", "launcher", "limits",
-        "communicators", "tags", "grace", "tap", "stdin", "stdout",
+        "communicators", "tags", "grace", "tap", "inherit_env", "stdin", "stdout",
         "sandbox",
         "retry", "before", "after",
     }  # fmt: skip

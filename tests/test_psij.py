@@ -3,6 +3,7 @@ PSI/J package finding the plugin through psij-descriptors, the real SLURM cluste
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -102,6 +103,34 @@ def test_a_job_runs_end_to_end_as_a_recorded_run_with_hooks_and_callbacks(
     assert record.status == "COMPLETED" and record.cwd == str(workdir)
     assert record.env["GREETING"] == "hello" and "psij" in record.tags
     assert f"psij-job:{job.id}" in record.tags
+
+
+def test_inherit_environment_false_gives_the_job_its_environment_alone(
+    executor: JobExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LUTE_TEST_INHERITED", "from the executor")
+    outputs = {}
+    for inherit in (True, False):
+        out = tmp_path / f"env-{inherit}.txt"
+        spec = JobSpec(
+            sys.executable,
+            ["-c", "import os; print(sorted(os.environ))"],
+            environment={"GREETING": "hello"},
+            inherit_environment=inherit,
+            stdout_path=out,
+        )
+        job = Job(spec)
+        executor.submit(job)
+        status = job.wait(timeout=timedelta(seconds=60))
+        assert status is not None and status.state == JobState.COMPLETED, status
+        outputs[inherit] = set(ast.literal_eval(out.read_text()))
+    assert {"GREETING", "LUTE_TEST_INHERITED", "PATH"} <= outputs[True]
+    alone = outputs[False]
+    assert "GREETING" in alone and "LUTE_TEST_INHERITED" not in alone and "PATH" not in alone
+    # Besides its own and lute-async's: what the redirecting bash wrapper sets itself.
+    assert {name for name in alone if not name.startswith("LUTE_ASYNC_")} <= {
+        "GREETING", "PYTHONUNBUFFERED", "LC_CTYPE", "PWD", "SHLVL", "_",
+    }  # fmt: skip
 
 
 def test_failure_missing_executable_and_cancel_reach_psij_with_code_and_message(

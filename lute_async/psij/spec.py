@@ -172,6 +172,8 @@ def plan(job: Job, spec: JobSpec, *, slurm: bool, private_dir: Path) -> Plan:
         "launcher": launcher,
         "tags": ["psij", f"psij-job:{job.id}", f"psij-launcher:{name}"],
     }
+    if not spec.inherit_environment:  # only its own environment (and lute-async's variables)
+        result.options["inherit_env"] = False
     if spec.directory is not None:
         result.options["cwd"] = os.fspath(spec.directory)
     if duration and not slurm:  # SLURM enforces it itself (--time)

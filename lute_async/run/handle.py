@@ -86,6 +86,7 @@ class Run(Attempts, TaskletSteps, Dispatcher):
         retry: Retry | None = None,
         before: Sequence[LoadedTasklet] | None = None,
         after: Sequence[LoadedTasklet] | None = None,
+        inherit_env: bool | None = None,
     ) -> None:
         if retry is not None and (stdin is not None or stdout is not None):
             raise ConfigError(
@@ -114,7 +115,9 @@ class Run(Attempts, TaskletSteps, Dispatcher):
         # environment and its TCP secret) and secret-looking keys and flags masked.
         # The environment the task inherits, taken once, when the run is made: its launch
         # builds on this copy (decoding os.environ costs ~20 us a time).
-        self._inherited_env = environment() if context.inherit_env else {}
+        # inherit_env: the run's own choice, else the executor's (False: only ``env``).
+        self._inherit_env = context.inherit_env if inherit_env is None else inherit_env
+        self._inherited_env = environment() if self._inherit_env else {}
         known = {**self._inherited_env, **self._env_overrides}
         self.redactor = Redactor(known, (self._secret,))
         self.record = AnalysisRecord(

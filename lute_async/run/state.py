@@ -66,6 +66,7 @@ class RunState:
     _limits: Limits | None
     _sandbox: Sandbox | None
     _secret: str
+    _inherit_env: bool  # the task inherits the executor's environment
     _communicator_specs: tuple[Any, ...]
     _channel_ends: list[Any]
     # Attempts (run.attempts): the retry, and the attempt in progress or last ended (1...);

@@ -54,7 +54,7 @@ class TaskletSteps(RunState):
         finally:
             self._queued = None
         if context.env != self._env_overrides:  # the record masks the new env's secrets too
-            known = dict(os.environ) if self._context.inherit_env else {}
+            known = dict(os.environ) if self._inherit_env else {}
             known.update(context.env)
             self.redactor = self._keeper.redactor = Redactor(known, (self._secret,))
         self._params, self._env_overrides = context.params, context.env
