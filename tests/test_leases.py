@@ -204,3 +204,39 @@ def test_a_sigkilled_executors_runs_turn_lost_after_its_lease_lapses_seen_elsewh
         "while the run was (PENDING|RUNNING)",
         seen.error["message"],
     ), seen.error
+
+
+def leases_of(db: Path | str) -> set[tuple[str, int]]:
+    rows = raw_query(db, "SELECT host, pid FROM executor_leases")
+    return {(str(host), int(str(pid))) for host, pid in rows}
+
+
+def test_a_lapsed_lease_no_active_run_names_is_pruned_when_the_records_open(
+    record_db: Path | str,
+) -> None:
+    """One lease row per executor process would otherwise stay for good: a lapsed one goes
+    once no active run names it (its runs ended, or were just marked LOST); a fresh one, or a
+    lapsed one whose run is still active elsewhere until then, is not pruned before."""
+    with RecordStore(record_db) as store:
+        ended = AnalysisRecord(
+            name="done", status="COMPLETED", executor_host=OTHER_HOST, executor_pid=1111
+        )
+        store.save(ended)
+        far = running_elsewhere(store, pid=2222)
+        now = time.time()
+        lease_row(record_db, OTHER_HOST, 1111, now - 100, now - 50)  # lapsed, its run ended
+        lease_row(record_db, OTHER_HOST, 2222, far.submitted_at - 1, now - 1)  # lapsed, active
+        lease_row(record_db, OTHER_HOST, 3333, now - 100, now + 3600)  # fresh, no run
+    with RecordStore(record_db) as store:  # opening marks LOST, then prunes
+        assert store.lost_on_open == [far.id]
+        assert store.get(far.id).status == "LOST"
+    assert leases_of(record_db) == {(OTHER_HOST, 3333)}
+
+
+def test_a_plain_open_with_nothing_to_prune_leaves_the_leases(record_db: Path | str) -> None:
+    with RecordStore(record_db) as store:
+        record = running_elsewhere(store, pid=4444)
+        lease_row(record_db, OTHER_HOST, 4444, record.submitted_at - 1, time.time() + 3600)
+    with RecordStore(record_db) as store:
+        assert store.lost_on_open == []
+    assert leases_of(record_db) == {(OTHER_HOST, 4444)}

@@ -8,7 +8,8 @@ lapsed, or that was submitted before its (host, pid)'s lease started (the pid wa
 later process), is LOST, whoever opens the database. Renewed and expiry times are the
 database's clock (PostgreSQL's: one clock for all hosts); the start is the executor's, like a
 run's ``submitted_at``. A run whose executor holds no lease (an older lute-async, or an
-executor used outside ``async with``) is left to the same-host pid check.
+executor used outside ``async with``) is left to the same-host pid check. Lapsed leases no
+active run names are deleted when the records are opened (:func:`prune_leases`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "Lease",
     "lapsed_candidates",
     "lapsed_row",
+    "prune_leases",
 ]
 
 DEFAULT_LEASE_PERIOD: Final = 5.0
@@ -45,6 +47,13 @@ _IN_ACTIVE: Final = f"r.status IN ({', '.join('?' * len(_ACTIVE))})"
 _LAPSED: Final = "(l.expires_at < {now} OR r.submitted_at < l.started_at)"
 _JOIN: Final = (
     "runs r JOIN executor_leases l ON l.host = r.executor_host AND l.pid = r.executor_pid"
+)
+
+#: Leases that can tell nothing any more: lapsed, and no active run names their executor.
+_PRUNABLE: Final = (
+    "FROM executor_leases l WHERE l.expires_at < {now} AND NOT EXISTS ("
+    "SELECT 1 FROM runs r WHERE r.executor_host = l.host AND r.executor_pid = l.pid "
+    f"AND {_IN_ACTIVE})"
 )
 
 _RENEW: Final = """
@@ -102,3 +111,24 @@ def lapsed_row(database: RecordRows) -> str:
         f"SELECT r.doc, r.result FROM {_JOIN} WHERE r.id = ? AND r.executor_pid = ? "
         f"AND {_IN_ACTIVE} AND {_LAPSED}"
     )
+
+
+def prune_leases(database: RecordRows) -> int:
+    """Delete the leases that lapsed and that no active run names (their runs have ended or
+    were just marked LOST): one row per executor process ever run would otherwise stay for
+    good. Written only when there is one (a plain open takes no write lock). How many went."""
+    dialect = database.dialect
+    rows = database.read(
+        dialect.sql(f"SELECT l.host, l.pid {_PRUNABLE}"), _ACTIVE, "look for lapsed leases"
+    )
+    if not rows:
+        return 0
+    delete = dialect.sql(
+        "DELETE FROM executor_leases WHERE host = ? AND pid = ? AND expires_at < {now} "
+        "AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.executor_host = executor_leases.host "
+        f"AND r.executor_pid = executor_leases.pid AND {_IN_ACTIVE})"
+    )
+    with database.write("prune lapsed executor leases") as conn:
+        for host, pid in rows:  # checked again in the transaction: one may have renewed
+            conn.execute(delete, (host, pid, *_ACTIVE))
+    return len(rows)

@@ -13,7 +13,7 @@ from lute_async.errors import RecordStoreError
 from lute_async.logs import get_logger
 from lute_async.records.filters import status_rank
 from lute_async.records.journal import JournalFile, RecordJournal
-from lute_async.records.leases import lapsed_candidates, lapsed_row
+from lute_async.records.leases import lapsed_candidates, lapsed_row, prune_leases
 from lute_async.records.liveness import dead_executors, local_pid_is_alive, mark_executor_lost
 from lute_async.records.rows import RecordRows
 from lute_async.status import ACTIVE_STATUSES
@@ -113,7 +113,18 @@ def mark_lost(
 ) -> list[str]:
     """Mark LOST the active runs in *database* whose executor has died: on this host, by
     ``is_alive(host, pid)`` (the fast path); on any host, by a lapsed lease. Return their ids
-    (see :meth:`RecordStore.mark_lost`)."""
+    (see :meth:`RecordStore.mark_lost`). Then the lapsed leases no active run names go."""
+    lost = _mark_lost_runs(database, is_alive)
+    try:
+        prune_leases(database)
+    except RecordStoreError as exc:  # housekeeping: a read-only role still opens the records
+        get_logger().debug("leases_not_pruned", path=database.where, error=str(exc))
+    return lost
+
+
+def _mark_lost_runs(
+    database: RecordRows, is_alive: Callable[[str, int], bool] | None
+) -> list[str]:
     host = socket.gethostname()
     active = sorted(status.value for status in ACTIVE_STATUSES)
     placeholders = ", ".join("?" * len(active))
