@@ -118,17 +118,10 @@ def prune_leases(database: RecordRows) -> int:
     were just marked LOST): one row per executor process ever run would otherwise stay for
     good. Written only when there is one (a plain open takes no write lock). How many went."""
     dialect = database.dialect
-    rows = database.read(
-        dialect.sql(f"SELECT l.host, l.pid {_PRUNABLE}"), _ACTIVE, "look for lapsed leases"
-    )
-    if not rows:
+    found = dialect.sql(f"SELECT l.host, l.pid {_PRUNABLE}")
+    if not database.read(found, _ACTIVE, "look for lapsed leases"):
         return 0
-    delete = dialect.sql(
-        "DELETE FROM executor_leases WHERE host = ? AND pid = ? AND expires_at < {now} "
-        "AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.executor_host = executor_leases.host "
-        f"AND r.executor_pid = executor_leases.pid AND {_IN_ACTIVE})"
-    )
+    # The same condition again inside the transaction: a lease may have been renewed since.
+    delete = dialect.sql(f"DELETE FROM executor_leases WHERE (host, pid) IN ({found})")
     with database.write("prune lapsed executor leases") as conn:
-        for host, pid in rows:  # checked again in the transaction: one may have renewed
-            conn.execute(delete, (host, pid, *_ACTIVE))
-    return len(rows)
+        return int(conn.execute(delete, _ACTIVE).rowcount)
