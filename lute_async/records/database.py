@@ -8,6 +8,7 @@ plus a few indexed columns to query on; the result is kept apart as msgpack (see
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
@@ -99,7 +100,8 @@ class RecordDatabase(RecordRows):
             ) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            with _switching_to_wal(self.path):
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = OFF")
         except sqlite3.DatabaseError as exc:
@@ -193,6 +195,30 @@ class RecordDatabase(RecordRows):
                 raise RecordStoreError(
                     f"cannot {what} in records database {self.path}: {exc}"
                 ) from exc
+
+
+@contextlib.contextmanager
+def _switching_to_wal(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the database's directory while switching a fresh file to
+    WAL. Two connections that both read the file and then ask for the exclusive lock the
+    switch needs make sqlite answer one of them "database is locked" at once, without its busy
+    handler (it would deadlock otherwise): processes opening a new database together took
+    turns only by luck. The flock makes them wait their turn (blocking, no retry loop); it is
+    on the directory, not the file, whose descriptors must not be closed beside sqlite's (that
+    would drop its POSIX locks)."""
+    if str(path) == ":memory:":
+        yield
+        return
+    try:
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:  # a directory this user may enter but not read: switch without it
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def open_database(
