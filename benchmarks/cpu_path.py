@@ -25,7 +25,8 @@ import anyio
 import msgpack
 
 from benchmarks.scenarios import Delivery
-from lute_async.communicators.base import FrameConnection, RunChannel, pump_connection
+from lute_async.communicators.base import FrameConnection, RunChannel
+from lute_async.communicators.pump import pump_connection
 from lute_async.executor import Executor
 from lute_async.hooks.registry import EventBatch
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import uvloop
 
@@ -76,6 +77,22 @@ def process_exists(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def ends_within(pid: int, seconds: float = 10.0) -> bool:
+    """True once ``pid`` has ended, waiting on its pidfd at most ``seconds``: a process killed
+    with its group closes its pipes a moment before it is gone."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        with anyio.move_on_after(seconds):
+            await anyio.wait_readable(pidfd)
+            return True
+        return False
+    finally:
+        os.close(pidfd)
 
 
 def log_events(text: str) -> list[dict[str, Any]]:

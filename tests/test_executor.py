@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
-from conftest import PYTHON, process_exists
+from conftest import PYTHON, ends_within, process_exists
 
 from lute_async import Event, Executor, RecordStore
 
@@ -161,7 +161,7 @@ async def test_timeout_ends_the_task_and_its_grandchild(
     assert record.status == "TIMEDOUT"
     assert record.error is not None and record.error["type"] == "Timeout"
     assert len(grandchildren) == 1
-    assert not process_exists(grandchildren[0])
+    assert await ends_within(grandchildren[0])  # SIGKILLed with its group, not left running
 
 
 async def test_raising_hook_is_recorded_and_other_hooks_and_run_continue(

@@ -20,8 +20,9 @@ from anyio.abc import SocketStream
 
 from lute_async import Event, Executor
 from lute_async.communicators import RunChannel, TcpCommunicator
-from lute_async.communicators.base import Batch, FrameConnection, pump_connection
+from lute_async.communicators.base import Batch, FrameConnection
 from lute_async.communicators.challenge import send_challenge
+from lute_async.communicators.pump import pump_connection
 from lute_async.errors import ProtocolError
 from lute_async.messages import Message
 from lute_async.task.handshake import read_nonce, tcp_hello

@@ -19,8 +19,8 @@ from lute_async.communicators.base import (
     Batch,
     FrameConnection,
     RunChannel,
-    pump_connection,
 )
+from lute_async.communicators.pump import pump_connection
 from lute_async.errors import ProtocolError
 from lute_async.hooks.registry import Hook
 from lute_async.messages import Message

@@ -5,12 +5,10 @@ lives in :mod:`lute_async.communicators.lines` (re-exported here)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
-
-import anyio
 
 from lute_async.communicators.bounds import (
     CONTAINERS,
@@ -283,82 +281,6 @@ class FrameConnection:
             )
 
 
-async def send_batch(send: BatchSender[Batch], batch: Batch) -> None:
-    """Hand ``batch`` to the dispatcher, then yield so it runs before this reader reads on.
-
-    ``send`` yields *before* handing over, which costs an event-loop turn per message at low
-    rates; handing over first and then yielding keeps order and back-pressure (a full stream
-    still blocks in ``send``) and lets the hooks run in the very next turn.
-    """
-    try:
-        send.send_nowait(batch)
-    except anyio.WouldBlock:
-        await send.send(batch)
-    else:
-        await anyio.lowlevel.checkpoint()
-
-
-async def _deliver(
-    view: memoryview, parser: FrameConnection, send: BatchSender[Batch]
-) -> None:
-    """Decode one read in batches of at most :data:`BATCH_BYTES`, handing each on."""
-    for start in range(0, len(view), BATCH_BYTES):
-        batch = parser.feed(view[start : start + BATCH_BYTES])
-        if batch:
-            await send_batch(send, batch)
-        parser.raise_fatal()
-
-
-async def pump_connection(
-    receive: Callable[[], Awaitable[bytes]],
-    parser: FrameConnection,
-    send: BatchSender[Batch],
-    *,
-    hello_timeout: float | None = None,
-    on_hello: Callable[[], None] | None = None,
-    greet: Callable[[], Awaitable[None]] | None = None,
-) -> None:
-    """Send ``greet`` (the TCP challenge), then read chunks with ``receive`` (b"" at EOF) into
-    ``parser`` until EOF or a fatal protocol error, reported and ending this connection only.
-    A connection not done with its hello (greeting included) within ``hello_timeout`` seconds
-    is dropped (slow or silent peers hold nothing); ``on_hello`` is called once it is."""
-    try:
-        # Only the hello is timed: handing on what came with it may wait on back-pressure
-        # from the run's other channels. The hello fits in the first BATCH_BYTES of a read
-        # (the hello decoder's limit is smaller); the rest is handed on like any later read.
-        batch: Batch = []
-        rest = memoryview(b"")
-        with anyio.fail_after(hello_timeout):
-            if greet is not None:
-                await greet()
-            while parser.hello is None and parser.fatal is None:
-                chunk = await receive()
-                if not chunk:
-                    parser.finish()
-                    return
-                view = memoryview(chunk)
-                batch, rest = parser.feed(view[:BATCH_BYTES]), view[BATCH_BYTES:]
-        if parser.hello is not None and on_hello is not None:
-            on_hello()
-        if batch:
-            await send.send(batch)
-        parser.raise_fatal()
-        await _deliver(rest, parser, send)
-        while chunk := await receive():
-            await _deliver(memoryview(chunk), parser, send)
-    except TimeoutError:
-        parser.channel.protocol_error(
-            parser.source,
-            parser.conn,
-            HandshakeError(f"no hello frame within {hello_timeout} s; connection dropped"),
-        )
-        return
-    except ProtocolError as exc:
-        parser.channel.protocol_error(parser.source, parser.conn, exc)
-        return
-    parser.finish()
-
-
 class Communicator(Protocol):
     """One way for task processes to send frames to the executor.
 
@@ -394,6 +316,4 @@ __all__ = [
     "LineSplitter",
     "RunChannel",
     "line_text",
-    "pump_connection",
-    "send_batch",
 ]

@@ -10,11 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 
-from lute_async.communicators.base import READ_SIZE
+from lute_async.communicators.base import READ_SIZE, Batch
+
+if TYPE_CHECKING:
+    from lute_async.communicators.readers import Readers
+    from lute_async.communicators.stream import BatchSender
 
 
 def set_nonblocking(fd: int) -> None:
@@ -54,52 +60,99 @@ async def read_chunk(fd: int, size: int = READ_SIZE) -> bytes:
             return b""
 
 
-#: Takes one chunk read from a descriptor (b"" at its end); False: stop reading that one.
-OnChunk = Callable[[bytes], Awaitable[bool]]
+#: Decodes one chunk read from a descriptor (b"" at its end): the batches it makes, and
+#: whether to read that descriptor on (False: at its end, or its stream is broken).
+Decode = Callable[[bytes], tuple[list[Batch], bool]]
 
 
-async def read_until_eof(readers: dict[int, OnChunk], size: int = READ_SIZE) -> None:
-    """Read every descriptor of ``readers`` to its end in this one task, handing each chunk
-    to its callback in order: a chunk of one, then of the next that is ready.
+class CallbackReads:
+    """Reads descriptors to their end in the event loop's reader callbacks, with no task: each
+    chunk is decoded at once and its batches handed to ``send`` without waiting.
 
-    One task for a run's frame pipe, stdout and stderr instead of one each: a task and its
-    task group cost more of a short run than its reads. A descriptor is watched only while
-    this waits (a one-shot reader callback), so a callback that blocks on back-pressure leaves
-    nothing in the loop firing for it.
+    A run's frame pipe, stdout and stderr are read this way: a reader task (and its group)
+    cost a short run more than its reads. When ``send`` is full, the reads pause and a task of
+    ``readers`` hands the held batches on as room comes (back-pressure: the task's writes then
+    block on its full pipes), then the callbacks read on. Counted in ``readers`` until every
+    descriptor is at its end and nothing is held.
     """
-    loop = asyncio.get_running_loop()
-    ready = list(readers)  # try each once first: data may be waiting already
-    waiting: set[int] = set()
-    wake: asyncio.Future[None] | None = None
 
-    def readable(fd: int) -> None:
-        loop.remove_reader(fd)
-        waiting.discard(fd)
-        ready.append(fd)
-        if wake is not None and not wake.done():
-            wake.set_result(None)
+    __slots__ = ("_catching_up", "_decoders", "_held", "_loop", "_readers", "_release", "_send")
 
-    try:
-        while ready or waiting:
-            if not ready:
-                wake = loop.create_future()
-                await wake
-                wake = None
-                continue
-            fd = ready.pop(0)
-            try:
-                chunk = os.read(fd, size)
-            except BlockingIOError:
-                waiting.add(fd)
-                loop.add_reader(fd, readable, fd)
-                continue
-            except ConnectionResetError:
-                chunk = b""
-            if await readers[fd](chunk) and chunk:
-                ready.append(fd)  # more may be waiting: read again after the others
-    finally:
-        for fd in waiting:
-            loop.remove_reader(fd)
+    def __init__(
+        self, decoders: dict[int, Decode], send: BatchSender[Batch], readers: Readers
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._decoders = dict(decoders)
+        self._send = send
+        self._readers = readers
+        self._held: deque[Batch] = deque()  # waiting for room in ``send``, in order
+        self._catching_up = False
+        self._release = readers.hold(self.cancel)
+        self._watch()
+
+    def _watch(self) -> None:
+        for fd in self._decoders:
+            self._loop.add_reader(fd, self._readable, fd)
+
+    def _unwatch(self) -> None:
+        for fd in self._decoders:
+            self._loop.remove_reader(fd)
+
+    def _readable(self, fd: int) -> None:
+        try:
+            chunk = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except ConnectionResetError:
+            chunk = b""
+        batches, more = self._decoders[fd](chunk)
+        if not (more and chunk):  # at its end: read no more of it
+            self._loop.remove_reader(fd)
+            del self._decoders[fd]
+        held, send = self._held, self._send
+        try:
+            for batch in batches:
+                if held:
+                    held.append(batch)
+                    continue
+                try:
+                    send.send_nowait(batch)
+                except anyio.WouldBlock:
+                    held.append(batch)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self.cancel()  # nobody dispatches any more: the run is ending
+            return
+        if held:
+            self._unwatch()
+            self._catching_up = True
+            self._readers.spawn(self._catch_up())
+        elif not self._decoders:
+            self._release()
+
+    async def _catch_up(self) -> None:
+        """Hand the held batches on as the stream makes room, then read in callbacks again."""
+        held = self._held
+        try:
+            while held:
+                await self._send.send(held[0])
+                held.popleft()
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self.cancel()
+            return
+        finally:
+            self._catching_up = False
+        if self._decoders:
+            self._watch()
+        else:
+            self._release()
+
+    def cancel(self) -> None:
+        """Read no more: the descriptors are left open for their owner to close."""
+        if not self._catching_up:
+            self._unwatch()
+        self._decoders.clear()
+        self._held.clear()
+        self._release()
 
 
 def close_fd(fd: int | None) -> None:

@@ -19,8 +19,9 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from lute_async.communicators.base import ChildSetup, FrameConnection, RunChannel, pump_connection
+from lute_async.communicators.base import ChildSetup, FrameConnection, RunChannel
 from lute_async.communicators.fdio import read_chunk
+from lute_async.communicators.pump import pump_connection
 from lute_async.errors import HandshakeError
 from lute_async.logs import get_logger
 from lute_async.messages import Hello

@@ -12,14 +12,15 @@ import os
 from typing import Any
 
 from lute_async.communicators.base import (
+    BATCH_BYTES,
+    Batch,
     ChildSetup,
     FrameConnection,
     LineSplitter,
     RunChannel,
-    send_batch,
 )
-from lute_async.communicators.base import _deliver as deliver
-from lute_async.communicators.fdio import OnChunk, read_until_eof, set_nonblocking
+from lute_async.communicators.fdio import CallbackReads, Decode, set_nonblocking
+from lute_async.communicators.readers import Readers, serve_on_demand
 from lute_async.errors import ProtocolError
 from lute_async.wire import ENV_FD
 
@@ -28,6 +29,7 @@ class PipeCommunicator:
     """Frames over an inherited pipe; stdout and stderr captured line by line."""
 
     kind = "pipe"
+    reads_on_demand = True
 
     def __init__(self, *, capture_output: bool = True) -> None:
         self.capture_output = capture_output
@@ -35,6 +37,7 @@ class PipeCommunicator:
         self._read_fds: list[tuple[int, str]] = []
         self._child_fds: list[int] = []
         self._frame_fd: int | None = None
+        self._reads: CallbackReads | None = None
 
     async def open(self, channel: RunChannel) -> ChildSetup:
         self._channel = channel
@@ -64,60 +67,74 @@ class PipeCommunicator:
                 os.close(fd)
         self._child_fds.clear()
 
-    async def serve(self, exited: asyncio.Event) -> None:
-        # Pipes end by themselves: EOF arrives once every process holding the write end is
-        # gone. The frame pipe, stdout and stderr are all read by this one task.
-        readers = {
+    def read_with(self, readers: Readers) -> None:
+        """Read the frame pipe, stdout and stderr in the loop's reader callbacks, counted in
+        ``readers`` until all three are at their end (pipes end by themselves: EOF comes once
+        every process holding a write end is gone)."""
+        decoders = {
             fd: self._frames(fd) if source == "pipe" else self._lines(source)
             for fd, source in self._read_fds
         }
-        await read_until_eof(readers)
+        self._reads = CallbackReads(decoders, self._channel_or_raise().send, readers)
 
-    def _frames(self, fd: int) -> OnChunk:
-        channel = self._channel
-        assert channel is not None
+    def exited(self) -> None:
+        """Nothing to do at the exit: the pipes' ends say when all is read."""
+
+    async def serve(self, exited: asyncio.Event) -> None:
+        await serve_on_demand(self, exited)
+
+    def _channel_or_raise(self) -> RunChannel:
+        if self._channel is None:
+            raise RuntimeError("the pipe communicator is not open")
+        return self._channel
+
+    def _frames(self, fd: int) -> Decode:
+        channel = self._channel_or_raise()
         parser = FrameConnection(channel, "pipe", require_secret=False)
 
-        async def on_chunk(chunk: bytes) -> bool:
+        def decode(chunk: bytes) -> tuple[list[Batch], bool]:
             if not chunk:
                 parser.finish()
-                return False
+                return [], False
+            view, batches = memoryview(chunk), []
             try:
-                await deliver(memoryview(chunk), parser, channel.send)
+                for start in range(0, len(view), BATCH_BYTES):
+                    batch = parser.feed(view[start : start + BATCH_BYTES])
+                    if batch:
+                        batches.append(batch)
+                    parser.raise_fatal()
             except ProtocolError as exc:  # fatal for the stream: read no more of it
                 channel.protocol_error(parser.source, parser.conn, exc)
-                return False
-            return True
+                return batches, False
+            return batches, True
 
-        return on_chunk
+        return decode
 
-    def _lines(self, source: str) -> OnChunk:
-        channel = self._channel
-        assert channel is not None
+    def _lines(self, source: str) -> Decode:
+        channel = self._channel_or_raise()
         splitter = LineSplitter(source, channel.next_conn())
         on_output = channel.on_output
 
-        async def on_chunk(chunk: bytes) -> bool:
+        def decode(chunk: bytes) -> tuple[list[Batch], bool]:
             if not chunk:
                 tail = splitter.finish()
-                if tail:
-                    await channel.send.send(tail)
-                return False
+                return ([tail] if tail else []), False
             if on_output is not None and not on_output(len(chunk)):
-                return True  # over the output limit: count and discard, keep the pipe drained
+                return [], True  # over the output limit: count and discard, keep it drained
             batch = splitter.feed(chunk)
-            if batch:
-                await send_batch(channel.send, batch)
-            return True
+            return ([batch] if batch else []), True
 
-        return on_chunk
+        return decode
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "fd": self._frame_fd, "capture_output": self.capture_output}
 
     async def aclose(self) -> None:
         self.child_started()
-        for fd, _ in self._read_fds:  # read_until_eof left no reader on them: no notice
+        if self._reads is not None:  # its reader callbacks go before the descriptors
+            self._reads.cancel()
+            self._reads = None
+        for fd, _ in self._read_fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._read_fds.clear()

@@ -24,13 +24,15 @@ import socket
 import weakref
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 
-from lute_async.communicators.base import ChildSetup, FrameConnection, RunChannel, pump_connection
+from lute_async.communicators.base import ChildSetup, FrameConnection, RunChannel
 from lute_async.communicators.fdio import read_chunk
 from lute_async.communicators.listener import MAX_PENDING_HELLOS
+from lute_async.communicators.pump import pump_connection
+from lute_async.communicators.readers import Readers, serve_on_demand
 from lute_async.communicators.shared_listener import HELLO_TIMEOUT, SharedListener
 from lute_async.communicators.socket import check_length, private_temp_dir
 from lute_async.errors import HandshakeError, ProtocolError
@@ -86,17 +88,6 @@ class SocketHome:
         if self._finalizer is not None:
             self._finalizer()
         self._path = self._finalizer = None
-
-
-class OnDemand(Protocol):
-    """A communicator that reads on demand (``reads_on_demand = True``): no task of its own,
-    a reader per connection started through the supervisor's ``spawn``."""
-
-    def read_with(self, spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
-        """Start a reader through ``spawn`` for every connection from now on."""
-
-    def exited(self) -> None:
-        """The task exited: take what it sent just before, then stop listening."""
 
 
 class SharedSocketCommunicator:
@@ -156,10 +147,10 @@ class SharedSocketCommunicator:
         else:
             self._spawn(self._read(conn, parser, rest))
 
-    def read_with(self, spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
-        """Read every connection from now on in a task started by ``spawn`` (the run's
-        readers'), beginning with those that arrived before."""
-        self._spawn = spawn
+    def read_with(self, readers: Readers) -> None:
+        """Read every connection from now on in a task of ``readers`` (the run's), beginning
+        with those that arrived before."""
+        spawn = self._spawn = readers.spawn
         for waiting in self._waiting:
             spawn(self._read(*waiting))
         self._waiting.clear()
@@ -176,10 +167,7 @@ class SharedSocketCommunicator:
         """Read the run's connections until the exit (for a caller that serves every
         communicator in a task of its own)."""
         try:
-            async with asyncio.TaskGroup() as group:
-                self.read_with(group.create_task)
-                await exited.wait()
-                self.exited()
+            await serve_on_demand(self, exited)
         finally:
             self._spawn = None
             if self._listener is not None and self._channel is not None:

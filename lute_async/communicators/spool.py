@@ -17,8 +17,9 @@ from typing import Any, BinaryIO
 
 import anyio
 
-from lute_async.communicators.base import BATCH_BYTES, Batch, ChildSetup, RunChannel, send_batch
+from lute_async.communicators.base import BATCH_BYTES, Batch, ChildSetup, RunChannel
 from lute_async.communicators.bounds import CONTAINERS, data_too_deep
+from lute_async.communicators.pump import send_batch
 from lute_async.errors import ProtocolError
 from lute_async.messages import FrameDecoder, Message, parse_message
 from lute_async.task.spool import SPOOL_VERSION, SUFFIX

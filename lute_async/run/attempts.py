@@ -100,4 +100,3 @@ class Attempts(Supervisor):
         self._exit = None
         self._exited = asyncio.Event()
         self._drained = asyncio.Event()
-        self._readers_left = 0

@@ -164,7 +164,6 @@ class Run(Attempts, TaskletSteps, Dispatcher):
         self._exited = asyncio.Event()
         self._finished = asyncio.Event()  # the run engine's own: no backend lookup
         # Draining after exit: readers still serving, and when the stream last moved.
-        self._readers_left = 0
         self._drained = asyncio.Event()
         self._dispatching = False
         self._last_progress = 0.0

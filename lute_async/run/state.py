@@ -85,7 +85,6 @@ class RunState:
     _exit: ExitStatus | None
     _exited: asyncio.Event
     _finished: asyncio.Event
-    _readers_left: int
     _drained: asyncio.Event
     _queued: anyio.CancelScope | None  # set while waiting: for a slot, a before step, a backoff
     # The dispatcher: working on a batch, when it last finished one, what it has fired.

@@ -8,16 +8,15 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
-from functools import partial
 from typing import Any, cast
 
 import anyio
 
 from lute_async.communicators import RunChannel, make_communicator
 from lute_async.communicators.base import Communicator
-from lute_async.communicators.shared_socket import OnDemand
+from lute_async.communicators.readers import OnDemand, Readers
 from lute_async.errors import LaunchError
 from lute_async.launchers.base import ExitStatus, LaunchSpec, TaskProcess
 from lute_async.logs import get_logger
@@ -140,58 +139,38 @@ class Supervisor(RunState):
         self.record.extra.update(described)
         if self._lifecycle.ending:  # cancel() arrived while launching
             await self._process.terminate()
-        async with asyncio.TaskGroup() as readers:
-            # Each communicator that reads all along gets a task; one that reads on demand
-            # (the shared socket) starts a reader per connection through _start_reader.
-            serving: list[asyncio.Task[None]] = []
+        async with asyncio.TaskGroup() as group:
+            # A communicator that reads all along gets a task; one that reads on demand (the
+            # pipe in the loop's callbacks, the shared socket a task per connection) starts
+            # its readers in ``readers``.
+            readers = Readers(group, self._drained)
             on_demand: list[OnDemand] = []
-            self._readers_left = 0
-            for communicator in communicators:
-                if getattr(communicator, "reads_on_demand", False):
-                    on_demand.append(cast(OnDemand, communicator))
-                else:
-                    self._start_reader(readers, serving, communicator.serve(self._exited))
-            start = partial(self._start_reader, readers, serving)
-            for reader in on_demand:
-                reader.read_with(start)
-            if self._deadline is None:  # nothing to watch beside the exit: no task group
-                status = await self._process.wait()
-            else:
-                async with asyncio.TaskGroup() as waiting:
-                    watch = waiting.create_task(self._enforce_timeout(self._deadline))
+            try:
+                for communicator in communicators:
+                    if getattr(communicator, "reads_on_demand", False):
+                        on_demand.append(cast(OnDemand, communicator))
+                        on_demand[-1].read_with(readers)
+                    else:
+                        readers.spawn(communicator.serve(self._exited))
+                if self._deadline is None:  # nothing to watch beside the exit: no task group
                     status = await self._process.wait()
-                    watch.cancel()
-            self._exit = status
-            self._lifecycle.advance(Phase.DRAINING)
-            self._exited.set()
-            for reader in on_demand:  # what the task sent just before its exit, then no more
-                reader.exited()
-            if not self._readers_left:
-                self._drained.set()
-            await self._drain(serving)
+                else:
+                    async with asyncio.TaskGroup() as waiting:
+                        watch = waiting.create_task(self._enforce_timeout(self._deadline))
+                        status = await self._process.wait()
+                        watch.cancel()
+                self._exit = status
+                self._lifecycle.advance(Phase.DRAINING)
+                self._exited.set()
+                for reader in on_demand:  # what the task sent just before its exit
+                    reader.exited()
+                readers.exited()
+                await self._drain(readers)
+            finally:
+                readers.cancel()  # nothing, unless the drain's limit or a cancel ended it
         return status
 
-    def _start_reader(
-        self,
-        group: asyncio.TaskGroup,
-        serving: list[asyncio.Task[None]],
-        reading: Coroutine[Any, Any, None],
-    ) -> None:
-        """Run ``reading`` (a communicator's serve, or one connection of an on-demand
-        communicator) as a reader task in ``group``, listed in ``serving``, counted until it
-        ends."""
-        self._readers_left += 1
-        serving.append(group.create_task(self._serve(reading)))
-
-    async def _serve(self, reading: Coroutine[Any, Any, None]) -> None:
-        try:
-            await reading
-        finally:
-            self._readers_left -= 1
-            if not self._readers_left and self._exited.is_set():
-                self._drained.set()
-
-    async def _drain(self, readers: list[asyncio.Task[None]]) -> None:
+    async def _drain(self, readers: Readers) -> None:
         """After the exit, let the readers reach end of stream while messages keep moving.
 
         What the task wrote before it exited may take a while to read on a loaded executor,
@@ -209,8 +188,7 @@ class Supervisor(RunState):
                 await self._drained.wait()
             silent = time.monotonic() - self._last_progress >= timeout
             if silent and not self._dispatching and not self._drained.is_set():
-                for reader in readers:
-                    reader.cancel()
+                readers.cancel()
                 get_logger().warning(
                     "drain_timeout", run_id=self.id, run=self.name, seconds=timeout
                 )

@@ -1,0 +1,102 @@
+"""Readers: what reads one attempt's communicators, counted until each has ended.
+
+A communicator that reads on demand (``reads_on_demand = True``) has no task of its own: it is
+handed the attempt's :class:`Readers` and starts what it needs there, a task per connection
+(the shared socket) or reads in the event loop's reader callbacks held open until their end
+(the pipe). Once the task has exited and no reader is left, the attempt is drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+__all__ = ["OnDemand", "Readers", "serve_on_demand"]
+
+
+class Readers:
+    """The readers of one attempt: tasks in ``group`` and callback reads, each counted until
+    it ends; ``drained`` is set once :meth:`exited` was called and none is left."""
+
+    __slots__ = ("_cancels", "_exited", "_group", "_left", "_tasks", "drained")
+
+    def __init__(self, group: asyncio.TaskGroup, drained: asyncio.Event) -> None:
+        self._group = group
+        self._tasks: list[asyncio.Task[None]] = []
+        self._cancels: list[Callable[[], None]] = []  # of the callback reads still held
+        self._left = 0
+        self._exited = False
+        self.drained = drained
+
+    def spawn(self, reading: Coroutine[Any, Any, None]) -> None:
+        """Run ``reading`` (one connection's reads, say) as a reader task."""
+        self._left += 1
+        self._tasks.append(self._group.create_task(self._until_end(reading)))
+
+    async def _until_end(self, reading: Coroutine[Any, Any, None]) -> None:
+        try:
+            await reading
+        finally:
+            self._ended()
+
+    def hold(self, cancel: Callable[[], None]) -> Callable[[], None]:
+        """Count a reader that is not a task (reads in callbacks) until the function returned
+        is called at its end; ``cancel`` stops it if the readers are cancelled first."""
+        self._left += 1
+        self._cancels.append(cancel)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._cancels.remove(cancel)
+                self._ended()
+
+        return release
+
+    def _ended(self) -> None:
+        self._left -= 1
+        if not self._left and self._exited:
+            self.drained.set()
+
+    def exited(self) -> None:
+        """The task has exited: drained as soon as no reader is left (at once if none is)."""
+        self._exited = True
+        if not self._left:
+            self.drained.set()
+
+    def cancel(self) -> None:
+        """Stop every reader still going (the drain's limit was reached, or the run ends)."""
+        for task in self._tasks:
+            task.cancel()
+        for cancel in list(self._cancels):
+            cancel()
+
+
+class OnDemand(Protocol):
+    """A communicator that reads on demand (``reads_on_demand = True``): no task of its own,
+    its readers started in the attempt's :class:`Readers`."""
+
+    def read_with(self, readers: Readers) -> None:
+        """Read from now on through ``readers``."""
+
+    def exited(self) -> None:
+        """The task exited: take what it sent just before, then stop listening."""
+
+
+async def serve_on_demand(communicator: OnDemand, exited: asyncio.Event) -> None:
+    """A communicator's ``serve`` for one that reads on demand: read through readers of its
+    own until the task has ``exited`` and every reader has ended."""
+    drained = asyncio.Event()
+    async with asyncio.TaskGroup() as group:
+        readers = Readers(group, drained)
+        try:
+            communicator.read_with(readers)
+            await exited.wait()
+            communicator.exited()
+            readers.exited()
+            await drained.wait()
+        finally:
+            readers.cancel()
