@@ -61,7 +61,7 @@ async def test_chunks_arrive_in_order_through_a_full_stream_and_drain_after_the_
     try:
         async with asyncio.TaskGroup() as group:
             taking = group.create_task(take_all())
-            readers = Readers(group, drained)
+            readers = Readers(group, drained.set)
             CallbackReads({read_fd: as_batch}, stream, readers)
             readers.exited()
             await asyncio.to_thread(write_all, write_fd)
@@ -85,7 +85,7 @@ async def test_reads_pause_while_the_stream_is_full() -> None:
 
     with pipe() as (read_fd, write_fd):
         async with asyncio.TaskGroup() as group:
-            readers = Readers(group, drained)
+            readers = Readers(group, drained.set)
             reads = CallbackReads({read_fd: decode}, stream, readers)
             for byte in b"ab":  # "a" fills the stream, "b" is held
                 decoded.clear()
@@ -105,7 +105,7 @@ async def test_a_cancel_stops_the_reads_and_releases_the_readers() -> None:
     drained = asyncio.Event()
     with pipe() as (read_fd, _write_fd):
         async with asyncio.TaskGroup() as group:
-            readers = Readers(group, drained)
+            readers = Readers(group, drained.set)
             CallbackReads({read_fd: as_batch}, stream, readers)
             readers.exited()
             assert not drained.is_set()
@@ -124,7 +124,7 @@ async def test_a_gone_receiver_stops_the_reads_without_an_error() -> None:
     try:
         with pipe() as (read_fd, write_fd):
             async with asyncio.TaskGroup() as group:
-                readers = Readers(group, drained)
+                readers = Readers(group, drained.set)
                 CallbackReads({read_fd: as_batch}, stream, readers)
                 readers.exited()
                 stream.close_receiver()

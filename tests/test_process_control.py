@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio
 from conftest import process_exists
 
-from lute_async import Executor
+from lute_async import Event, Executor
 from lute_async.limits import Limits, parent_death_shim
 
 WAIT_LIMIT = 30.0  # seconds: a bound on waits that succeed at once when the code is right
@@ -118,7 +118,7 @@ async def test_a_stop_longer_than_the_wall_time_does_not_time_the_run_out(
 EXECUTOR_SCRIPT = """
     import sys
     import anyio
-    from lute_async import Executor
+    from lute_async import Event, Executor
 
     async def main() -> None:
         executor = Executor(db=sys.argv[1], workdir=sys.argv[2])
@@ -135,6 +135,27 @@ EXECUTOR_SCRIPT = """
 
     anyio.run(main)
 """
+
+
+async def test_a_hook_that_cancels_its_run_sees_the_exit_without_waiting_out_the_grace(
+    executor: Executor, script: Callable[[str], list[str]]
+) -> None:
+    # The run's own task runs the hooks, so the exit must be noted by the loop's callback on
+    # the pidfd, not by that task: a cancel awaited in a hook would otherwise sit out the
+    # grace period (an hour here: the test's timeout ends it) and then SIGKILL the task.
+    argv = script(
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(3600)\n"
+    )
+    async def cancel_on_ready(event: Event) -> None:
+        if event.data["message"] == "ready":
+            await event.run.cancel()
+
+    record = await executor.run(argv, grace=3600, hooks={"log": cancel_on_ready})
+    assert record.status == "CANCELLED"
+    assert record.exit_code == 3  # ended by the SIGTERM, not by a SIGKILL after the grace
 
 
 def test_a_task_ends_when_its_executor_is_sigkilled(tmp_path: Path) -> None:

@@ -17,11 +17,11 @@ __all__ = ["OnDemand", "Readers", "serve_on_demand"]
 
 class Readers:
     """The readers of one attempt: tasks in ``group`` and callback reads, each counted until
-    it ends; ``drained`` is set once :meth:`exited` was called and none is left."""
+    it ends; ``drained`` is called once :meth:`exited` was called and none is left."""
 
     __slots__ = ("_cancels", "_exited", "_group", "_left", "_tasks", "drained")
 
-    def __init__(self, group: asyncio.TaskGroup, drained: asyncio.Event) -> None:
+    def __init__(self, group: asyncio.TaskGroup, drained: Callable[[], None]) -> None:
         self._group = group
         self._tasks: list[asyncio.Task[None]] = []
         self._cancels: list[Callable[[], None]] = []  # of the callback reads still held
@@ -59,13 +59,13 @@ class Readers:
     def _ended(self) -> None:
         self._left -= 1
         if not self._left and self._exited:
-            self.drained.set()
+            self.drained()
 
     def exited(self) -> None:
         """The task has exited: drained as soon as no reader is left (at once if none is)."""
         self._exited = True
         if not self._left:
-            self.drained.set()
+            self.drained()
 
     def cancel(self) -> None:
         """Stop every reader still going (the drain's limit was reached, or the run ends)."""
@@ -91,7 +91,7 @@ async def serve_on_demand(communicator: OnDemand, exited: asyncio.Event) -> None
     own until the task has ``exited`` and every reader has ended."""
     drained = asyncio.Event()
     async with asyncio.TaskGroup() as group:
-        readers = Readers(group, drained)
+        readers = Readers(group, drained.set)
         try:
             communicator.read_with(readers)
             await exited.wait()

@@ -32,9 +32,10 @@ class BatchSender(Protocol[T_contra]):
 
 
 class BatchStream(Generic[T]):
-    """A bounded FIFO with one receiver; both ends in one object, used by one event loop."""
+    """A bounded FIFO with one receiver; both ends in one object, used by one event loop.
+    Items are never None (:meth:`next` returns None when woken)."""
 
-    __slots__ = ("_closed", "_getter", "_items", "_putters", "_receiver_closed", "size")
+    __slots__ = ("_closed", "_getter", "_items", "_putters", "_receiver_closed", "_woken", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -44,6 +45,7 @@ class BatchStream(Generic[T]):
         self._getter: asyncio.Future[None] | None = None
         self._closed = False  # no more sends: the receiver ends once the buffer is empty
         self._receiver_closed = False  # nobody receives: every send is broken
+        self._woken = False  # wake() was called while nothing was buffered
 
     # -- the sending side ------------------------------------------------------------------
 
@@ -85,19 +87,43 @@ class BatchStream(Generic[T]):
         if getter is not None and not getter.done():
             getter.set_result(None)
 
+    def wake(self) -> None:
+        """Wake the receiver without an item: its :meth:`next` returns None (once) if
+        nothing is buffered by then (the run's exit, its readers' end, a deadline)."""
+        self._woken = True
+        getter = self._getter
+        if getter is not None and not getter.done():
+            getter.set_result(None)
+
     # -- the receiving side ----------------------------------------------------------------
 
-    async def receive(self) -> T:
-        """The next item, waiting while the stream is empty; ``anyio.EndOfStream`` once it is
-        closed and empty."""
+    async def next(self) -> T | None:
+        """The next item, waiting while the stream is empty; None once it was woken (or is
+        closed) while empty."""
         while not self._items:
-            if self._closed or self._receiver_closed:
-                raise anyio.EndOfStream
+            if self._woken or self._closed or self._receiver_closed:
+                self._woken = False
+                return None
             getter = self._getter = asyncio.get_running_loop().create_future()
             try:
                 await getter
             finally:
                 self._getter = None
+        return self._take()
+
+    def next_nowait(self) -> T | None:
+        """The next item if one is buffered, else None."""
+        return self._take() if self._items else None
+
+    async def receive(self) -> T:
+        """The next item, waiting while the stream is empty; ``anyio.EndOfStream`` once it is
+        closed and empty."""
+        while (item := await self.next()) is None:  # woken: wait on, unless closed
+            if self._closed or self._receiver_closed:
+                raise anyio.EndOfStream
+        return item
+
+    def _take(self) -> T:
         item = self._items.popleft()
         if self._putters:  # room again: the longest-waiting sender's item goes in, in order
             waiting, queued = self._putters.popleft()

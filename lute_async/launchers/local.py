@@ -7,6 +7,7 @@ whole group so grandchildren (shell pipelines, forked workers) are ended too.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import os
@@ -15,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -40,6 +42,7 @@ class LocalProcess(GroupSignals):
         self.argv = argv
         self.started = time.monotonic()
         self.returncode: int | None = None
+        self._reaped_status: asyncio.Future[ExitStatus] | None = None  # once on_exit watches
         # Linux carries the parent's peak RSS into a vfork'd child's ru_maxrss (exec records
         # the old mm's high-water mark), so the child's figure is only its own above this.
         self.inherited_rss_kib = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
@@ -48,7 +51,31 @@ class LocalProcess(GroupSignals):
         if guarded:
             GUARDIAN.watch(popen.pid)
 
+    def on_exit(self, callback: Callable[[ExitStatus], None]) -> bool:
+        """Call ``callback`` with the exit status from the event loop's reader callback on
+        the process's pidfd, which reaps it (no task waits); False on kernels without pidfds,
+        where :meth:`wait` reaps in a worker thread instead."""
+        try:
+            pidfd = os.pidfd_open(self._popen.pid)
+        except OSError:
+            return False
+        loop = asyncio.get_running_loop()
+        reaped = self._reaped_status = loop.create_future()
+
+        def exited() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)  # nothing waits on it any more
+            # A readable pidfd means the child has exited: this wait4 returns at once.
+            status = self._reaped(*os.wait4(self._popen.pid, 0)[1:])
+            reaped.set_result(status)
+            callback(status)
+
+        loop.add_reader(pidfd, exited)
+        return True
+
     async def wait(self) -> ExitStatus:
+        if self._reaped_status is not None:  # reaped by on_exit's callback: its status
+            return await asyncio.shield(self._reaped_status)
         pid = self._popen.pid
         try:
             pidfd = os.pidfd_open(pid)
@@ -65,6 +92,12 @@ class LocalProcess(GroupSignals):
             _, status, rusage = await anyio.to_thread.run_sync(
                 os.wait4, pid, 0, abandon_on_cancel=True
             )
+        return self._reaped(status, rusage)
+
+    def _reaped(self, status: int, rusage: resource.struct_rusage) -> ExitStatus:
+        """The process was reaped with ``status`` and ``rusage``: release it, end what it
+        left in its group, and say how it ended."""
+        pid = self._popen.pid
         wall = time.monotonic() - self.started
         code = os.waitstatus_to_exitcode(status)
         self.returncode = self._popen.returncode = code  # Popen must not reap it again

@@ -85,7 +85,7 @@ class Attempts(Supervisor):
             "next_at": time.time() + delay,
             **data,
         }
-        await self._inject(EventName.RETRYING.value, retrying)
+        await self._emit(EventName.RETRYING.value, retrying)
         return delay
 
     def _next_attempt(self) -> None:
@@ -98,5 +98,6 @@ class Attempts(Supervisor):
         self._deadline = Deadline(self.timeout) if self.timeout is not None else None
         self._process = None
         self._exit = None
+        self._exit_error = None
         self._exited = asyncio.Event()
         self._drained = asyncio.Event()

@@ -4,9 +4,9 @@ after changing it (``python -m benchmarks``)."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import sys
-import time
 from contextlib import suppress
 
 import anyio
@@ -27,18 +27,20 @@ _PROGRESS: str = EventName.PROGRESS.value
 class Dispatcher(RunState):
     """Takes a run's batches in order and handles each message before the next."""
 
-    async def _dispatch(self) -> None:
+    async def _dispatch_until(self, done: asyncio.Event) -> None:
+        """Dispatch the stream's batches as they come until ``done`` is set (whoever sets it
+        wakes the stream). The run's own task is its dispatcher."""
         receive = self._receive
-        try:
-            async for batch in receive:
-                self._dispatching = True
+        while not done.is_set():
+            batch = await receive.next()
+            if batch is not None:
                 await self._dispatch_batch(batch)
-                self._dispatching = False
-                self._last_progress = time.monotonic()  # the loop's clock, without a lookup
-        finally:
-            receive.close_receiver()
-            if self._tap is not None:
-                self._tap[0].close()
+
+    async def _pump(self) -> None:
+        """Dispatch every batch the stream holds now, in order."""
+        receive = self._receive
+        while (batch := receive.next_nowait()) is not None:
+            await self._dispatch_batch(batch)
 
     async def _dispatch_batch(self, batch: Batch) -> None:
         """Handle ``batch`` in order, then call the batch hooks with its events. A message

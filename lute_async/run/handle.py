@@ -1,11 +1,13 @@
 """Run: the live handle on one run (its id, status and record, its messages, and control).
 
-One run is three concurrent jobs inside the task group of the call that owns it: the
-supervisor (:mod:`lute_async.run.supervise`) launches, waits and ends the stream with the
-terminal event; the communicators' readers push batches of messages into a bounded memory
-stream; the dispatcher (:mod:`lute_async.run.dispatch`) takes them in order, updates the
-record and awaits each event's hooks before the next, so a slow hook back-pressures the task
-instead of dropping anything. How the run ends is decided by its
+A run is driven by the task of the call that owns it: the supervisor
+(:mod:`lute_async.run.supervise`) launches, waits for the exit and the drain, and ends the run
+with the terminal event; the communicators' readers (loop callbacks on the pipes, a task per
+socket connection) push batches of messages into a bounded stream; the same task dispatches
+them as they come (:mod:`lute_async.run.dispatch`): in order, into the record, awaiting each
+event's hooks before the next, so a slow hook back-pressures the task instead of dropping
+anything. The exit is noted by the loop's callback on the pidfd, so a hook that cancels its
+run sees it at once. How the run ends is decided by its
 :class:`~lute_async.run.lifecycle.Lifecycle`: the first cause wins.
 """
 
@@ -165,8 +167,7 @@ class Run(Attempts, TaskletSteps, Dispatcher):
         self._finished = asyncio.Event()  # the run engine's own: no backend lookup
         # Draining after exit: readers still serving, and when the stream last moved.
         self._drained = asyncio.Event()
-        self._dispatching = False
-        self._last_progress = 0.0
+        self._exit_error = None
         self._started_fired = False
         self._terminal_fired = False
         self.progress = None

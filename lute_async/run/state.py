@@ -87,9 +87,8 @@ class RunState:
     _finished: asyncio.Event
     _drained: asyncio.Event
     _queued: anyio.CancelScope | None  # set while waiting: for a slot, a before step, a backoff
-    # The dispatcher: working on a batch, when it last finished one, what it has fired.
-    _dispatching: bool
-    _last_progress: float
+    # What the dispatcher has fired; what ended the wait for the exit with an error.
+    _exit_error: Exception | None
     _started_fired: bool
     _terminal_fired: bool
     _special_events: frozenset[str] | set[str]
@@ -132,8 +131,12 @@ class RunState:
         """Run the after steps on a ``done``; the terminal message to handle (run.tasklets)."""
         raise NotImplementedError
 
-    async def _dispatch(self) -> None:
-        """Dispatch the stream until it ends (the dispatcher's)."""
+    async def _dispatch_until(self, done: asyncio.Event) -> None:
+        """Dispatch the stream's batches as they come until ``done`` (the dispatcher's)."""
+        raise NotImplementedError
+
+    async def _pump(self) -> None:
+        """Dispatch every batch the stream holds now (the dispatcher's)."""
         raise NotImplementedError
 
     async def _dispatch_batch(self, batch: Batch) -> None:

@@ -51,21 +51,27 @@ async def terminate(
     return False
 
 
+def _no_watch(callback: Callable[[ExitStatus], None]) -> bool:
+    """``on_exit`` of a process that has none: it cannot call back."""
+    return False
+
+
 class Supervisor(RunState):
     """Launches, waits for, drains and ends one run's process."""
 
     async def _execute(self) -> None:
-        """Run to the end: supervise the process and dispatch its stream concurrently."""
+        """Run to the end. This one task supervises the process and dispatches the stream:
+        the readers feed it (from reader callbacks, or tasks per connection), and it takes
+        their batches in order while it waits for the exit, the drain and the end (a
+        dispatcher task of its own, woken for each batch, cost a short run ~5 loop turns)."""
         try:
-            # The run's own tasks in asyncio task groups: an anyio task group and one task
-            # cost ~26 us against ~10 us, three times a run (the owner's anyio cancel scopes
-            # still cancel them: they cancel this task, and the group its children).
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._dispatch(), name="dispatch")
-                try:
-                    await self._supervise()
-                finally:
-                    self._send.close()
+            try:
+                await self._supervise()
+            finally:
+                self._send.close()
+                self._receive.close_receiver()
+                if self._tap is not None:
+                    self._tap[0].close()
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True) as scope:
                 scope.deadline = anyio.current_time() + self.grace + 10
@@ -143,7 +149,7 @@ class Supervisor(RunState):
             # A communicator that reads all along gets a task; one that reads on demand (the
             # pipe in the loop's callbacks, the shared socket a task per connection) starts
             # its readers in ``readers``.
-            readers = Readers(group, self._drained)
+            readers = Readers(group, self._readers_ended)
             on_demand: list[OnDemand] = []
             try:
                 for communicator in communicators:
@@ -152,49 +158,78 @@ class Supervisor(RunState):
                         on_demand[-1].read_with(readers)
                     else:
                         readers.spawn(communicator.serve(self._exited))
-                if self._deadline is None:  # nothing to watch beside the exit: no task group
-                    status = await self._process.wait()
-                else:
-                    async with asyncio.TaskGroup() as waiting:
-                        watch = waiting.create_task(self._enforce_timeout(self._deadline))
-                        status = await self._process.wait()
-                        watch.cancel()
-                self._exit = status
-                self._lifecycle.advance(Phase.DRAINING)
-                self._exited.set()
+                deadline = self._deadline
+                watch = None if deadline is None else group.create_task(self._enforce(deadline))
+                if not getattr(self._process, "on_exit", _no_watch)(self._exited_with):
+                    group.create_task(self._wait_exit(self._process))
+                await self._dispatch_until(self._exited)
+                if watch is not None:
+                    watch.cancel()
+                if self._exit_error is not None:
+                    raise self._exit_error
                 for reader in on_demand:  # what the task sent just before its exit
                     reader.exited()
                 readers.exited()
                 await self._drain(readers)
+                await self._pump()
             finally:
                 readers.cancel()  # nothing, unless the drain's limit or a cancel ended it
-        return status
+        assert self._exit is not None
+        return self._exit
+
+    async def _wait_exit(self, process: TaskProcess) -> None:
+        """Wait for the exit of a process that cannot call back (a scheduler's job, say)."""
+        try:
+            status = await process.wait()
+        except Exception as exc:  # raised by the run's own task, which it wakes
+            self._exit_error = exc
+            self._exited.set()
+            self._receive.wake()
+            return
+        self._exited_with(status)
+
+    def _exited_with(self, status: ExitStatus) -> None:
+        """The process has exited (called back, or by _wait_exit): note it and wake the run's
+        task. A cancel waiting for the exit sees it at once, even from inside a hook."""
+        self._exit = status
+        if self._lifecycle.phase.value < Phase.DRAINING.value:  # not after an abort's end
+            self._lifecycle.advance(Phase.DRAINING)
+        self._exited.set()
+        self._receive.wake()
+
+    def _readers_ended(self) -> None:
+        self._drained.set()
+        self._receive.wake()
 
     async def _drain(self, readers: Readers) -> None:
-        """After the exit, let the readers reach end of stream while messages keep moving.
+        """After the exit, dispatch what the readers still bring until all are at their end.
 
         What the task wrote before it exited may take a while to read on a loaded executor,
-        so the limit is on *silence*: ``drain_timeout`` seconds with no batch handled (a
-        process that escaped the group may hold a pipe open forever) ends the readers.
+        so the limit is on *silence*: ``drain_timeout`` seconds with no batch (a process that
+        escaped the group may hold a pipe open forever) ends the readers. A slow hook is not
+        silence: the time runs only while this waits.
         """
         if self._drained.is_set():  # the usual end: every reader was at EOF by the exit
             return
-        timeout = self._context.drain_timeout
-        # time.monotonic, as the dispatcher's _last_progress (the loop's clock on asyncio).
-        self._last_progress = time.monotonic()
+        timeout, receive = self._context.drain_timeout, self._receive
+        loop = asyncio.get_running_loop()
+        last = loop.time()  # when the stream last moved
         while not self._drained.is_set():
-            # Not a poll: this wakes once per drain_timeout of silence, or when drained.
-            with anyio.move_on_after(self._last_progress + timeout - time.monotonic()):
-                await self._drained.wait()
-            silent = time.monotonic() - self._last_progress >= timeout
-            if silent and not self._dispatching and not self._drained.is_set():
+            # Not a poll: the timer wakes the stream once per drain_timeout of silence.
+            timer = loop.call_at(last + timeout, receive.wake)
+            try:
+                batch = await receive.next()
+            finally:
+                timer.cancel()
+            if batch is not None:
+                await self._dispatch_batch(batch)
+                last = loop.time()
+            elif not self._drained.is_set() and loop.time() >= last + timeout:
                 readers.cancel()
                 get_logger().warning(
                     "drain_timeout", run_id=self.id, run=self.name, seconds=timeout
                 )
                 return
-            if self._dispatching:  # a slow hook is still working through what was read
-                self._last_progress = time.monotonic()
 
     def _launch_spec(self) -> LaunchSpec:
         context = self._context
@@ -252,7 +287,7 @@ class Supervisor(RunState):
         limit = self._limits.output_bytes if self._limits is not None else None
         return None if limit is None else OutputBudget(limit, self.record, self.end_for_limit)
 
-    async def _enforce_timeout(self, deadline: Deadline) -> None:
+    async def _enforce(self, deadline: Deadline) -> None:
         await deadline.wait()  # wakes once, when the (movable) deadline passes
         self._lifecycle.time_out()
         await self._terminate()
@@ -269,16 +304,20 @@ class Supervisor(RunState):
         await self._put([Message(str(sig), data, 0, time.time(), None, os.getpid())])
 
     async def _end(self, status: ExitStatus) -> None:
-        """Send the terminal event of the run's first-wins end, the last message of the
-        stream."""
+        """Dispatch the terminal event of the run's first-wins end, the last message."""
         event = self._lifecycle.finish(status)
-        data = self._attempt_noted(self._lifecycle.payload(event, status))
-        await self._put([Message(event, data, 0, time.time(), None, os.getpid())])
+        await self._emit(event, self._attempt_noted(self._lifecycle.payload(event, status)))
+
+    async def _emit(self, sig: str, data: Any) -> None:
+        """Dispatch one of the executor's own messages from the run's own task (its
+        dispatcher), after everything the stream holds."""
+        await self._pump()
+        await self._dispatch_batch([Message(sig, data, 0, time.time(), None, os.getpid())])
 
     async def _put(self, batch: list[Message]) -> None:
-        """Queue one of the executor's own messages for the dispatcher: at once while the
-        stream has room (no checkpoint, so no extra turn of the loop per started or terminal
-        event), else waiting for room like a reader."""
+        """Queue one of the executor's own messages (from a launcher, stop or resume) for
+        the run's task to dispatch: at once while the stream has room (no checkpoint), else
+        waiting for room like a reader."""
         try:
             self._send.send_nowait(batch)
         except anyio.WouldBlock:
