@@ -130,6 +130,10 @@ class PipeCommunicator:
         return {"kind": self.kind, "fd": self._frame_fd, "capture_output": self.capture_output}
 
     async def aclose(self) -> None:
+        self.close_now()
+
+    def close_now(self) -> None:
+        """Release the pipes at once (nothing to wait for)."""
         self.child_started()
         if self._reads is not None:  # its reader callbacks go before the descriptors
             self._reads.cancel()

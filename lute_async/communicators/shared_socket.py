@@ -195,6 +195,10 @@ class SharedSocketCommunicator:
         return {"kind": self.kind, "path": os.fspath(path) if path else None, "shared": True}
 
     async def aclose(self) -> None:
+        self.close_now()
+
+    def close_now(self) -> None:
+        """Stop listening for the run and close its connections, at once."""
         if self._listener is not None and self._channel is not None:
             self._listener.unregister(self, self._channel.run_id)
         for _ in self._waiting:

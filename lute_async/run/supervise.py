@@ -9,7 +9,6 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack
 from typing import Any, cast
 
 import anyio
@@ -19,11 +18,10 @@ from lute_async.communicators.base import Communicator
 from lute_async.communicators.readers import OnDemand, Readers
 from lute_async.errors import LaunchError
 from lute_async.launchers.base import ExitStatus, LaunchSpec, TaskProcess
-from lute_async.logs import get_logger
 from lute_async.messages import EventName, Message
+from lute_async.run.draining import Draining
 from lute_async.run.enforcement import Deadline, OutputBudget
 from lute_async.run.lifecycle import OWNER_CANCELLED, Phase, terminal_payload
-from lute_async.run.state import RunState
 from lute_async.wire import (
     ENV_EXECUTOR_PID,
     ENV_NAME,
@@ -56,7 +54,16 @@ def _no_watch(callback: Callable[[ExitStatus], None]) -> bool:
     return False
 
 
-class Supervisor(RunState):
+def _closed_at_once(communicator: Communicator) -> bool:
+    """Close ``communicator`` now if it can close without waiting (``close_now``)."""
+    close = getattr(communicator, "close_now", None)
+    if close is None:
+        return False
+    close()
+    return True
+
+
+class Supervisor(Draining):
     """Launches, waits for, drains and ends one run's process."""
 
     async def _execute(self) -> None:
@@ -82,13 +89,15 @@ class Supervisor(RunState):
         """One attempt: wait for a slot, launch, wait for the exit, drain. How it ended (a
         launch error's, or exit_code None when it was cancelled before it could start)."""
         context, lifecycle = self._context, self._lifecycle
-        async with AsyncExitStack() as slot:
-            if context.limiter is not None:
-                # Waiting for a max_concurrency slot: cancel() ends the wait at once.
-                with anyio.CancelScope() as self._queued:
-                    if not lifecycle.ending:
-                        await slot.enter_async_context(context.limiter)
-                self._queued = None
+        limiter, holding = context.limiter, False
+        if limiter is not None:
+            # Waiting for a max_concurrency slot: cancel() ends the wait at once.
+            with anyio.CancelScope() as self._queued:
+                if not lifecycle.ending:
+                    await limiter.acquire()
+                    holding = True
+            self._queued = None
+        try:
             if lifecycle.ending:  # cancelled before it could start
                 return ExitStatus(exit_code=None)
             lifecycle.advance(Phase.LAUNCHING)
@@ -107,10 +116,18 @@ class Supervisor(RunState):
             try:
                 status = await self._launch_and_wait(channel, communicators)
             finally:
-                with anyio.CancelScope(shield=True):
-                    for communicator in communicators:
-                        await communicator.aclose()
-                    self._remove_params_file()
+                self._remove_params_file()
+                # Those that close at once (the pipe, the shared socket) need no shield (an
+                # anyio cancel scope a run); the others' aclose must finish even if cancelled.
+                later = [c for c in communicators if not _closed_at_once(c)]
+                if later:
+                    with anyio.CancelScope(shield=True):
+                        for communicator in later:
+                            await communicator.aclose()
+        finally:
+            if holding:
+                assert limiter is not None
+                limiter.release()
         dropped = channel.error_log.summary()
         if dropped is not None:  # the first few are in extra["protocol_errors"]
             self.record.extra["protocol_errors_dropped"] = dropped
@@ -176,60 +193,6 @@ class Supervisor(RunState):
                 readers.cancel()  # nothing, unless the drain's limit or a cancel ended it
         assert self._exit is not None
         return self._exit
-
-    async def _wait_exit(self, process: TaskProcess) -> None:
-        """Wait for the exit of a process that cannot call back (a scheduler's job, say)."""
-        try:
-            status = await process.wait()
-        except Exception as exc:  # raised by the run's own task, which it wakes
-            self._exit_error = exc
-            self._exited.set()
-            self._receive.wake()
-            return
-        self._exited_with(status)
-
-    def _exited_with(self, status: ExitStatus) -> None:
-        """The process has exited (called back, or by _wait_exit): note it and wake the run's
-        task. A cancel waiting for the exit sees it at once, even from inside a hook."""
-        self._exit = status
-        if self._lifecycle.phase.value < Phase.DRAINING.value:  # not after an abort's end
-            self._lifecycle.advance(Phase.DRAINING)
-        self._exited.set()
-        self._receive.wake()
-
-    def _readers_ended(self) -> None:
-        self._drained.set()
-        self._receive.wake()
-
-    async def _drain(self, readers: Readers) -> None:
-        """After the exit, dispatch what the readers still bring until all are at their end.
-
-        What the task wrote before it exited may take a while to read on a loaded executor,
-        so the limit is on *silence*: ``drain_timeout`` seconds with no batch (a process that
-        escaped the group may hold a pipe open forever) ends the readers. A slow hook is not
-        silence: the time runs only while this waits.
-        """
-        if self._drained.is_set():  # the usual end: every reader was at EOF by the exit
-            return
-        timeout, receive = self._context.drain_timeout, self._receive
-        loop = asyncio.get_running_loop()
-        last = loop.time()  # when the stream last moved
-        while not self._drained.is_set():
-            # Not a poll: the timer wakes the stream once per drain_timeout of silence.
-            timer = loop.call_at(last + timeout, receive.wake)
-            try:
-                batch = await receive.next()
-            finally:
-                timer.cancel()
-            if batch is not None:
-                await self._dispatch_batch(batch)
-                last = loop.time()
-            elif not self._drained.is_set() and loop.time() >= last + timeout:
-                readers.cancel()
-                get_logger().warning(
-                    "drain_timeout", run_id=self.id, run=self.name, seconds=timeout
-                )
-                return
 
     def _launch_spec(self) -> LaunchSpec:
         context = self._context
