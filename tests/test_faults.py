@@ -395,3 +395,22 @@ async def test_a_hook_busy_past_drain_timeout_after_the_exit_loses_nothing(
     assert record.status == "COMPLETED"
     assert indexes == list(range(16_000))
     assert not [e for e in log_events(json_logs.getvalue()) if e["event"] == "drain_timeout"]
+
+
+async def test_a_task_reaped_by_someone_else_ends_failed_saying_so(tmp_path: Path) -> None:
+    # Code in the executor's process (here, the hook) reaps the task before the run can:
+    # the run still ends, FAILED with the reason, instead of waiting forever for an exit.
+    reaped: list[int] = []
+
+    def reap_it(event: Event) -> None:
+        pid = event.data["pid"]
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)  # the task is gone and reaped before the run's callback runs
+        reaped.append(pid)
+
+    async with Executor(db=tmp_path / "runs.db", workdir=tmp_path / "runs") as executor:
+        record = await executor.run(["sleep", "3600"], hooks={"started": reap_it})
+    assert len(reaped) == 1
+    assert record.status == "FAILED"
+    assert record.error is not None
+    assert f"pid {reaped[0]} could not be reaped" in record.error["message"]

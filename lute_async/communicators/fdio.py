@@ -105,7 +105,11 @@ class CallbackReads:
             return
         except ConnectionResetError:
             chunk = b""
-        batches, more = self._decoders[fd](chunk)
+        try:
+            batches, more = self._decoders[fd](chunk)
+        except BaseException:  # a bug: read no more (a watched pipe would call again at once)
+            self.cancel()
+            raise
         if not (more and chunk):  # at its end: read no more of it
             self._loop.remove_reader(fd)
             del self._decoders[fd]

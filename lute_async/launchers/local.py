@@ -65,8 +65,17 @@ class LocalProcess(GroupSignals):
         def exited() -> None:
             loop.remove_reader(pidfd)
             os.close(pidfd)  # nothing waits on it any more
-            # A readable pidfd means the child has exited: this wait4 returns at once.
-            status = self._reaped(*os.wait4(self._popen.pid, 0)[1:])
+            try:
+                # A readable pidfd means the child has exited: this wait4 returns at once.
+                status = self._reaped(*os.wait4(self._popen.pid, 0)[1:])
+            except OSError as exc:  # reaped by someone else: the run still ends, saying so
+                self.returncode = self._popen.returncode = -1
+                if self.guarded:
+                    GUARDIAN.release(self._popen.pid)
+                self._end_stragglers()
+                message = f"pid {self._popen.pid} could not be reaped: {exc}"
+                error = {"type": "LaunchError", "message": message, "traceback": None}
+                status = ExitStatus(exit_code=None, error=error)
             reaped.set_result(status)
             callback(status)
 
