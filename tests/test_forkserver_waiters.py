@@ -15,7 +15,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from lute_async.launchers.forkserver.server import Exit, Server
+from lute_async.launchers.forkserver.server import Server
+from lute_async.launchers.forkserver.waiting import Exit
 
 WAIT_LIMIT = 30
 

@@ -10,13 +10,14 @@ its exit from the server (its parent), and waits on a pidfd when the server itse
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -25,7 +26,8 @@ from lute_async.communicators.fdio import close_fd
 from lute_async.errors import LaunchError
 from lute_async.launchers.base import ExitStatus, GroupSignals, LaunchSpec, Notify
 from lute_async.launchers.forkserver.boxed import BoxedServer, box_key, boxed_request
-from lute_async.launchers.forkserver.server import Server, ServerDied, server_for
+from lute_async.launchers.forkserver.server import Server, server_for
+from lute_async.launchers.forkserver.waiting import Exit, ServerDied
 from lute_async.worker import ENTRY as WORKER_ENTRY
 
 #: This machine's name, for records and the ``started`` event (one lookup, not one a run).
@@ -73,12 +75,44 @@ class ForkserverProcess(GroupSignals):
         self.started = time.monotonic()
         self.returncode: int | None = None
         self.inherited_rss_kib = inherited_rss  # a fork starts at the server's RSS
+        self._status: asyncio.Future[ExitStatus] | None = None  # once on_exit watches
+        self._orphan_wait: asyncio.Task[ExitStatus] | None = None  # held while it runs
+
+    def on_exit(self, callback: Callable[[ExitStatus], None]) -> bool:
+        """Call ``callback`` with the exit status from the server's report callback (no task
+        waits for it). If the server dies first, a task waits for the orphaned child to go
+        (a few seconds at most) and then calls it."""
+        loop = asyncio.get_running_loop()
+        status = self._status = loop.create_future()
+
+        def settle(result: ExitStatus) -> None:
+            status.set_result(result)
+            callback(result)
+
+        def reported(ended: Exit | None) -> None:
+            if ended is not None:
+                settle(self._ended(ended))
+                return
+            died = ServerDied(self._server.dead or f"the fork server (pid {self._server.pid}) died")
+            orphaned = self._orphan_wait = loop.create_task(self._orphaned(died))
+            orphaned.add_done_callback(
+                lambda task: None if task.cancelled() else settle(task.result())
+            )
+
+        self._server.call_on_exit(self.reported_as, reported)
+        return True
 
     async def wait(self) -> ExitStatus:
+        if self._status is not None:  # reported to on_exit's callback: the same status
+            return await asyncio.shield(self._status)
         try:
             ended = await self._server.wait_exit(self.reported_as)
         except ServerDied as died:
             return await self._orphaned(died)
+        return self._ended(ended)
+
+    def _ended(self, ended: Exit) -> ExitStatus:
+        """The child's end as the server reported it; its group's stragglers are ended."""
         code = os.waitstatus_to_exitcode(ended.status)
         self.returncode = code
         self.send_signal(signal.SIGKILL)  # stragglers in its group, as the local launcher does

@@ -12,15 +12,13 @@ by :func:`close_servers`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 import socket
 import struct
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import anyio
@@ -28,6 +26,7 @@ import msgpack
 
 from lute_async.errors import LaunchError
 from lute_async.forkserver_main import ENTRY, MAX_FDS, MAX_MESSAGE, SANDBOXED
+from lute_async.launchers.forkserver.waiting import Exit, Reports, ReportWaiters, ServerDied
 
 #: What a server is shared by: (workdir, python, PYTHONPATH, preloads, sandbox and its cwd).
 Key = tuple[str, str, str, tuple[str, ...], tuple[Any, ...] | None]
@@ -40,10 +39,6 @@ RUN_VARIABLES = "LUTE_ASYNC_"
 READY = 0
 #: How long a spawn request may take to be answered (a fork is well under a second).
 SPAWN_TIMEOUT = 30.0
-
-
-class ServerDied(LaunchError):
-    """The fork server ended (killed, or crashed) while it was needed."""
 
 
 class ServerProcess(Protocol):
@@ -63,24 +58,7 @@ class Box(ServerProcess, Protocol):
     async def start(self, command: list[str], env: dict[str, str], fd: int) -> None: ...
 
 
-@dataclass(slots=True)
-class Exit:
-    """A child's end as the server's ``wait4`` saw it."""
-
-    status: int
-    usage: dict[str, float]
-
-
-@dataclass(slots=True)
-class _Reports:
-    spawned: dict[int, dict[str, Any]] = field(default_factory=dict)
-    exits: dict[int, Exit] = field(default_factory=dict)
-    stopped: set[int] = field(default_factory=set)
-    #: The pid outside the namespace of each sandboxed child, by request id.
-    hellos: dict[int, int] = field(default_factory=dict)
-
-
-class Server:
+class Server(ReportWaiters):
     """One running fork server and its control connection."""
 
     def __init__(
@@ -122,70 +100,18 @@ class Server:
         #: The server's environment as its ``ready`` report gave it (None: not known).
         self.env: dict[str, str] | None = None
         self.dead: str | None = None
-        self._reports = _Reports()
+        self._reports = Reports()
         self._next_id = 0
         #: The waiters by what wakes them: a child's pid, minus a request's id, READY.
-        self._waiting: dict[int, list[asyncio.Future[None]]] = {}
+        self._waiting = {}
         #: The loop whose reader callback reads the connection (while anyone waits).
-        self._watching: asyncio.AbstractEventLoop | None = None
+        self._watching = None
 
     @property
     def pid(self) -> int:
         return self.popen.pid
 
     # -- reading reports --------------------------------------------------------------------
-
-    async def _until(self, key: int, done: Callable[[], bool]) -> None:
-        """Wait until ``done()``, woken by the reports about ``key`` (a request id or a
-        child's pid); ServerDied if the server ends first.
-
-        The connection is read by an event-loop reader callback, registered while anyone
-        waits (no task: nothing outlives the runs that use the server); a report wakes the
-        waiters of its own key, not every waiter."""
-        while not done():
-            if self.dead is not None:
-                raise ServerDied(self.dead)
-            loop = asyncio.get_running_loop()
-            if self._watching is not loop:
-                self._watch(loop)
-            waiter: asyncio.Future[None] = loop.create_future()
-            waiters = self._waiting.setdefault(key, [])
-            waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                waiters.remove(waiter)
-                if not waiters and self._waiting.get(key) is waiters:
-                    del self._waiting[key]
-                if not self._waiting:
-                    self._unwatch()
-
-    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Read the connection from ``loop``'s reader callback. The waiters of another loop
-        (one that ended while they waited) are dropped: nothing would ever run them."""
-        if self._watching is not None:
-            self._unwatch()
-            self._waiting = {
-                key: live
-                for key, waiters in self._waiting.items()
-                if (live := [waiter for waiter in waiters if waiter.get_loop() is loop])
-            }
-        loop.add_reader(self.sock, self._read)
-        self._watching = loop
-
-    def _unwatch(self) -> None:
-        """No one waits: stop watching the connection (until the next waiter)."""
-        loop, self._watching = self._watching, None
-        if loop is not None and not loop.is_closed() and self.sock.fileno() >= 0:
-            loop.remove_reader(self.sock)
-
-    def _wake(self, key: int | None) -> None:
-        """Wake the waiters of ``key`` (all of them for None)."""
-        keys = list(self._waiting) if key is None else [key]
-        for each in keys:
-            for waiter in self._waiting.get(each, ()):
-                if not waiter.done():
-                    waiter.set_result(None)
 
     def _read(self) -> None:
         """Every report waiting on the connection (without blocking)."""
@@ -323,7 +249,8 @@ class Server:
         return report
 
     async def wait_exit(self, pid: int) -> Exit:
-        """The exit of child ``pid`` (ServerDied if the server ends first)."""
+        """The exit of child ``pid`` (ServerDied if the server ends first); see also
+        :meth:`call_on_exit`."""
         exits = self._reports.exits
         await self._until(pid, lambda: pid in exits)
         self._reports.stopped.discard(pid)
