@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -497,3 +498,47 @@ def test_at_the_fd_limit_the_shared_listener_backs_off_and_logs_once_per_episode
     assert outcome["events"].count("accept_failures") == 1
     # Backed off: a few retries over the 2,000 loop turns, not one failed accept per turn.
     assert 1 <= outcome["failures"][0] < 100
+
+
+async def test_a_refused_hello_from_a_task_that_has_exited_is_still_its_runs(
+    tmp_path: Path,
+) -> None:
+    # The task names a wrong run and exits before the executor reads its hello (the hook
+    # holds the loop until the task is gone): its /proc environment is gone by then, so the
+    # run is found by its task's pid, and the refusal is in the run's record, not only logged.
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    task = textwrap.dedent(
+        f"""
+        import os, socket, msgpack
+        print("ready", flush=True)
+        open({str(fifo)!r}).read()  # until the hook says go
+        hello = {{"v": 1, "run": "someone-else", "pid": os.getpid(), "rank": None,
+                 "secret": os.environ["LUTE_ASYNC_SECRET"]}}
+        wrong = socket.socket(socket.AF_UNIX)
+        wrong.connect(os.environ["{ENV_SOCKET}"])
+        wrong.sendall(msgpack.packb(hello))
+        wrong.close()
+        """
+    )
+
+    def hold_the_loop_until_the_task_is_gone(event: Event) -> None:
+        assert event.run.pid is not None
+        pidfd = os.pidfd_open(event.run.pid)
+        try:
+            with open(fifo, "w") as go:
+                go.write("go")
+            # Blocking on purpose: nothing in the executor runs until the task has exited.
+            assert select.select([pidfd], [], [], 60)[0] == [pidfd]
+        finally:
+            os.close(pidfd)
+
+    async with Executor(db=tmp_path / "runs.db", workdir=tmp_path / "work") as executor:
+        record = await executor.run(
+            [sys.executable, "-c", task],
+            communicators=("pipe", "socket"),
+            hooks={"log": hold_the_loop_until_the_task_is_gone},
+        )
+    assert record.status == "COMPLETED"
+    errors = [error["message"] for error in record.extra.get("protocol_errors", [])]
+    assert any("unknown run" in message for message in errors), errors

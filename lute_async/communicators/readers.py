@@ -19,15 +19,22 @@ class Readers:
     """The readers of one attempt: tasks in ``group`` and callback reads, each counted until
     it ends; ``drained`` is called once :meth:`exited` was called and none is left."""
 
-    __slots__ = ("_cancels", "_exited", "_group", "_left", "_tasks", "drained")
+    __slots__ = ("_cancels", "_exited", "_group", "_left", "_tasks", "drained", "task_pid")
 
-    def __init__(self, group: asyncio.TaskGroup, drained: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        group: asyncio.TaskGroup,
+        drained: Callable[[], None],
+        task_pid: int | None = None,
+    ) -> None:
         self._group = group
         self._tasks: list[asyncio.Task[None]] = []
         self._cancels: list[Callable[[], None]] = []  # of the callback reads still held
         self._left = 0
         self._exited = False
         self.drained = drained
+        #: The attempt's task process (None: not known, as for a scheduler's job).
+        self.task_pid = task_pid
 
     def spawn(self, reading: Coroutine[Any, Any, None]) -> None:
         """Run ``reading`` (one connection's reads, say) as a reader task."""

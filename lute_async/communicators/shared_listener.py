@@ -46,6 +46,10 @@ class SharedRun(Protocol):
     def take(self, conn: socket.socket, hello: bytes, rest: bytes) -> None:
         """A connection whose hello (``hello``, followed by ``rest``) names the run."""
 
+    @property
+    def task_pid(self) -> int | None:
+        """The pid of the run's task process, once it runs."""
+
 
 class PendingHello:
     """An accepted connection whose hello is not complete yet."""
@@ -94,6 +98,9 @@ class SharedListener:
         self._backlog = select.poll()
         self._backlog.register(self._fd, select.POLLIN)
         self._runs: dict[str, SharedRun] = {}
+        #: The runs by their task's pid: whose a refused connection is, even once the task has
+        #: exited (its /proc environment is gone by then).
+        self._pids: dict[int, SharedRun] = {}
         self._pending: set[PendingHello] = set()
         self._exhaustion = Exhaustion(self.kind)
         self._delay = RETRY_FIRST
@@ -119,10 +126,17 @@ class SharedListener:
     def register(self, communicator: SharedRun, run_id: str) -> None:
         self._runs[run_id] = communicator
 
+    def note_pid(self, communicator: SharedRun, pid: int) -> None:
+        """The run's task process is ``pid``."""
+        self._pids[pid] = communicator
+
     def unregister(self, communicator: SharedRun, run_id: str) -> None:
         """Forget the run: hellos naming it are refused from now on."""
         if self._runs.get(run_id) is communicator:
             del self._runs[run_id]
+        pid = communicator.task_pid
+        if pid is not None and self._pids.get(pid) is communicator:
+            del self._pids[pid]
         if self._closing and not self._runs:
             self._shut()
 
@@ -253,7 +267,9 @@ class SharedListener:
         """Close ``pending``'s connection with ``error``, recorded by ``run``, else by the run
         its process belongs to, else logged."""
         self._forget(pending)
-        # Whose it is, before the close lets the peer go on (and perhaps exit).
+        # Whose it is: the run whose task it is, or (a descendant) named in its environment,
+        # read before the close lets the peer go on (and perhaps exit).
+        run = run or self._pids.get(pending.pid)
         run = run or self._runs.get(run_of_process(pending.pid) or "")
         pending.conn.close()
         if run is not None:

@@ -110,6 +110,8 @@ class SharedSocketCommunicator:
         #: Connections handed over before :meth:`read_with` was called.
         self._waiting: list[tuple[socket.socket, FrameConnection, bytes]] = []
         self._open: set[socket.socket] = set()
+        #: The run's task process, once it runs (whose a refused connection is).
+        self.task_pid: int | None = None
 
     async def open(self, channel: RunChannel) -> ChildSetup:
         self._channel = channel
@@ -151,6 +153,9 @@ class SharedSocketCommunicator:
         """Read every connection from now on in a task of ``readers`` (the run's), beginning
         with those that arrived before."""
         spawn = self._spawn = readers.spawn
+        self.task_pid = readers.task_pid
+        if self.task_pid is not None and self._listener is not None:
+            self._listener.note_pid(self, self.task_pid)
         for waiting in self._waiting:
             spawn(self._read(*waiting))
         self._waiting.clear()

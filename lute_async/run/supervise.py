@@ -166,7 +166,7 @@ class Supervisor(Draining):
             # A communicator that reads all along gets a task; one that reads on demand (the
             # pipe in the loop's callbacks, the shared socket a task per connection) starts
             # its readers in ``readers``.
-            readers = Readers(group, self._readers_ended)
+            readers = Readers(group, self._readers_ended, self._process.pid)
             on_demand: list[OnDemand] = []
             try:
                 for communicator in communicators:
