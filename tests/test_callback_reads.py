@@ -17,6 +17,7 @@ import anyio
 from lute_async.communicators.base import Batch
 from lute_async.communicators.fdio import CallbackReads, set_nonblocking
 from lute_async.communicators.readers import Readers
+from lute_async.communicators.readiness import readiness
 from lute_async.communicators.stream import BatchStream
 from lute_async.messages import Message
 
@@ -76,7 +77,6 @@ async def test_chunks_arrive_in_order_through_a_full_stream_and_drain_after_the_
 async def test_reads_pause_while_the_stream_is_full() -> None:
     stream: BatchStream[Batch] = BatchStream(1)
     drained = asyncio.Event()
-    loop = asyncio.get_running_loop()
     decoded = asyncio.Event()
 
     def decode(chunk: bytes) -> tuple[list[Batch], bool]:
@@ -92,7 +92,7 @@ async def test_reads_pause_while_the_stream_is_full() -> None:
                 os.write(write_fd, bytes([byte]))
                 await decoded.wait()
             # Held: the pipe is no longer watched, so what is written now waits in it.
-            assert not loop.remove_reader(read_fd)
+            assert not readiness().watching(read_fd)
             os.write(write_fd, b"c")
             taken = [await stream.receive() for _ in range(3)]
             assert [m.data for batch in taken for m in batch] == list(b"abc")
@@ -112,7 +112,7 @@ async def test_a_cancel_stops_the_reads_and_releases_the_readers() -> None:
             readers.cancel()
             assert drained.is_set()
             # Nothing watches the pipe any more: what is written now is never read.
-            assert not asyncio.get_running_loop().remove_reader(read_fd)
+            assert not readiness().watching(read_fd)
 
 
 async def test_a_gone_receiver_stops_the_reads_without_an_error() -> None:

@@ -12,11 +12,13 @@ import contextlib
 import os
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
 
 from lute_async.communicators.base import READ_SIZE, Batch
+from lute_async.communicators.readiness import readiness
 
 if TYPE_CHECKING:
     from lute_async.communicators.readers import Readers
@@ -66,8 +68,8 @@ Decode = Callable[[bytes], tuple[list[Batch], bool]]
 
 
 class CallbackReads:
-    """Reads descriptors to their end in the event loop's reader callbacks, with no task: each
-    chunk is decoded at once and its batches handed to ``send`` without waiting.
+    """Reads descriptors to their end in readiness callbacks (:mod:`.readiness`), with no
+    task: each chunk is decoded at once and its batches handed to ``send`` without waiting.
 
     A run's frame pipe, stdout and stderr are read this way: a reader task (and its group)
     cost a short run more than its reads. When ``send`` is full, the reads pause and a task of
@@ -76,13 +78,23 @@ class CallbackReads:
     descriptor is at its end and nothing is held.
     """
 
-    __slots__ = ("_catching_up", "_decoders", "_held", "_loop", "_readers", "_release", "_send")
+    __slots__ = (
+        "_catching_up",
+        "_decoders",
+        "_held",
+        "_on_ready",
+        "_readers",
+        "_readiness",
+        "_release",
+        "_send",
+    )
 
     def __init__(
         self, decoders: dict[int, Decode], send: BatchSender[Batch], readers: Readers
     ) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._readiness = readiness()
         self._decoders = dict(decoders)
+        self._on_ready = {fd: partial(self._readable, fd) for fd in decoders}
         self._send = send
         self._readers = readers
         self._held: deque[Batch] = deque()  # waiting for room in ``send``, in order
@@ -92,11 +104,11 @@ class CallbackReads:
 
     def _watch(self) -> None:
         for fd in self._decoders:
-            self._loop.add_reader(fd, self._readable, fd)
+            self._readiness.watch(fd, self._on_ready[fd])
 
     def _unwatch(self) -> None:
         for fd in self._decoders:
-            self._loop.remove_reader(fd)
+            self._readiness.unwatch(fd)
 
     def _readable(self, fd: int) -> None:
         try:
@@ -111,7 +123,7 @@ class CallbackReads:
             self.cancel()
             raise
         if not (more and chunk):  # at its end: read no more of it
-            self._loop.remove_reader(fd)
+            self._readiness.unwatch(fd)
             del self._decoders[fd]
         held, send = self._held, self._send
         try:

@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 
 from lute_async.communicators.fdio import wait_readable
+from lute_async.communicators.readiness import readiness
 from lute_async.errors import LaunchError
 from lute_async.hostname import hostname
 from lute_async.launchers.base import ExitStatus, GroupSignals, LaunchSpec, Notify
@@ -52,34 +53,38 @@ class LocalProcess(GroupSignals):
             GUARDIAN.watch(popen.pid)
 
     def on_exit(self, callback: Callable[[ExitStatus], None]) -> bool:
-        """Call ``callback`` with the exit status from the event loop's reader callback on
-        the process's pidfd, which reaps it (no task waits); False on kernels without pidfds,
+        """Call ``callback`` with the exit status from the readiness callback of the
+        process's pidfd, which reaps it (no task waits); False on kernels without pidfds,
         where :meth:`wait` reaps in a worker thread instead."""
+        pid = self._popen.pid
         try:
-            pidfd = os.pidfd_open(self._popen.pid)
+            pidfd = os.pidfd_open(pid)
         except OSError:
             return False
-        loop = asyncio.get_running_loop()
-        reaped = self._reaped_status = loop.create_future()
+        reaped = self._reaped_status = asyncio.get_running_loop().create_future()
+        watching = readiness()
 
         def exited() -> None:
-            loop.remove_reader(pidfd)
-            os.close(pidfd)  # nothing waits on it any more
             try:
-                # A readable pidfd means the child has exited: this wait4 returns at once.
-                status = self._reaped(*os.wait4(self._popen.pid, 0)[1:])
+                # A readable pidfd means the child has exited: this returns at once.
+                waited, status, rusage = os.wait4(pid, os.WNOHANG)
+                if waited == 0:
+                    return  # not exited after all (a stale event): watch on
+                ended = self._reaped(status, rusage)
             except OSError as exc:  # reaped by someone else: the run still ends, saying so
                 self.returncode = self._popen.returncode = -1
                 if self.guarded:
-                    GUARDIAN.release(self._popen.pid)
+                    GUARDIAN.release(pid)
                 self._end_stragglers()
-                message = f"pid {self._popen.pid} could not be reaped: {exc}"
+                message = f"pid {pid} could not be reaped: {exc}"
                 error = {"type": "LaunchError", "message": message, "traceback": None}
-                status = ExitStatus(exit_code=None, error=error)
-            reaped.set_result(status)
-            callback(status)
+                ended = ExitStatus(exit_code=None, error=error)
+            watching.unwatch(pidfd)
+            os.close(pidfd)  # nothing waits on it any more
+            reaped.set_result(ended)
+            callback(ended)
 
-        loop.add_reader(pidfd, exited)
+        watching.watch(pidfd, exited)
         return True
 
     async def wait(self) -> ExitStatus:
