@@ -128,6 +128,15 @@ def to_jsonable_or_summary(value: Any, keep_bytes: bool = False) -> Any:
     """:func:`to_jsonable` of *value*, or its :func:`unserialisable_summary` when that fails;
     a mapping is converted key by key, so one bad value does not hide its siblings. Never
     raises for a value a task sent (too deep, cyclic, a failing conversion)."""
+    kind = type(value)
+    # A record's usual fields (argv, params, launcher, usage...) hold plain values only:
+    # copied in one step, as _plain would (three saves a run, a dozen such fields each).
+    if kind is dict and all(
+        type(key) is str and type(item) in PLAIN_TYPES for key, item in value.items()
+    ):
+        return dict(value)
+    if kind is list and all(type(item) in PLAIN_TYPES for item in value):
+        return list(value)
     try:
         if isinstance(value, Mapping):
             return {

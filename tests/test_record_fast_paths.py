@@ -1,0 +1,173 @@
+"""The record save path's shortcuts keep what was stored before them: the JSON document reads
+back as :func:`json.dumps` wrote it (NaN and infinities included), plain fields are copied as
+the full conversion would, and the sqlite connection is back to its usual settings for every
+use but the event loop's own commits."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lute_async.records import AnalysisRecord, RecordStore
+from lute_async.records.codec import document_json, stored_record
+from lute_async.records.database import WAL_AUTOCHECKPOINT, RecordDatabase
+from lute_async.records.model import to_jsonable_or_summary
+from lute_async.records.store import save_at_once
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, NaN included (repr tells NaN, infinities and -0.0 apart exactly)."""
+    return repr(a) == repr(b)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"x": math.nan},
+        {"x": [math.inf, -math.inf, 1.5]},
+        {"nested": {"deep": [{"x": math.nan}]}},
+        {"text": "\ud800 lone surrogate"},
+        {"text": "é ü \u2028 \x00 \x7f \x1b[0m"},
+        {"big": 2**70, "small": -(2**70)},
+        {"floats": [1e16, 0.1, -0.0, 5e-324, 1.7976931348623157e308]},
+        {"text": "\xcb\x7f\xf0 looks like a NaN in msgpack"},
+        {"empty": {}, "list": [], "none": None, "yes": True, "no": False},
+    ],
+)
+def test_a_document_reads_back_as_json_dumps_wrote_it(document: dict[str, Any]) -> None:
+    text = document_json(document)
+    assert _same(json.loads(text), json.loads(json.dumps(document)))
+    assert "\n" not in text  # one journal line
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_float_is_written_as_json_dumps_writes_it(value: float) -> None:
+    assert document_json({"x": value}) == json.dumps({"x": value}, separators=(",", ":"))
+
+
+def test_a_document_json_cannot_write_still_raises() -> None:
+    with pytest.raises(TypeError):
+        document_json({"x": object()})
+
+
+def test_a_record_with_nan_params_and_unicode_reads_back_from_the_database(
+    tmp_path: Path,
+) -> None:
+    store = RecordStore(tmp_path / "runs.db")
+    record = AnalysisRecord(
+        name="ünïcode \u2028",
+        params={"threshold": math.nan, "limit": math.inf, "label": "café 😀"},
+        extra={"weights": [math.nan, -math.inf, 0.5]},
+    )
+    assert save_at_once(store, [record])  # the event loop's path
+    again = store.get(record.id)
+    assert _same(again.params, record.params)
+    assert _same(again.extra, record.extra)
+    assert again.name == record.name
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": 1, "b": "x", "c": None, "d": 1.5, "e": True},
+        ["a", 1, None, 2.5],
+        {"nested": {"a": 1}},
+        {1: "int key"},
+        [("tuple",), {"x"}],
+        {"path": Path("/tmp")},
+        type("S", (str,), {})("str subclass"),
+        {"sub": type("S", (str,), {})("str subclass")},
+    ],
+)
+def test_the_plain_shortcut_converts_as_the_full_conversion(value: Any) -> None:
+    converted = to_jsonable_or_summary(value)
+    assert json.dumps(converted) == json.dumps(_full_conversion(value))
+    assert type(converted) in (dict, list, str)
+    if isinstance(value, dict | list):
+        assert converted is not value  # a copy: the record may change after the save
+
+
+def _full_conversion(value: Any) -> Any:
+    """to_jsonable_or_summary without its shortcut: one item at a time."""
+    from lute_async.records.model import to_jsonable
+
+    if isinstance(value, dict):
+        return {
+            (key if isinstance(key, str) else str(to_jsonable(key))): to_jsonable(item)
+            for key, item in value.items()
+        }
+    return to_jsonable(value)
+
+
+def test_stored_record_keeps_every_field() -> None:
+    record = AnalysisRecord(name="all", params={"p": 1}, tags=["t"], exit_code=3, pid=42)
+    document = stored_record(record, 1 << 20).document
+    assert document == {**record.to_dict(), "result": None}
+
+
+def _settings(conn: sqlite3.Connection) -> tuple[int, int]:
+    busy = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    pages = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    return int(busy), int(pages)
+
+
+def test_the_loop_s_commits_wait_for_nothing_and_every_other_use_waits_as_usual(
+    tmp_path: Path,
+) -> None:
+    store = RecordStore(tmp_path / "runs.db", busy_timeout=7.0)
+    database = store._database
+    assert isinstance(database, RecordDatabase)
+    usual = (7000, WAL_AUTOCHECKPOINT)
+    for _ in range(2):  # the loop's settings kept from one of its commits to the next
+        with database.write_at_once("test") as conn:
+            assert _settings(conn) == (0, 0)
+    with database.write("test") as conn:  # the writer's thread, a lease renewal...
+        assert _settings(conn) == usual
+    with database.write_at_once("test") as conn:
+        assert _settings(conn) == (0, 0)
+    assert database.read("PRAGMA busy_timeout", (), "test") == [(usual[0],)]
+    with database.write_at_once("test") as conn:
+        pass
+    assert database.checkpoint() is not None
+    with database.write("test") as conn:
+        assert _settings(conn) == usual
+    store.close()
+
+
+def test_a_write_after_the_loop_s_commits_waits_for_another_process_s_lock(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    store = RecordStore(path, busy_timeout=30.0)
+    first = AnalysisRecord(name="first")
+    assert save_at_once(store, [first])  # the connection now has the loop's settings
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    second = AnalysisRecord(name="second")
+    assert not save_at_once(store, [second])  # the loop never waits: nothing written
+    entered = threading.Event()
+    errors: list[BaseException] = []
+
+    def save() -> None:
+        entered.set()
+        try:
+            store.save(second)  # the thread's way: waits for the lock (no busy timeout: fails)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=save)
+    thread.start()
+    entered.wait()
+    other.execute("COMMIT")
+    thread.join()
+    other.close()
+    assert errors == []
+    assert store.get(second.id).name == "second"
+    store.close()
