@@ -1,7 +1,7 @@
 """The record save path's shortcuts keep what was stored before them: the JSON document reads
 back as :func:`json.dumps` wrote it (NaN and infinities included), plain fields are copied as
 the full conversion would, and the sqlite connection is back to its usual settings for every
-use but the event loop's own commits."""
+use but the event loop's own commits; record keepers share one table of handlers."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
+from lute_async.messages import EventName, Message
 from lute_async.records import AnalysisRecord, RecordStore
 from lute_async.records.codec import document_json, stored_record
 from lute_async.records.database import WAL_AUTOCHECKPOINT, RecordDatabase
+from lute_async.records.keeper import RecordKeeper
 from lute_async.records.model import to_jsonable_or_summary
 from lute_async.records.store import save_at_once
 
@@ -171,3 +173,21 @@ def test_a_write_after_the_loop_s_commits_waits_for_another_process_s_lock(
     assert errors == []
     assert store.get(second.id).name == "second"
     store.close()
+
+
+def test_keepers_share_their_handlers_and_each_updates_its_own_record() -> None:
+    plain, judged = AnalysisRecord(name="plain"), AnalysisRecord(name="judged")
+    keepers = RecordKeeper(plain), RecordKeeper(judged, limits={"memory": 1 << 20})
+    assert EventName.LOG not in keepers[0].handled
+    assert EventName.LOG in keepers[1].handled  # its verdict may depend on its stderr
+    assert keepers[0].handled | {EventName.LOG} == keepers[1].handled
+    started = Message(EventName.STARTED, {"pid": 7}, ts=1.0)
+    assert keepers[0].apply(started)
+    assert (plain.status, plain.pid, judged.status) == ("RUNNING", 7, "PENDING")
+    line = Message(EventName.LOG, {"stream": "stderr", "message": "MemoryError"})
+    assert not keepers[1].apply(line) and not keepers[0].apply(line)
+    assert list(keepers[1].judge._stderr) == ["MemoryError"]
+    assert list(keepers[0].judge._stderr) == []
+    done = Message(EventName.DONE, {"exit_code": 0}, ts=2.0)
+    assert keepers[1].apply(done)
+    assert (judged.status, judged.exit_code, plain.status) == ("COMPLETED", 0, "RUNNING")

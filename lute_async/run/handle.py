@@ -59,6 +59,10 @@ STREAM_BUFFER = 8
 #: A run's own hooks: ``{event: fn or [fns]}``, or a registry.
 HooksArg = Mapping[str, Hook | Iterable[Hook]] | HookRegistry | None
 
+#: A run's special events (see Run.__init__) for each set of events its keeper handles (two
+#: sets: with and without the log), made once rather than for every run.
+_SPECIAL_EVENTS: dict[frozenset[str], frozenset[str]] = {}
+
 
 class Run(Attempts, TaskletSteps, Dispatcher):
     """A live handle on one run: its id, status and record, its messages, and control."""
@@ -151,9 +155,13 @@ class Run(Attempts, TaskletSteps, Dispatcher):
         self._deadline = Deadline(self.timeout) if self.timeout is not None else None
         # Events _handle does more for than calling hooks; the others take _dispatch_batch's
         # fast path when all their hooks are sync (cached per event until a registry changes).
-        self._special_events = (
-            self._keeper.handled | TERMINAL_EVENTS | {EventName.STARTED, EventName.PROGRESS}
-        )
+        handled = self._keeper.handled
+        special = _SPECIAL_EVENTS.get(handled)
+        if special is None:
+            special = _SPECIAL_EVENTS[handled] = (
+                handled | TERMINAL_EVENTS | {EventName.STARTED, EventName.PROGRESS}
+            )
+        self._special_events = special
         self._routes = {}
         self._batch_names = frozenset()
         self._routes_version = -1
