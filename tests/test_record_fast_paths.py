@@ -19,7 +19,12 @@ from lute_async.records import AnalysisRecord, RecordStore
 from lute_async.records.codec import document_json, stored_record
 from lute_async.records.database import WAL_AUTOCHECKPOINT, RecordDatabase
 from lute_async.records.keeper import RecordKeeper
-from lute_async.records.model import to_jsonable_or_summary
+from lute_async.records.model import (
+    MAX_NESTING,
+    UnserialisableValue,
+    to_jsonable,
+    to_jsonable_or_summary,
+)
 from lute_async.records.store import save_at_once
 
 
@@ -75,37 +80,76 @@ def test_a_record_with_nan_params_and_unicode_reads_back_from_the_database(
     store.close()
 
 
+_S = type("S", (str,), {})  # a str subclass: stored as a plain str
+
+
 @pytest.mark.parametrize(
     "value",
     [
         {"a": 1, "b": "x", "c": None, "d": 1.5, "e": True},
         ["a", 1, None, 2.5],
+        [{"kind": "pipe", "fd": 3}, {"kind": "socket", "shared": True}],
+        [{"a": 1}, {"b": [1, (2,)]}],
+        [{"a": Path("/tmp")}],
+        [{1: "int key"}],
+        [{"a": _S("sub")}],
+        [{}, []],
         {"nested": {"a": 1}},
         {1: "int key"},
         [("tuple",), {"x"}],
         {"path": Path("/tmp")},
-        type("S", (str,), {})("str subclass"),
-        {"sub": type("S", (str,), {})("str subclass")},
+        _S("str subclass"),
+        {"sub": _S("str subclass")},
+        [_S("str subclass")],
+        None,
+        2.5,
     ],
 )
-def test_the_plain_shortcut_converts_as_the_full_conversion(value: Any) -> None:
-    converted = to_jsonable_or_summary(value)
-    assert json.dumps(converted) == json.dumps(_full_conversion(value))
-    assert type(converted) in (dict, list, str)
-    if isinstance(value, dict | list):
-        assert converted is not value  # a copy: the record may change after the save
+def test_the_plain_shortcuts_convert_as_the_full_conversion(value: Any) -> None:
+    for converted in (to_jsonable_or_summary(value), to_jsonable(value)):
+        assert json.dumps(converted) == json.dumps(_one_by_one(value))
+        _assert_plain(converted)
+        if isinstance(value, dict | list):
+            assert converted is not value  # a copy: the record may change after the save
 
 
-def _full_conversion(value: Any) -> Any:
-    """to_jsonable_or_summary without its shortcut: one item at a time."""
-    from lute_async.records.model import to_jsonable
-
+def _one_by_one(value: Any) -> Any:
+    """The conversion, written out without any shortcut: one item at a time."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
     if isinstance(value, dict):
         return {
-            (key if isinstance(key, str) else str(to_jsonable(key))): to_jsonable(item)
+            (key if isinstance(key, str) else str(_one_by_one(key))): _one_by_one(item)
             for key, item in value.items()
         }
-    return to_jsonable(value)
+    if isinstance(value, list | tuple):
+        return [_one_by_one(item) for item in value]
+    if isinstance(value, set):
+        return sorted((_one_by_one(item) for item in value), key=repr)
+    assert isinstance(value, Path)
+    return str(value)
+
+
+def _assert_plain(value: Any) -> None:
+    assert type(value) in (dict, list, str, int, float, bool, type(None))
+    if isinstance(value, dict):
+        for key, item in value.items():
+            assert type(key) is str
+            _assert_plain(item)
+    elif isinstance(value, list):
+        for item in value:
+            _assert_plain(item)
+
+
+def test_a_list_of_tables_nested_to_the_limit_is_summarised_not_copied() -> None:
+    value: Any = [{"a": 1}]
+    for _ in range(MAX_NESTING - 1):
+        value = [value]
+    with pytest.raises(UnserialisableValue):
+        to_jsonable(value)
+    assert "omitted" in to_jsonable_or_summary(value)
 
 
 def test_stored_record_keeps_every_field() -> None:
