@@ -225,8 +225,7 @@ def redact_env(env: Mapping[str, str]) -> dict[str, str]:
 
 def secret_values(env: Mapping[str, str]) -> list[str]:
     """List the values of *env*'s secret keys, to pass to :func:`redact_text`."""
-    # The keys go through the cached check in C (filter), not one bytecode loop a variable:
-    # every run asks this of its whole environment.
+    # filter: the cached check called from C (every run asks this of its whole environment)
     return [value for key in filter(is_secret_key, env) if (value := env[key]) != REDACTED]
 
 
@@ -361,12 +360,8 @@ class Redactor:
         chosen = self._env if env is None else env
         if self._pattern is None:
             return redact_env(chosen)
-        sub = self._pattern.sub
-        # redact_env's masking and the known secrets' in one pass (REDACTED holds no secret).
-        return {
-            key: REDACTED if is_secret_key(key) else sub(redact_url_credentials(value))
-            for key, value in chosen.items()
-        }
+        sub, url = self._pattern.sub, redact_url_credentials  # and redact_env's, in one pass
+        return {k: REDACTED if is_secret_key(k) else sub(url(v)) for k, v in chosen.items()}
 
     def _mapping(self, data: Mapping[Any, Any], depth: int) -> dict[Any, Any]:
         return {
