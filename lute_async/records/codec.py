@@ -15,7 +15,7 @@ import hashlib
 import json
 import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, NamedTuple
 
 import msgpack
@@ -68,19 +68,15 @@ def stored_record(record: AnalysisRecord, max_result_bytes: int) -> StoredRecord
     # Most fields of a record are None or plain scalars: those need no conversion (and no
     # call: a save runs this for every field, three times a run).
     document = {
-        name: value if type(value) in PLAIN_TYPES else _document_field(name, value)
-        for name, value in zip(_DOCUMENT_FIELDS, _document_values(record), strict=True)
+        name: value if type(value) in PLAIN_TYPES else convert(value)
+        for name, convert, value in zip(
+            _DOCUMENT_FIELDS, _CONVERTERS, _document_values(record), strict=True
+        )
     }
     document["env"] = redact_env({str(k): str(v) for k, v in record.env.items()})
     packed = pack_result(record.id, record.result, max_result_bytes)
     document["result"] = to_jsonable_or_summary(record.result) if packed is None else None
     return StoredRecord(document, packed)
-
-
-def _document_field(name: str, value: Any) -> Any:
-    # The row's columns are the executor's own values; every other field may hold what a task
-    # sent, so it is converted without ever raising.
-    return to_jsonable(value) if name in _ROW_FIELD_TYPES else to_jsonable_or_summary(value)
 
 
 def pack_result(run_id: str, result: Any, max_result_bytes: int) -> bytes | None:
@@ -184,6 +180,13 @@ _ROW_FIELD_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "tags": (list,),
 }
 """What a document's fields must hold to be written as a row: the columns, env and tags."""
+
+#: How each of _DOCUMENT_FIELDS is converted: the row's columns are the executor's own values;
+#: every other field may hold what a task sent, so it is converted without ever raising.
+_CONVERTERS: Final[tuple[Callable[[Any], Any], ...]] = tuple(
+    to_jsonable if name in _ROW_FIELD_TYPES else to_jsonable_or_summary
+    for name in _DOCUMENT_FIELDS
+)
 
 
 def check_storable(document: Mapping[str, Any]) -> None:
