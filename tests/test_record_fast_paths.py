@@ -235,3 +235,10 @@ def test_keepers_share_their_handlers_and_each_updates_its_own_record() -> None:
     done = Message(EventName.DONE, {"exit_code": 0}, ts=2.0)
     assert keepers[1].apply(done)
     assert (judged.status, judged.exit_code, plain.status) == ("COMPLETED", 0, "RUNNING")
+
+
+@pytest.mark.parametrize("text", ["café", "😀", "\u2028", "\x7f", "\x9f", "plain"])
+def test_a_document_is_ascii_text_as_json_dumps_writes_it(text: str) -> None:
+    written = document_json({"name": text, "n": 1})
+    assert written.isascii()  # a database whose encoding is not UTF-8 takes it
+    assert json.loads(written) == {"name": text, "n": 1}

@@ -201,14 +201,17 @@ def document_json(document: Mapping[str, Any]) -> str:
 
     Written by msgspec (~4x faster than :func:`json.dumps` for a run's document, three times
     a run), except when the document may hold a NaN or an infinity, which msgspec would
-    write as ``null``: then, and whenever msgspec refuses a value (a lone surrogate), by
-    :func:`json.dumps` as before (``NaN``, ``Infinity``). The text may differ (msgspec keeps
-    non-ASCII characters as UTF-8); what it decodes to does not: a document holds plain JSON
-    types only (see :func:`stored_record`).
+    write as ``null``, or a character beyond ASCII, which msgspec writes as it is (a
+    database whose encoding is not UTF-8 may refuse it): then, and whenever msgspec refuses
+    a value (a lone surrogate), by :func:`json.dumps` as before (``NaN``, ``\\u00e9``). The
+    text may differ (``1e16`` for ``1e+16``); what it decodes to does not: a document holds
+    plain JSON types only (see :func:`stored_record`).
     """
     try:
         if _NON_FINITE.search(_MSGPACK.encode(document)) is None:
-            return _JSON.encode(document).decode()
+            text = _JSON.encode(document)
+            if text.isascii():
+                return text.decode("ascii")
     except Exception:  # json.dumps writes it, or raises its own error
         pass
     return json.dumps(document, separators=(",", ":"))
