@@ -169,10 +169,12 @@ def _is_retry(value: Any) -> bool:
     return isinstance(value, Retry)
 
 
-#: The one rule for names: of runs, of tasks in task files and of graph nodes.
+#: The one rule for names: of runs, of tasks in task files and of graph nodes (a good one is
+#: let through without msgspec, whose convert hashes the Annotated type at each call).
 NAME = Option(
     "a run name (a string)",
     Annotated[Line, msgspec.Meta(min_length=1)],
+    accepts=lambda v: type(v) is str and v != "" and _CONTROL.search(v) is None,
     also=(str, "not empty and without control characters (newline, tab, DEL...)"),
 )
 

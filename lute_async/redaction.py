@@ -160,7 +160,6 @@ def _words(key: str) -> list[str]:
 
 
 @lru_cache(maxsize=4096)  # every run redacts the whole environment: same keys each time
-@lru_cache(maxsize=4096)  # the same few dozen names, every run (its whole env)
 def is_secret_key(key: str) -> bool:
     """Tell whether an environment variable, parameter or flag named *key* holds a secret."""
     words = _words(key)
@@ -226,7 +225,8 @@ def redact_env(env: Mapping[str, str]) -> dict[str, str]:
 
 def secret_values(env: Mapping[str, str]) -> list[str]:
     """List the values of *env*'s secret keys, to pass to :func:`redact_text`."""
-    return [value for key, value in env.items() if is_secret_key(key) and value != REDACTED]
+    # filter: the cached check called from C (every run asks this of its whole environment)
+    return [value for key in filter(is_secret_key, env) if (value := env[key]) != REDACTED]
 
 
 #: Up to this many secrets are masked by plain substring replacement: compiling a regex costs a
@@ -360,8 +360,8 @@ class Redactor:
         chosen = self._env if env is None else env
         if self._pattern is None:
             return redact_env(chosen)
-        pattern = self._pattern
-        return {key: pattern.sub(value) for key, value in redact_env(chosen).items()}
+        sub, url = self._pattern.sub, redact_url_credentials  # and redact_env's, in one pass
+        return {k: REDACTED if is_secret_key(k) else sub(url(v)) for k, v in chosen.items()}
 
     def _mapping(self, data: Mapping[Any, Any], depth: int) -> dict[Any, Any]:
         return {

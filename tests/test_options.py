@@ -8,13 +8,16 @@ import math
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lute_async.communicators import PipeCommunicator
 from lute_async.errors import ConfigError
 from lute_async.launchers import Local
 from lute_async.limits import Limits
-from lute_async.options import RUN_OPTIONS, check_run_options
+from lute_async.options import NAME, RUN_OPTIONS, check_run_options
 
 
 def error_of(options: dict[str, Any], where: str = "") -> str:
@@ -119,3 +122,16 @@ def test_where_prefixes_the_message() -> None:
 def test_a_long_value_is_shortened_in_the_message() -> None:
     message = error_of({"tags": "x" * 500})
     assert message.endswith("...)") and len(message) < 150
+
+
+@given(st.text(max_size=12) | st.sampled_from(["", "a\n", "\x7f", "\x9f", "\xa0", "ok name"]))
+def test_a_name_let_through_at_once_is_one_msgspec_accepts_and_only_those(name: str) -> None:
+    try:
+        expected: str | None = msgspec.convert(name, NAME.type)
+    except msgspec.ValidationError:
+        expected = None
+    if expected is None:
+        with pytest.raises(ConfigError, match="key 'name'"):
+            NAME.check("name", name)
+    else:
+        assert NAME.check("name", name) == expected

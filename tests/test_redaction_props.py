@@ -16,7 +16,10 @@ from lute_async.redaction import (
     Redactor,
     is_secret_key,
     redact_argv,
+    redact_env,
     redact_mapping,
+    redact_text,
+    secret_values,
 )
 
 secrets = st.text(min_size=MIN_SECRET_LENGTH, max_size=16).filter(lambda s: "*" not in s)
@@ -97,3 +100,24 @@ def test_any_nesting_depth_is_redacted_without_error(depth: int) -> None:
         value = {"k": [value]}
     stored = json.dumps(redact_mapping({"v": value}))
     assert ("leaf" in stored) != (REDACTED in stored)  # kept whole, or cut at the bound
+
+
+env_keys = st.sampled_from(["HOME", "PATH", "API_TOKEN", "DB_PASSWORD", "PASSWD_FILE", "X"])
+env_values = st.sampled_from(
+    ["", "plain", REDACTED, "https://me:pw@host/x", "tok-0123456789", "x tok-0123456789 y"]
+) | st.text(max_size=12)
+
+
+@given(
+    st.dictionaries(env_keys | st.text(max_size=8), env_values, max_size=6),
+    st.lists(secrets | st.just("tok-0123456789"), max_size=3),
+)
+def test_redactor_env_is_redact_env_then_the_known_secrets_masked(
+    env: dict[str, str], known: list[str]
+) -> None:
+    redactor = Redactor(env, known)
+    expected = {key: redact_text(value, redactor.secrets) for key, value in redact_env(env).items()}
+    assert redactor.env() == expected
+    assert list(secret_values(env)) == [
+        value for key, value in env.items() if is_secret_key(key) and value != REDACTED
+    ]

@@ -54,6 +54,10 @@ class RecordDatabase(RecordRows):
         self.max_result_bytes = max_result_bytes
         self._lock = threading.Lock()
         self._busy_ms = int(busy_timeout * 1000)
+        # True while the connection has write_at_once's settings (no busy wait, no automatic
+        # checkpoint): they stay from one loop commit to the next (four PRAGMAs a commit
+        # less) and every other use of the connection restores the usual ones first.
+        self._at_once = False
         self._conn: sqlite3.Connection | None = self._connect(busy_timeout)
         try:
             try:
@@ -112,10 +116,23 @@ class RecordDatabase(RecordRows):
         return conn
 
     def connection(self) -> sqlite3.Connection:
-        """The open connection; :class:`RecordStoreError` once closed."""
+        """The open connection with its usual settings (busy timeout, automatic checkpoints);
+        :class:`RecordStoreError` once closed. The caller holds the thread lock."""
         if self._conn is None:
             raise RecordStoreError(f"records database {self.path} is closed")
+        if self._at_once:
+            self._settings(self._conn, at_once=False)
         return self._conn
+
+    def _settings(self, conn: sqlite3.Connection, *, at_once: bool) -> None:
+        """Switch ``conn`` to write_at_once's settings or back (the thread lock held)."""
+        busy, pages = (0, 0) if at_once else (self._busy_ms, WAL_AUTOCHECKPOINT)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {busy}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
+        except sqlite3.Error as exc:
+            raise RecordStoreError(f"cannot configure records database {self.path}: {exc}") from exc
+        self._at_once = at_once
 
     @contextlib.contextmanager
     def write(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -130,18 +147,15 @@ class RecordDatabase(RecordRows):
         if not self._lock.acquire(blocking=False):
             raise WriteWouldWait(what)
         try:
-            conn = self.connection()
+            if self._conn is None:
+                raise RecordStoreError(f"records database {self.path} is closed")
             # No busy wait, and no checkpoint of the WAL at this commit (one copies the log
             # into the database and syncs it: 10-50 ms every ~1,000 pages): :meth:`checkpoint`
             # does that, from the record writer's thread.
-            conn.execute("PRAGMA busy_timeout = 0")
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
-            try:
-                with self._transaction(what, busy=WriteWouldWait(what)) as conn:
-                    yield conn
-            finally:
-                conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-                conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
+            if not self._at_once:
+                self._settings(self._conn, at_once=True)
+            with self._transaction(what, busy=WriteWouldWait(what), conn=self._conn) as conn:
+                yield conn
         finally:
             self._lock.release()
 
@@ -161,11 +175,16 @@ class RecordDatabase(RecordRows):
 
     @contextlib.contextmanager
     def _transaction(
-        self, what: str, busy: WriteWouldWait | None = None
+        self,
+        what: str,
+        busy: WriteWouldWait | None = None,
+        conn: sqlite3.Connection | None = None,
     ) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction (the lock held by the caller): committed, or rolled back
-        on error; ``busy``, when given, is raised if another writer holds the database."""
-        conn = self.connection()
+        """One IMMEDIATE transaction (the lock held by the caller) on ``conn`` (default: the
+        connection with its usual settings): committed, or rolled back on error; ``busy``,
+        when given, is raised if another writer holds the database."""
+        if conn is None:
+            conn = self.connection()
         try:
             try:
                 conn.execute("BEGIN IMMEDIATE")

@@ -33,30 +33,19 @@ class RecordKeeper:
         self._judging = (limits, timeout)
         #: When the attempt in progress started (runs with a retry record each attempt).
         self._attempt_started: float | None = None
-        self._handlers: dict[str, Callable[[Message], bool]] = {
-            EventName.QUEUED: self._queued,
-            EventName.STARTED: self._started,
-            EventName.RESULT: self._result,
-            EventName.ERROR: self._error,
-            EventName.STOPPED: self._stopped,
-            EventName.CONTINUED: self._continued,
-            EventName.RETRYING: self._retrying,
-            EventName.REQUEUED: self._requeued,
-        }
-        for event in TERMINAL_STATUS:
-            self._handlers[event] = self._terminal
-        if self.judge.wants_output:  # only runs whose verdict may depend on their stderr
-            self._handlers[EventName.LOG] = self._log
+        # The handlers are the class's, made once (not bound methods made for every run); the
+        # log's only for runs whose verdict may depend on their stderr.
+        self._handlers = _WITH_LOG if self.judge.wants_output else _HANDLERS
 
     @property
     def handled(self) -> frozenset[str]:
         """The event names ``apply`` does something for; it ignores every other one."""
-        return frozenset(self._handlers)
+        return _HANDLED_WITH_LOG if self._handlers is _WITH_LOG else _HANDLED
 
     def apply(self, message: Message) -> bool:
         """Update the record from ``message``; True when its status changed."""
         handler = self._handlers.get(message.sig)
-        return handler(message) if handler is not None else False
+        return handler(self, message) if handler is not None else False
 
     def task_started(self, message: Message) -> None:
         """The task's own ``started`` report: keep what it says it runs with."""
@@ -218,3 +207,20 @@ class RecordKeeper:
     def _log(self, message: Message) -> bool:
         self.judge.observe(message)
         return False
+
+
+#: What RecordKeeper.apply calls for each event it handles.
+_HANDLERS: dict[str, Callable[[RecordKeeper, Message], bool]] = {
+    EventName.QUEUED: RecordKeeper._queued,
+    EventName.STARTED: RecordKeeper._started,
+    EventName.RESULT: RecordKeeper._result,
+    EventName.ERROR: RecordKeeper._error,
+    EventName.STOPPED: RecordKeeper._stopped,
+    EventName.CONTINUED: RecordKeeper._continued,
+    EventName.RETRYING: RecordKeeper._retrying,
+    EventName.REQUEUED: RecordKeeper._requeued,
+    **dict.fromkeys(TERMINAL_STATUS, RecordKeeper._terminal),
+}
+_WITH_LOG = {**_HANDLERS, EventName.LOG: RecordKeeper._log}
+_HANDLED = frozenset(_HANDLERS)
+_HANDLED_WITH_LOG = frozenset(_WITH_LOG)

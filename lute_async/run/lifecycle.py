@@ -34,6 +34,9 @@ class Phase(Enum):
     ENDED = 4  # the terminal event has been sent
 
 
+_DRAINING: int = Phase.DRAINING._value_
+
+
 class EndCause(Enum):
     """What ended a run."""
 
@@ -69,7 +72,8 @@ class Lifecycle:
 
     def advance(self, phase: Phase) -> None:
         """Move to ``phase``; moving backwards is a bug in the engine."""
-        if phase.value < self.phase.value:
+        # _value_, not value: Enum.value is a Python-level property, asked at every step.
+        if phase._value_ < self.phase._value_:
             raise ValueError(f"a run cannot go back from {self.phase.name} to {phase.name}")
         self.phase = phase
 
@@ -81,7 +85,7 @@ class Lifecycle:
     @property
     def exited(self) -> bool:
         """True once the process has exited (or never started and never will)."""
-        return self.phase.value >= Phase.DRAINING.value
+        return self.phase._value_ >= _DRAINING
 
     # -- the first-wins end ---------------------------------------------------------------
 
