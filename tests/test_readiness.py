@@ -4,11 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 
 import pytest
 import uvloop
 
 from lute_async.communicators.readiness import readiness
+
+
+def both_ready(
+    first: tuple[int, Callable[[], None]], second: tuple[int, Callable[[], None]]
+) -> None:
+    """Watch two pipes' read ends and make both readable before the loop next looks."""
+    watching = readiness()
+    for read_fd, callback in (first, second):
+        watching.watch(read_fd, callback)
+    for read_fd, _ in (first, second):
+        os.write(PIPES[read_fd], b"x")
+
+
+#: Each test pipe's write end by its read end.
+PIPES: dict[int, int] = {}
+
+
+def pipe() -> int:
+    read_fd, write_fd = os.pipe()
+    PIPES[read_fd] = write_fd
+    return read_fd
+
+
+def close(*read_fds: int) -> None:
+    for read_fd in read_fds:
+        os.close(read_fd)
+        os.close(PIPES.pop(read_fd))
 
 
 def run_on(loop_kind: str, main: object) -> None:
@@ -48,8 +76,7 @@ def test_a_ready_pipe_calls_its_callback_until_unwatched(loop_kind: str) -> None
 def test_a_callback_unwatched_by_an_earlier_one_in_the_same_batch_is_not_called() -> None:
     async def main() -> None:
         watching = readiness()
-        first_r, first_w = os.pipe()
-        second_r, second_w = os.pipe()
+        first_r, second_r = pipe(), pipe()
         calls: list[str] = []
         done = asyncio.Event()
 
@@ -68,15 +95,11 @@ def test_a_callback_unwatched_by_an_earlier_one_in_the_same_batch_is_not_called(
             done.set()
 
         try:
-            watching.watch(first_r, first)
-            watching.watch(second_r, second)
-            os.write(first_w, b"x")
-            os.write(second_w, b"x")  # both ready before the loop looks
+            both_ready((first_r, first), (second_r, second))
             await done.wait()
             assert len(calls) == 1
         finally:
-            for fd in (first_r, first_w, second_r, second_w):
-                os.close(fd)
+            close(first_r, second_r)
 
     asyncio.run(main())
 
@@ -93,8 +116,7 @@ def test_a_raising_callback_goes_to_the_loops_handler_and_the_others_still_run()
 
         loop.set_exception_handler(handler)
         watching = readiness()
-        bad_r, bad_w = os.pipe()
-        good_r, good_w = os.pipe()
+        bad_r, good_r = pipe(), pipe()
         good_called = asyncio.Event()
 
         def bad() -> None:
@@ -107,15 +129,11 @@ def test_a_raising_callback_goes_to_the_loops_handler_and_the_others_still_run()
             good_called.set()
 
         try:
-            watching.watch(bad_r, bad)
-            watching.watch(good_r, good)
-            os.write(bad_w, b"x")
-            os.write(good_w, b"x")
+            both_ready((bad_r, bad), (good_r, good))
             await good_called.wait()
             await handled.wait()
         finally:
-            for fd in (bad_r, bad_w, good_r, good_w):
-                os.close(fd)
+            close(bad_r, good_r)
         assert [str(error) for error in reported] == ["broken callback"]
 
     asyncio.run(main())
