@@ -133,7 +133,9 @@ class FrameConnection:
         self._check_hello = check_hello or partial(
             parse_hello, run_id=channel.run_id, secret=channel.secret, require_secret=require_secret
         )
-        self._decoder = TypedFrameDecoder(channel.max_frame)
+        # Made once the hello is in (most commands never write a frame): its Unpacker costs
+        # a run more than the hello decoder does.
+        self._decoder: TypedFrameDecoder | None = None
         # The first frame is decoded within a hello's small limits; None once it has been.
         self._greeting: HelloDecoder | None = HelloDecoder(min(HELLO_BUFFER, channel.max_frame))
         self._last_seq = 0
@@ -158,8 +160,10 @@ class FrameConnection:
             if not rest:
                 return []
             chunk = rest
-        frames, error = self._decoder.feed_batch(chunk)
-        scalar = self._decoder.scalar_data  # all Frames, none with data to check the depth of
+        decoder = self._decoder
+        assert decoder is not None  # made with the hello
+        frames, error = decoder.feed_batch(chunk)
+        scalar = decoder.scalar_data  # all Frames, none with data to check the depth of
         batch: Batch = []
         append = batch.append
         last_seq, source, conn, good_sig = self._last_seq, self.source, self.conn, self._good_sig
@@ -215,16 +219,16 @@ class FrameConnection:
         if greeted is None:
             return b""
         self._greeting = None
+        decoder = self._decoder = TypedFrameDecoder(self.channel.max_frame)
         frame, hello_bytes, rest = greeted
         self._check_frame(frame)  # raises unless it is a valid hello
         # The frame decoder's offsets count from the start of the stream, hello included.
-        self._decoder.begin_after(len(hello_bytes))
+        decoder.begin_after(len(hello_bytes))
         return rest
 
     def _too_deep(self) -> ProtocolError:
-        return ProtocolError(
-            f"message data nested deeper than {MAX_DEPTH} levels", offset=self._decoder.offset
-        )
+        offset = self._decoder.offset if self._decoder is not None else 0
+        return ProtocolError(f"message data nested deeper than {MAX_DEPTH} levels", offset=offset)
 
     def raise_fatal(self) -> None:
         """Raise the error that ended decoding, once what came before it is delivered."""
@@ -268,15 +272,18 @@ class FrameConnection:
 
     def finish(self) -> None:
         """At end of stream: a partial frame left over means the sender died mid-message."""
-        greeting = self._greeting
-        pending = greeting.pending if greeting is not None else self._decoder.pending
+        greeting, decoder = self._greeting, self._decoder
+        if decoder is not None:
+            pending = decoder.pending
+        else:
+            pending = greeting.pending if greeting is not None else 0
         if pending:
             self.channel.protocol_error(
                 self.source,
                 self.conn,
                 ProtocolError(
                     f"connection ended inside a frame; {pending} bytes discarded",
-                    offset=self._decoder.offset,
+                    offset=decoder.offset if decoder is not None else 0,
                 ),
             )
 
