@@ -15,14 +15,15 @@ from contextlib import contextmanager, suppress
 import anyio
 
 from lute_async.communicators.base import Batch
-from lute_async.communicators.fdio import CallbackReads, set_nonblocking
+from lute_async.communicators.callback_reads import CallbackReads
+from lute_async.communicators.fdio import set_nonblocking
 from lute_async.communicators.readers import Readers
 from lute_async.communicators.readiness import readiness
 from lute_async.communicators.stream import BatchStream
 from lute_async.messages import Message
 
 
-def as_batch(chunk: bytes) -> tuple[list[Batch], bool]:
+def as_batch(chunk: bytes | memoryview) -> tuple[list[Batch], bool]:
     """One batch per chunk: a message per byte, so order is checked byte by byte."""
     if not chunk:
         return [], False
@@ -79,7 +80,7 @@ async def test_reads_pause_while_the_stream_is_full() -> None:
     drained = asyncio.Event()
     decoded = asyncio.Event()
 
-    def decode(chunk: bytes) -> tuple[list[Batch], bool]:
+    def decode(chunk: bytes | memoryview) -> tuple[list[Batch], bool]:
         decoded.set()
         return as_batch(chunk)
 

@@ -10,19 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections import deque
-from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
 
-from lute_async.communicators.base import READ_SIZE, Batch
-from lute_async.communicators.readiness import readiness
+from lute_async.communicators.base import READ_SIZE
 
 if TYPE_CHECKING:
-    from lute_async.communicators.readers import Readers
-    from lute_async.communicators.stream import BatchSender
+    pass
 
 
 def set_nonblocking(fd: int) -> None:
@@ -60,115 +55,6 @@ async def read_chunk(fd: int, size: int = READ_SIZE) -> bytes:
             await wait_readable(fd)
         except ConnectionResetError:
             return b""
-
-
-#: Decodes one chunk read from a descriptor (b"" at its end): the batches it makes, and
-#: whether to read that descriptor on (False: at its end, or its stream is broken).
-Decode = Callable[[bytes], tuple[list[Batch], bool]]
-
-
-class CallbackReads:
-    """Reads descriptors to their end in readiness callbacks (:mod:`.readiness`), with no
-    task: each chunk is decoded at once and its batches handed to ``send`` without waiting.
-
-    A run's frame pipe, stdout and stderr are read this way: a reader task (and its group)
-    cost a short run more than its reads. When ``send`` is full, the reads pause and a task of
-    ``readers`` hands the held batches on as room comes (back-pressure: the task's writes then
-    block on its full pipes), then the callbacks read on. Counted in ``readers`` until every
-    descriptor is at its end and nothing is held.
-    """
-
-    __slots__ = (
-        "_catching_up",
-        "_decoders",
-        "_held",
-        "_on_ready",
-        "_readers",
-        "_readiness",
-        "_release",
-        "_send",
-    )
-
-    def __init__(
-        self, decoders: dict[int, Decode], send: BatchSender[Batch], readers: Readers
-    ) -> None:
-        self._readiness = readiness()
-        self._decoders = dict(decoders)
-        self._on_ready = {fd: partial(self._readable, fd) for fd in decoders}
-        self._send = send
-        self._readers = readers
-        self._held: deque[Batch] = deque()  # waiting for room in ``send``, in order
-        self._catching_up = False
-        self._release = readers.hold(self.cancel)
-        self._watch()
-
-    def _watch(self) -> None:
-        for fd in self._decoders:
-            self._readiness.watch(fd, self._on_ready[fd])
-
-    def _unwatch(self) -> None:
-        for fd in self._decoders:
-            self._readiness.unwatch(fd)
-
-    def _readable(self, fd: int) -> None:
-        try:
-            chunk = os.read(fd, READ_SIZE)
-        except BlockingIOError:
-            return
-        except ConnectionResetError:
-            chunk = b""
-        try:
-            batches, more = self._decoders[fd](chunk)
-        except BaseException:  # a bug: read no more (a watched pipe would call again at once)
-            self.cancel()
-            raise
-        if not (more and chunk):  # at its end: read no more of it
-            self._readiness.unwatch(fd)
-            del self._decoders[fd]
-        held, send = self._held, self._send
-        try:
-            for batch in batches:
-                if held:
-                    held.append(batch)
-                    continue
-                try:
-                    send.send_nowait(batch)
-                except anyio.WouldBlock:
-                    held.append(batch)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self.cancel()  # nobody dispatches any more: the run is ending
-            return
-        if held:
-            self._unwatch()
-            self._catching_up = True
-            self._readers.spawn(self._catch_up())
-        elif not self._decoders:
-            self._release()
-
-    async def _catch_up(self) -> None:
-        """Hand the held batches on as the stream makes room, then read in callbacks again."""
-        held = self._held
-        try:
-            while held:
-                await self._send.send(held[0])
-                held.popleft()
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self.cancel()
-            return
-        finally:
-            self._catching_up = False
-        if self._decoders:
-            self._watch()
-        else:
-            self._release()
-
-    def cancel(self) -> None:
-        """Read no more: the descriptors are left open for their owner to close."""
-        if not self._catching_up:
-            self._unwatch()
-        self._decoders.clear()
-        self._held.clear()
-        self._release()
 
 
 def close_fd(fd: int | None) -> None:

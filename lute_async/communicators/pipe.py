@@ -12,14 +12,14 @@ import os
 from typing import Any
 
 from lute_async.communicators.base import (
-    BATCH_BYTES,
     Batch,
     ChildSetup,
     FrameConnection,
     LineSplitter,
     RunChannel,
 )
-from lute_async.communicators.fdio import CallbackReads, Decode, set_nonblocking
+from lute_async.communicators.callback_reads import CallbackReads, Decode
+from lute_async.communicators.fdio import set_nonblocking
 from lute_async.communicators.readers import Readers, serve_on_demand
 from lute_async.errors import ProtocolError
 from lute_async.wire import ENV_FD
@@ -92,17 +92,15 @@ class PipeCommunicator:
         channel = self._channel_or_raise()
         parser = FrameConnection(channel, "pipe", require_secret=False)
 
-        def decode(chunk: bytes) -> tuple[list[Batch], bool]:
+        def decode(chunk: bytes | memoryview) -> tuple[list[Batch], bool]:
             if not chunk:
                 parser.finish()
                 return [], False
-            view, batches = memoryview(chunk), []
+            # At most BATCH_BYTES (CallbackReads slices larger reads): one batch.
+            batch = parser.feed(chunk)
+            batches = [batch] if batch else []
             try:
-                for start in range(0, len(view), BATCH_BYTES):
-                    batch = parser.feed(view[start : start + BATCH_BYTES])
-                    if batch:
-                        batches.append(batch)
-                    parser.raise_fatal()
+                parser.raise_fatal()
             except ProtocolError as exc:  # fatal for the stream: read no more of it
                 channel.protocol_error(parser.source, parser.conn, exc)
                 return batches, False
@@ -115,13 +113,13 @@ class PipeCommunicator:
         splitter = LineSplitter(source, channel.next_conn())
         on_output = channel.on_output
 
-        def decode(chunk: bytes) -> tuple[list[Batch], bool]:
+        def decode(chunk: bytes | memoryview) -> tuple[list[Batch], bool]:
             if not chunk:
                 tail = splitter.finish()
                 return ([tail] if tail else []), False
             if on_output is not None and not on_output(len(chunk)):
                 return [], True  # over the output limit: count and discard, keep it drained
-            batch = splitter.feed(chunk)
+            batch = splitter.feed(chunk if type(chunk) is bytes else bytes(chunk))
             return ([batch] if batch else []), True
 
         return decode
