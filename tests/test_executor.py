@@ -676,3 +676,27 @@ async def test_a_run_with_inherit_env_false_gets_its_env_alone(
     assert {name for name in alone if not name.startswith("LUTE_ASYNC_")} <= {
         "GREETING", "PYTHONUNBUFFERED", "LC_CTYPE",
     }  # fmt: skip
+
+
+async def test_a_finished_run_is_freed_without_the_garbage_collector(tmp_path: Path) -> None:
+    # A run's objects in a reference cycle wait for the collector: thousands of short runs
+    # then trigger full collections (a run's whole graph of ~70 objects each time, measured
+    # at ~4% of the executor's loop). Refcounting alone must free a finished run.
+    import gc
+
+    async with Executor(db=tmp_path / "runs.db", workdir=tmp_path / "runs") as executor:
+        await executor.run(["true"])  # what a process keeps from its first run on
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for communicators in (("pipe",), ("pipe", "socket"), ("socket",)):
+                record = await executor.run(["true"], communicators=communicators)
+                assert record.status == "COMPLETED"
+            gc.collect()
+            left = sorted({type(obj).__qualname__ for obj in gc.garbage})
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert left == []

@@ -13,7 +13,7 @@ from lute_async.communicators.readiness import readiness
 
 
 def both_ready(
-    first: tuple[int, Callable[[], None]], second: tuple[int, Callable[[], None]]
+    first: tuple[int, Callable[[int], None]], second: tuple[int, Callable[[int], None]]
 ) -> None:
     """Watch two pipes' read ends and make both readable before the loop next looks."""
     watching = readiness()
@@ -53,7 +53,7 @@ def test_a_ready_pipe_calls_its_callback_until_unwatched(loop_kind: str) -> None
         calls: list[bytes] = []
         called = asyncio.Event()
 
-        def readable() -> None:
+        def readable(_: int) -> None:
             calls.append(os.read(read_fd, 10))
             called.set()
 
@@ -80,14 +80,14 @@ def test_a_callback_unwatched_by_an_earlier_one_in_the_same_batch_is_not_called(
         calls: list[str] = []
         done = asyncio.Event()
 
-        def first() -> None:
+        def first(_: int) -> None:
             os.read(first_r, 10)
             calls.append("first")
             watching.unwatch(first_r)
             watching.unwatch(second_r)  # ready in this same batch: must not be called now
             done.set()
 
-        def second() -> None:
+        def second(_: int) -> None:
             os.read(second_r, 10)
             calls.append("second")
             watching.unwatch(second_r)
@@ -119,11 +119,11 @@ def test_a_raising_callback_goes_to_the_loops_handler_and_the_others_still_run()
         bad_r, good_r = pipe(), pipe()
         good_called = asyncio.Event()
 
-        def bad() -> None:
+        def bad(_: int) -> None:
             watching.unwatch(bad_r)
             raise RuntimeError("broken callback")
 
-        def good() -> None:
+        def good(_: int) -> None:
             os.read(good_r, 10)
             watching.unwatch(good_r)
             good_called.set()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
@@ -44,7 +43,6 @@ class CallbackReads:
         "_busy",
         "_decoders",
         "_held",
-        "_on_ready",
         "_raw",
         "_readers",
         "_readiness",
@@ -57,7 +55,6 @@ class CallbackReads:
     ) -> None:
         self._readiness = readiness()
         self._decoders = dict(decoders)
-        self._on_ready = {fd: partial(self._readable, fd) for fd in decoders}
         self._send = send
         self._readers = readers
         self._held: deque[Batch] = deque()  # decoded, waiting for room in ``send``
@@ -68,7 +65,7 @@ class CallbackReads:
 
     def _watch(self) -> None:
         for fd in self._decoders:
-            self._readiness.watch(fd, self._on_ready[fd])
+            self._readiness.watch(fd, self._readable)
 
     def _unwatch(self) -> None:
         for fd in self._decoders:

@@ -19,7 +19,16 @@ class Readers:
     """The readers of one attempt: tasks in ``group`` and callback reads, each counted until
     it ends; ``drained`` is called once :meth:`exited` was called and none is left."""
 
-    __slots__ = ("_cancels", "_exited", "_group", "_left", "_tasks", "drained", "task_pid")
+    __slots__ = (
+        "_cancels",
+        "_exited",
+        "_group",
+        "_holds",
+        "_left",
+        "_tasks",
+        "drained",
+        "task_pid",
+    )
 
     def __init__(
         self,
@@ -29,7 +38,8 @@ class Readers:
     ) -> None:
         self._group = group
         self._tasks: list[asyncio.Task[None]] = []
-        self._cancels: list[Callable[[], None]] = []  # of the callback reads still held
+        self._cancels: dict[int, Callable[[], None]] = {}  # of the callback reads still held
+        self._holds = 0  # holds made: each one's number
         self._left = 0
         self._exited = False
         self.drained = drained
@@ -49,16 +59,16 @@ class Readers:
 
     def hold(self, cancel: Callable[[], None]) -> Callable[[], None]:
         """Count a reader that is not a task (reads in callbacks) until the function returned
-        is called at its end; ``cancel`` stops it if the readers are cancelled first."""
+        is called at its end; ``cancel`` stops it if the readers are cancelled first. The
+        function holds a number, not ``cancel``: no cycle through the reader keeps its run
+        alive after its end."""
         self._left += 1
-        self._cancels.append(cancel)
-        released = False
+        self._holds += 1
+        held = self._holds
+        self._cancels[held] = cancel
 
         def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self._cancels.remove(cancel)
+            if self._cancels.pop(held, None) is not None:
                 self._ended()
 
         return release
@@ -78,7 +88,7 @@ class Readers:
         """Stop every reader still going (the drain's limit was reached, or the run ends)."""
         for task in self._tasks:
             task.cancel()
-        for cancel in list(self._cancels):
+        for cancel in list(self._cancels.values()):
             cancel()
 
 

@@ -34,12 +34,14 @@ class Readiness:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = weakref.ref(loop)  # the loop holds this (its reader), not the reverse
         self._epoll = select.epoll()
-        self._callbacks: dict[int, Callable[[], None]] = {}
+        self._callbacks: dict[int, Callable[[int], None]] = {}
         loop.add_reader(self._epoll.fileno(), self._ready)
         weakref.finalize(loop, self._epoll.close)  # the set goes with its loop
 
-    def watch(self, fd: int, callback: Callable[[], None]) -> None:
-        """Call ``callback`` whenever ``fd`` is readable, until :meth:`unwatch`."""
+    def watch(self, fd: int, callback: Callable[[int], None]) -> None:
+        """Call ``callback(fd)`` whenever ``fd`` is readable, until :meth:`unwatch` (a bound
+        method is fine: this holds it, so its object holds nothing back, and no cycle keeps
+        a run alive after its end)."""
         self._epoll.register(fd, select.EPOLLIN)
         self._callbacks[fd] = callback
 
@@ -60,7 +62,7 @@ class Readiness:
             if callback is None or self._callbacks.get(fd) is not callback:
                 continue
             try:
-                callback()
+                callback(fd)
             except Exception as exc:  # as the loop does for a reader's callback
                 loop = self._loop()
                 if loop is not None:

@@ -64,7 +64,7 @@ class LocalProcess(GroupSignals):
         reaped = self._reaped_status = asyncio.get_running_loop().create_future()
         watching = readiness()
 
-        def exited() -> None:
+        def exited(_: int) -> None:
             try:
                 # A readable pidfd means the child has exited: this returns at once.
                 waited, status, rusage = os.wait4(pid, os.WNOHANG)
