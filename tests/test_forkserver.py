@@ -468,3 +468,32 @@ async def test_the_server_holds_no_runs_secret_and_runs_one_thread(
     assert not [name for name in names if name.startswith(b"LUTE_ASYNC_")]
     # and it never started a thread: one task in /proc
     assert len(os.listdir(f"/proc/{record.extra['forkserver_pid']}/task")) == 1
+
+
+async def test_a_finished_forked_run_is_freed_without_the_garbage_collector(
+    tmp_path: Path, tasks_env: dict[str, str]
+) -> None:
+    # As for a spawned run (test_executor): no reference cycle may keep a forked run's
+    # objects (its exit callback's among them) until the collector runs.
+    import gc
+
+    async with Executor(db=tmp_path / "own.db", workdir=tmp_path / "own") as executor:
+        await executor.run_function(
+            "fs_tasks:add", params={"a": 1, "b": 2}, env=tasks_env, launcher=FORK
+        )
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for a in range(3):
+                record = await executor.run_function(
+                    "fs_tasks:add", params={"a": a, "b": 1}, env=tasks_env, launcher=FORK
+                )
+                assert record.status == "COMPLETED"
+            gc.collect()
+            left = sorted({type(obj).__qualname__ for obj in gc.garbage})
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert left == []

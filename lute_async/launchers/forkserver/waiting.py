@@ -13,6 +13,7 @@ import asyncio
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from lute_async.errors import LaunchError
@@ -88,23 +89,26 @@ class ReportWaiters:
         if not self._waiting:
             self._unwatch()
 
-    def call_on_exit(self, pid: int, callback: Callable[[Exit | None], None]) -> None:
+    def call_on_exit(
+        self,
+        pid: int,
+        callback: Callable[[Exit | None], None],
+        waiter: asyncio.Future[None] | None = None,
+    ) -> None:
         """Call ``callback`` with child ``pid``'s exit once it is reported (None if the
-        server dies first), from the connection's reader callback: no task waits."""
-
-        def check(waiter: asyncio.Future[None] | None = None) -> None:
-            if waiter is not None:
-                self._disarm(pid, waiter)
-            exits = self._reports.exits
-            if pid in exits:
-                self._reports.stopped.discard(pid)
-                callback(exits.pop(pid))
-            elif self.dead is not None:
-                callback(None)
-            else:  # not yet (a "stopped" report, say): wait for the next one about it
-                self._arm(pid).add_done_callback(check)
-
-        check()
+        server dies first), from the connection's reader callback: no task waits. (Re-armed
+        with a partial, not a closure naming itself: that would be a cycle keeping the run
+        alive until the garbage collector ran.)"""
+        if waiter is not None:
+            self._disarm(pid, waiter)
+        exits = self._reports.exits
+        if pid in exits:
+            self._reports.stopped.discard(pid)
+            callback(exits.pop(pid))
+        elif self.dead is not None:
+            callback(None)
+        else:  # not yet (a "stopped" report, say): wait for the next one about it
+            self._arm(pid).add_done_callback(partial(self.call_on_exit, pid, callback))
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Read the connection from ``loop``'s reader callback. The waiters of another loop
