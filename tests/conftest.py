@@ -4,6 +4,7 @@ records databases of both backends (a fresh PostgreSQL database per test: see pg
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -77,6 +78,26 @@ def process_exists(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+@contextlib.contextmanager
+def cyclic_garbage() -> Iterator[list[str]]:
+    """The types of what the block leaves in reference cycles (filled at its end), found
+    with the collector off and then run once with ``DEBUG_SAVEALL``."""
+    import gc
+
+    left: list[str] = []
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        yield left
+        gc.collect()
+        left += sorted({type(obj).__qualname__ for obj in gc.garbage})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
 
 
 async def ends_within(pid: int, seconds: float = 10.0) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
-from conftest import PYTHON, ends_within, process_exists
+from conftest import PYTHON, cyclic_garbage, ends_within, process_exists
 
 from lute_async import Event, Executor, RecordStore
 
@@ -682,21 +682,10 @@ async def test_a_finished_run_is_freed_without_the_garbage_collector(tmp_path: P
     # A run's objects in a reference cycle wait for the collector: thousands of short runs
     # then trigger full collections (a run's whole graph of ~70 objects each time, measured
     # at ~4% of the executor's loop). Refcounting alone must free a finished run.
-    import gc
-
     async with Executor(db=tmp_path / "runs.db", workdir=tmp_path / "runs") as executor:
         await executor.run(["true"])  # what a process keeps from its first run on
-        gc.collect()
-        gc.disable()
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
+        with cyclic_garbage() as left:
             for communicators in (("pipe",), ("pipe", "socket"), ("socket",)):
                 record = await executor.run(["true"], communicators=communicators)
                 assert record.status == "COMPLETED"
-            gc.collect()
-            left = sorted({type(obj).__qualname__ for obj in gc.garbage})
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
     assert left == []

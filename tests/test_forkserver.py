@@ -21,7 +21,7 @@ from lute_async import Executor, Forkserver, Limits
 from lute_async.config import parse_config
 from lute_async.errors import ConfigError
 from lute_async.launchers.forkserver.server import _SERVERS
-from tests.conftest import process_exists
+from tests.conftest import cyclic_garbage, process_exists
 
 MIB = 1024 * 1024
 WAIT_LIMIT = 30
@@ -475,25 +475,14 @@ async def test_a_finished_forked_run_is_freed_without_the_garbage_collector(
 ) -> None:
     # As for a spawned run (test_executor): no reference cycle may keep a forked run's
     # objects (its exit callback's among them) until the collector runs.
-    import gc
-
     async with Executor(db=tmp_path / "own.db", workdir=tmp_path / "own") as executor:
         await executor.run_function(
             "fs_tasks:add", params={"a": 1, "b": 2}, env=tasks_env, launcher=FORK
         )
-        gc.collect()
-        gc.disable()
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
+        with cyclic_garbage() as left:
             for a in range(3):
                 record = await executor.run_function(
                     "fs_tasks:add", params={"a": a, "b": 1}, env=tasks_env, launcher=FORK
                 )
                 assert record.status == "COMPLETED"
-            gc.collect()
-            left = sorted({type(obj).__qualname__ for obj in gc.garbage})
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
     assert left == []
