@@ -72,10 +72,7 @@ class LocalProcess(GroupSignals):
                     return  # not exited after all (a stale event): watch on
                 ended = self._reaped(status, rusage)
             except OSError as exc:  # reaped by someone else: the run still ends, saying so
-                self.returncode = self._popen.returncode = -1
-                if self.guarded:
-                    GUARDIAN.release(pid)
-                self._end_stragglers()
+                self._released(-1)
                 message = f"pid {pid} could not be reaped: {exc}"
                 error = {"type": "LaunchError", "message": message, "traceback": None}
                 ended = ExitStatus(exit_code=None, error=error)
@@ -111,13 +108,9 @@ class LocalProcess(GroupSignals):
     def _reaped(self, status: int, rusage: resource.struct_rusage) -> ExitStatus:
         """The process was reaped with ``status`` and ``rusage``: release it, end what it
         left in its group, and say how it ended."""
-        pid = self._popen.pid
         wall = time.monotonic() - self.started
         code = os.waitstatus_to_exitcode(status)
-        self.returncode = self._popen.returncode = code  # Popen must not reap it again
-        if self.guarded:
-            GUARDIAN.release(pid)
-        self._end_stragglers()
+        self._released(code)
         usage = {
             "wall": wall,
             "user": rusage.ru_utime,
@@ -128,6 +121,14 @@ class LocalProcess(GroupSignals):
         if code < 0:
             return ExitStatus(exit_code=None, signal=-code, usage=usage)
         return ExitStatus(exit_code=code, usage=usage)
+
+    def _released(self, code: int) -> None:
+        """The process is gone with ``code``: Popen must not reap it again, the guardian
+        forgets it, and what it left in its group is ended."""
+        self.returncode = self._popen.returncode = code
+        if self.guarded:
+            GUARDIAN.release(self._popen.pid)
+        self._end_stragglers()
 
     async def wait_stopped(self) -> None:
         """Wait until the process is stopped (after SIGSTOP) or has ended, without reaping it,

@@ -49,6 +49,11 @@ async def terminate(
     return False
 
 
+def _own(sig: str, data: Any) -> Message:
+    """A message of the executor's own (no seq, no rank), sent now from this process."""
+    return Message(sig, data, 0, time.time(), None, os.getpid())
+
+
 def _no_watch(callback: Callable[[ExitStatus], None]) -> bool:
     """``on_exit`` of a process that has none: it cannot call back."""
     return False
@@ -264,7 +269,7 @@ class Supervisor(Draining):
         await self._inject(sig, data)
 
     async def _inject(self, sig: str, data: Any) -> None:
-        await self._put([Message(str(sig), data, 0, time.time(), None, os.getpid())])
+        await self._put([_own(str(sig), data)])
 
     async def _end(self, status: ExitStatus) -> None:
         """Dispatch the terminal event of the run's first-wins end, the last message."""
@@ -275,7 +280,7 @@ class Supervisor(Draining):
         """Dispatch one of the executor's own messages from the run's own task (its
         dispatcher), after everything the stream holds."""
         await self._pump()
-        await self._dispatch_batch([Message(sig, data, 0, time.time(), None, os.getpid())])
+        await self._dispatch_batch([_own(sig, data)])
 
     async def _put(self, batch: list[Message]) -> None:
         """Queue one of the executor's own messages (from a launcher, stop or resume) for
@@ -312,4 +317,4 @@ class Supervisor(Draining):
         self._lifecycle.advance(Phase.ENDED)
         event = EventName.CANCELLED.value
         data = self._attempt_noted(terminal_payload(event, status, error=OWNER_CANCELLED))
-        await self._dispatch_batch([Message(event, data, 0, time.time(), None, os.getpid())])
+        await self._dispatch_batch([_own(event, data)])
